@@ -1,0 +1,51 @@
+# stockmax: every target sets up what it needs first. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.stockmax-installed
+
+.PHONY: help setup run test kafka-up kafka-down topics migrate clean
+
+help:
+	@echo "make setup       create .venv, install stockmax (pinned), fetch the Kafka and Flink connector jars"
+	@echo "make run         the whole pipeline on a sample: local Kafka, Flink mini-cluster, embedded ClickHouse"
+	@echo "make test        the test suite (end to end on the real broker, Flink and ClickHouse engine)"
+	@echo "make kafka-up    start the local Kafka broker on localhost:9092 (STOCKMAX_KAFKA_BOOTSTRAP)"
+	@echo "make kafka-down  stop it"
+	@echo "make topics      create the topics;  make migrate: apply the ClickHouse schema"
+	@echo "make clean       remove .venv, fetched jars and local data"
+
+# The venv is rebuilt only when the pins change; the jars only when their poms change (see tools/fetch-jars.sh).
+$(STAMP): pyproject.toml constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
+	@command -v java >/dev/null || { echo "Java 17 is required (java not found)"; exit 1; }
+	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	@echo "installing stockmax and its pinned dependencies into $(VENV) (first time: a few minutes) ..."
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+	bash tools/fetch-jars.sh
+
+run: setup
+	$(VENV)/bin/stockmax demo
+
+test: setup
+	bash tools/run-tests.sh
+
+kafka-up: setup
+	$(VENV)/bin/stockmax kafka up
+
+kafka-down: setup
+	$(VENV)/bin/stockmax kafka down
+
+topics: setup
+	$(VENV)/bin/stockmax topics create
+
+migrate: setup
+	$(VENV)/bin/stockmax db migrate
+
+clean:
+	rm -rf $(VENV) .cache .stockmax .pytest_cache .hypothesis

@@ -1,0 +1,71 @@
+"""Rolled-up buckets (open, high, low, close, count, volume, VWAP) per symbol at one resolution."""
+
+from __future__ import annotations
+
+from .tick import Tick
+
+
+class RollupBuilder:
+    """Builds buckets [start, start + resolution) from ticks applied in event-time order.
+
+    A bucket is handed out by `close_before(frontier)` once frontier >= its end, i.e. once the watermark
+    guarantees no tick of it can still arrive; a closed bucket never changes, so every row is a
+    deterministic function of the input (what makes the ClickHouse writes idempotent).
+    """
+
+    __slots__ = ("resolution_s", "resolution_us", "_open_bucket", "_closed")
+
+    def __init__(self, resolution_s: int) -> None:
+        if resolution_s <= 0:
+            raise ValueError(f"resolution must be positive, got {resolution_s} s")
+        self.resolution_s = resolution_s
+        self.resolution_us = resolution_s * 1_000_000
+        self._open_bucket: list | None = None
+        self._closed: list[dict] = []
+
+    def bucket_end(self, time_us: int) -> int:
+        return (time_us // self.resolution_us + 1) * self.resolution_us
+
+    def add(self, tick: Tick) -> None:
+        start = tick.event_time - tick.event_time % self.resolution_us
+        b = self._open_bucket
+        if b is not None and b[1] != start:
+            self._closed.append(self._row(b))
+            b = None
+        p, v = tick.price, tick.volume
+        if b is None:
+            # symbol, start, open, high, high_time, low, low_time, close, count, volume, price*volume
+            self._open_bucket = [tick.symbol, start, p, p, tick.event_time, p, tick.event_time, p, 1, v, p * v]
+            return
+        if p > b[3]:
+            b[3], b[4] = p, tick.event_time
+        if p < b[5]:
+            b[5], b[6] = p, tick.event_time
+        b[7] = p
+        b[8] += 1
+        b[9] += v
+        b[10] += p * v
+
+    def close_before(self, frontier_us: int) -> list[dict]:
+        """Every bucket whose end is <= frontier_us, oldest first."""
+        b = self._open_bucket
+        if b is not None and b[1] + self.resolution_us <= frontier_us:
+            self._closed.append(self._row(b))
+            self._open_bucket = None
+        out, self._closed = self._closed, []
+        return out
+
+    def _row(self, b: list) -> dict:
+        symbol, start, o, h, ht, lo, lt, c, n, vol, pv = b
+        return {
+            "symbol": symbol, "resolution_s": self.resolution_s, "bucket_start": start,
+            "open": o, "high": h, "high_time": ht, "low": lo, "low_time": lt, "close": c,
+            "count": n, "volume": vol, "vwap": (pv / vol) if vol > 0 else None,
+        }
+
+    def __getstate__(self):
+        return (self.resolution_s, self._open_bucket, self._closed)
+
+    def __setstate__(self, state):
+        self.resolution_s, self._open_bucket, self._closed = state
+        self.resolution_us = self.resolution_s * 1_000_000

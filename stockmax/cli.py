@@ -1,0 +1,201 @@
+"""The `stockmax` command: everything a user does, one sub-command each."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import config
+
+
+def _settings(args) -> config.Settings:
+    return config.load(args.config)
+
+
+def cmd_config(args) -> int:
+    settings = _settings(args)
+    width = max(len(k) for k in settings.redacted())
+    for key, value in settings.redacted().items():
+        print(f"{config.ENV_PREFIX + key.upper():<{width + 9}} {value}")
+    return 0
+
+
+def cmd_kafka(args) -> int:
+    from .kafka_local import LocalKafka, bootstrap_answers
+
+    settings = _settings(args)
+    broker = LocalKafka.from_settings(settings)
+    if args.action == "up":
+        broker.start()
+        print(f"Kafka broker answers at {broker.bootstrap} (pid {broker.running_pid()}, data in {broker.data_dir})")
+    elif args.action == "down":
+        print("Kafka broker stopped" if broker.stop() else f"no local broker was running from {broker.data_dir}")
+    else:
+        up = bootstrap_answers(settings.kafka_bootstrap)
+        print(f"Kafka at {settings.kafka_bootstrap}: {'answers' if up else 'does not answer'}")
+        return 0 if up else 1
+    return 0
+
+
+def cmd_topics(args) -> int:
+    from .kafka_io import TOPIC_KINDS, create_topics
+
+    settings = _settings(args)
+    created = create_topics(settings)
+    for kind in TOPIC_KINDS:
+        name = settings.topic(kind)
+        print(f"{name}: {'created' if name in created else 'exists'}")
+    return 0
+
+
+def cmd_db(args) -> int:
+    from .store import Store
+
+    settings = _settings(args)
+    with Store(settings) as store:
+        for name in store.migrate():
+            print(f"applied {name}")
+    print(f"ClickHouse schema is up to date ({settings.redacted()['clickhouse_dsn'] or settings.store_dsn}, "
+          f"database {settings.clickhouse_database})")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from . import sample
+
+    table = sample.generate(symbols=args.symbols, duration_s=args.duration, ticks_per_second=args.rate,
+                            seed=args.seed)
+    path = sample.write(table, args.output)
+    print(f"wrote {table.num_rows} ticks to {path}")
+    return 0
+
+
+def cmd_replay(args) -> int:
+    from .replay import replay
+
+    settings = _settings(args)
+    n = replay(settings, args.file, speed=args.speed, progress=not args.no_progress)
+    print(f"published {n} ticks to {settings.topic('ticks')} at {settings.kafka_bootstrap}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .runner import run
+
+    settings = _settings(args)
+    result = run(settings, bounded=args.bounded)
+    print(f"job finished; {result.rollups_loaded} rollup rows loaded into ClickHouse")
+    return 0
+
+
+def cmd_load(args) -> int:
+    import threading
+
+    from .loader import RollupLoader
+    from .store import Store
+
+    settings = _settings(args)
+    with Store(settings) as store:
+        store.migrate()
+        loader = RollupLoader(settings, store)
+        try:
+            if args.once:
+                print(f"loaded {loader.drain()} rollup rows")
+            else:
+                loader.run(threading.Event())
+        finally:
+            loader.close()
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import demo
+
+    demo(_settings(args), tick_file=args.file)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stockmax",
+        description="Sliding max/min, spike alerts and rolled-up history for market ticks on Apache Flink. "
+                    "Settings: a TOML file (--config, STOCKMAX_CONFIG or ./stockmax.toml) and STOCKMAX_* "
+                    "environment variables; `stockmax config` lists them.")
+    parser.add_argument("--config", help="TOML settings file (default: $STOCKMAX_CONFIG or ./stockmax.toml)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what the clients do")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("config", help="print the effective settings and their environment variables")
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("kafka", help="start, stop or probe the local single-node Kafka broker (KRaft)")
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.set_defaults(func=cmd_kafka)
+
+    p = sub.add_parser("topics", help="create stockmax's topics (ticks, alerts, rollups, ticks-late, ticks-dead)")
+    p.add_argument("action", choices=["create"])
+    p.set_defaults(func=cmd_topics)
+
+    p = sub.add_parser("db", help="apply the ClickHouse schema in sql/migrations (idempotent)")
+    p.add_argument("action", choices=["migrate"])
+    p.set_defaults(func=cmd_db)
+
+    p = sub.add_parser("sample", help="write a realistic sample tick file (CSV or Parquet by extension)")
+    p.add_argument("output", type=Path)
+    p.add_argument("--symbols", type=int, default=20)
+    p.add_argument("--duration", type=float, default=600.0, help="seconds of market time (default 600)")
+    p.add_argument("--rate", type=float, default=4.0, help="ticks per second per symbol (default 4)")
+    p.add_argument("--seed", type=int, default=7)
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("replay", help="publish a CSV or Parquet tick file to the ticks topic",
+                       description="Columns: symbol, price, event_time (ISO-8601 UTC or integer epoch µs); "
+                                   "optional volume, exchange, seq (numbered by row when absent). Each tick is "
+                                   "keyed by symbol and stamped with its event time.")
+    p.add_argument("file", type=Path)
+    p.add_argument("--speed", type=float, default=None,
+                   help="replay at N x recorded time (default: as fast as possible)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("run", help="run the job on the local Flink mini-cluster, loading rollups into ClickHouse")
+    p.add_argument("--bounded", action="store_true",
+                   help="process every tick already in the topic, commit all outputs, load all rollups, stop")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("load", help="load committed rollups from the rollups topic into ClickHouse")
+    p.add_argument("--once", action="store_true", help="load what is committed now, then stop")
+    p.set_defaults(func=cmd_load)
+
+    p = sub.add_parser("demo", help="the whole pipeline on a sample (what `make run` does), then a summary")
+    p.add_argument("--file", type=Path, default=None, help="a tick file to use instead of a generated sample")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        logging.getLogger("kafka").setLevel(logging.ERROR)
+    from .kafka_io import KafkaUnavailable
+    from .kafka_local import BrokerError
+    from .replay import TickFileError
+    from .store import StoreError
+
+    try:
+        return args.func(args)
+    except (config.ConfigError, KafkaUnavailable, BrokerError, StoreError, TickFileError, FileNotFoundError,
+            TimeoutError) as exc:
+        print(f"stockmax: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("stockmax: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""Settings, read in one place: defaults < config file < environment variables (STOCKMAX_<NAME>).
+
+The config file is TOML: `STOCKMAX_CONFIG` names it, else `./stockmax.toml` is read when it exists.
+Its keys are the field names below (e.g. `kafka_bootstrap = "host:9092"`); the environment variable for
+a field is its name in upper case with the `STOCKMAX_` prefix (e.g. `STOCKMAX_KAFKA_BOOTSTRAP`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+ENV_PREFIX = "STOCKMAX_"
+
+# The checkout this package runs from (the package is installed editable by `make setup`): sql/,
+# schemas/, flink-conf/ and the fetched jars are read from here.
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+class ConfigError(ValueError):
+    """A setting is missing, unknown or has a value of the wrong kind."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Where stockmax keeps its state on this machine: the embedded ClickHouse store, the local broker.
+    data_dir: Path = field(default_factory=lambda: Path.cwd() / ".stockmax")
+    # Kafka
+    kafka_bootstrap: str = "localhost:9092"
+    topic_prefix: str = ""  # prepended to every topic name below (isolates demo and test runs)
+    topic_ticks: str = "ticks"
+    topic_alerts: str = "alerts"
+    topic_rollups: str = "rollups"
+    topic_late: str = "ticks-late"
+    topic_dead: str = "ticks-dead"
+    topic_partitions: int = 2
+    # ClickHouse: chdb:///<dir> is the embedded engine; http(s)://user:pass@host:port for a server.
+    # Empty means chdb:///<data_dir>/clickhouse.
+    clickhouse_dsn: str = ""
+    clickhouse_database: str = "stockmax"
+    # Event time
+    watermark_bound_ms: int = 2000  # how far out of order a tick may arrive and still be applied
+    source_idleness_ms: int = 5000  # a partition silent this long stops holding back the watermark
+    # Rules
+    spike_threshold_pct: float = 2.0
+    spike_window_ms: int = 1000
+    rollup_resolution_s: int = 60
+    # Flink
+    parallelism: int = 1
+    checkpoint_interval_ms: int = 2000  # alerts become visible to read_committed readers at each checkpoint
+    # Must be <= the broker's transaction.max.timeout.ms (the local broker allows 1 h) and outlive a
+    # checkpoint plus a restart, or the broker aborts transactions Flink still means to commit.
+    kafka_transaction_timeout_ms: int = 900_000
+    python_bundle_size: int = 10_000
+    python_bundle_time_ms: int = 1000
+    job_name: str = "stockmax"
+    # Where tools/fetch-jars.sh put the Flink Kafka connector.
+    flink_jars_dir: Path = PROJECT_ROOT / ".cache" / "jars" / "flink"
+    kafka_jars_dir: Path = PROJECT_ROOT / ".cache" / "jars" / "kafka"
+
+    # -- derived values ---------------------------------------------------------------------------
+    def topic(self, name: str) -> str:
+        """The full topic name for one of: ticks, alerts, rollups, late, dead."""
+        return self.topic_prefix + getattr(self, f"topic_{name}")
+
+    @property
+    def store_dsn(self) -> str:
+        return self.clickhouse_dsn or f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+    def with_(self, **changes) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    def redacted(self) -> dict[str, str]:
+        """All settings as text, with credentials in the DSN hidden (for printing)."""
+        out = {f.name: str(getattr(self, f.name)) for f in fields(self)}
+        out["clickhouse_dsn"] = _redact_dsn(out["clickhouse_dsn"])
+        return out
+
+
+def _redact_dsn(dsn: str) -> str:
+    if "@" in dsn and "://" in dsn:
+        scheme, rest = dsn.split("://", 1)
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    return dsn
+
+
+def _convert(name: str, kind, raw, source: str):
+    try:
+        if kind is bool:
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if kind is int:
+            if isinstance(raw, float) or isinstance(raw, bool):
+                raise ValueError(raw)
+            return int(str(raw).replace("_", ""))
+        if kind is float:
+            return float(raw)
+        if kind is Path:
+            return Path(str(raw)).expanduser()
+        return str(raw)
+    except ValueError:
+        raise ConfigError(f"{source}: {name} must be {kind.__name__}, got {raw!r}") from None
+
+
+_KINDS = {"int": int, "float": float, "str": str, "Path": Path, "bool": bool}
+
+
+def load(config_file: str | os.PathLike | None = None, env: dict[str, str] | None = None) -> Settings:
+    """Settings from defaults, then the config file, then STOCKMAX_* environment variables."""
+    env = os.environ if env is None else env
+    kinds = {f.name: _KINDS[f.type] for f in fields(Settings)}
+    values: dict = {}
+
+    path = config_file or env.get(ENV_PREFIX + "CONFIG")
+    if path is None and Path("stockmax.toml").is_file():
+        path = "stockmax.toml"
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        for key, raw in data.items():
+            if key not in kinds:
+                raise ConfigError(f"config file {path}: unknown setting {key!r}")
+            values[key] = _convert(key, kinds[key], raw, f"config file {path}")
+
+    for key, kind in kinds.items():
+        raw = env.get(ENV_PREFIX + key.upper())
+        if raw is not None:
+            values[key] = _convert(key, kind, raw, ENV_PREFIX + key.upper())
+
+    settings = Settings(**values)
+    _validate(settings)
+    return settings
+
+
+def _validate(s: Settings) -> None:
+    positive = ["topic_partitions", "spike_window_ms", "rollup_resolution_s", "parallelism",
+                "checkpoint_interval_ms", "kafka_transaction_timeout_ms", "python_bundle_size",
+                "python_bundle_time_ms"]
+    for name in positive:
+        if getattr(s, name) <= 0:
+            raise ConfigError(f"{name} must be positive, got {getattr(s, name)}")
+    if s.watermark_bound_ms < 0:
+        raise ConfigError(f"watermark_bound_ms must be >= 0, got {s.watermark_bound_ms}")
+    if not 0 < s.spike_threshold_pct < 100:
+        raise ConfigError(f"spike_threshold_pct must be in (0, 100), got {s.spike_threshold_pct}")
+    if not (s.store_dsn.startswith("chdb://") or s.store_dsn.startswith(("http://", "https://"))):
+        raise ConfigError(f"clickhouse_dsn must start with chdb://, http:// or https://, got {_redact_dsn(s.store_dsn)!r}")
+
+
+def documented_settings() -> list[tuple[str, str, str]]:
+    """(environment variable, default, type) for every setting, for `stockmax config`."""
+    defaults = Settings()
+    return [(ENV_PREFIX + f.name.upper(), str(getattr(defaults, f.name)), f.type) for f in fields(Settings)]

@@ -1,0 +1,130 @@
+"""Kafka from Python (kafka-python): topics, the replay producer, and read_committed readers."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from typing import Iterator
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from .config import Settings
+
+TOPIC_KINDS = ("ticks", "alerts", "rollups", "late", "dead")
+
+
+class KafkaUnavailable(RuntimeError):
+    pass
+
+
+def _unavailable(settings: Settings, exc: Exception) -> KafkaUnavailable:
+    return KafkaUnavailable(
+        f"no Kafka broker answers at {settings.kafka_bootstrap} ({type(exc).__name__}). Start the local one "
+        f"with `make kafka-up`, or set STOCKMAX_KAFKA_BOOTSTRAP to your broker")
+
+
+def ensure_reachable(settings: Settings, timeout_s: float = 3.0) -> None:
+    """Fail at once, clearly, when no bootstrap address accepts a connection (the clients would wait 30 s)."""
+    for address in settings.kafka_bootstrap.split(","):
+        host, _, port = address.strip().rpartition(":")
+        try:
+            with socket.create_connection((host or "localhost", int(port)), timeout=timeout_s):
+                return
+        except (OSError, ValueError):
+            continue
+    raise _unavailable(settings, ConnectionRefusedError("connection refused"))
+
+
+def admin(settings: Settings) -> KafkaAdminClient:
+    ensure_reachable(settings)
+    try:
+        return KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="stockmax-admin",
+                                request_timeout_ms=15000)
+    except KafkaError as exc:
+        raise _unavailable(settings, exc) from None
+
+
+def create_topics(settings: Settings) -> list[str]:
+    """Create stockmax's topics where missing (idempotent). Returns the ones created now."""
+    client = admin(settings)
+    try:
+        existing = set(client.list_topics())
+        wanted = [settings.topic(kind) for kind in TOPIC_KINDS]
+        new = [NewTopic(name, num_partitions=settings.topic_partitions, replication_factor=1)
+               for name in wanted if name not in existing]
+        if new:
+            try:
+                client.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass  # created meanwhile by someone else: what we wanted
+        return [t.name for t in new]
+    finally:
+        client.close()
+
+
+def producer(settings: Settings, **overrides) -> KafkaProducer:
+    options = dict(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=20,
+                   batch_size=512 * 1024, max_request_size=4 * 1024 * 1024, client_id="stockmax-replay")
+    options.update(overrides)
+    ensure_reachable(settings)
+    try:
+        return KafkaProducer(**options)
+    except KafkaError as exc:
+        raise _unavailable(settings, exc) from None
+
+
+def _committed_consumer(settings: Settings, group_id: str | None, **overrides) -> KafkaConsumer:
+    options = dict(bootstrap_servers=settings.kafka_bootstrap, group_id=group_id,
+                   isolation_level="read_committed",  # only what Flink's transactions committed
+                   enable_auto_commit=False, auto_offset_reset="earliest", client_id="stockmax-reader",
+                   consumer_timeout_ms=1000)
+    options.update(overrides)
+    ensure_reachable(settings)
+    try:
+        return KafkaConsumer(**options)
+    except KafkaError as exc:
+        raise _unavailable(settings, exc) from None
+
+
+def _partitions(consumer: KafkaConsumer, topic: str, wait_s: float = 10.0) -> list[TopicPartition]:
+    deadline = time.monotonic() + wait_s
+    while True:
+        parts = consumer.partitions_for_topic(topic)
+        if parts:
+            return [TopicPartition(topic, p) for p in sorted(parts)]
+        if time.monotonic() > deadline:
+            raise KafkaUnavailable(f"topic {topic!r} does not exist; create it with `stockmax topics create`")
+        time.sleep(0.2)
+
+
+def read_committed(settings: Settings, topic: str, timeout_s: float = 60.0) -> Iterator:
+    """Every committed record of a topic from the beginning up to its end now (the last stable offset)."""
+    consumer = _committed_consumer(settings, group_id=None)
+    try:
+        parts = _partitions(consumer, topic)
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        end = consumer.end_offsets(parts)  # with read_committed: the last stable offset
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < end[tp] for tp in parts):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {topic} did not reach its end offsets within {timeout_s:.0f}s")
+            for records in consumer.poll(timeout_ms=500).values():
+                yield from records
+    finally:
+        consumer.close()
+
+
+def read_committed_json(settings: Settings, kind: str, timeout_s: float = 60.0) -> list[dict]:
+    return [json.loads(r.value) for r in read_committed(settings, settings.topic(kind), timeout_s)]
+
+
+def committed_reader(settings: Settings, topic: str, group_id: str) -> tuple[KafkaConsumer, list[TopicPartition]]:
+    """A read_committed consumer of a whole topic that resumes from the group's committed offsets."""
+    consumer = _committed_consumer(settings, group_id=group_id, max_poll_records=5000)
+    parts = _partitions(consumer, topic)
+    consumer.assign(parts)
+    return consumer, parts

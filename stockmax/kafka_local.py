@@ -1,0 +1,202 @@
+"""A real single-node Apache Kafka broker (KRaft) run from the jars tools/fetch-jars.sh cached.
+
+Used by `stockmax kafka up|down|status` (make kafka-up / kafka-down), by `make run` and by the tests.
+It listens on loopback only, and is configured so that transactions work on one node.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Settings
+
+# The broker's ceiling for a producer's transaction.timeout.ms. Flink's KafkaSink asks for
+# Settings.kafka_transaction_timeout_ms (15 min by default), which must not exceed this.
+TRANSACTION_MAX_TIMEOUT_MS = 3_600_000
+
+
+class BrokerError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_answers(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def bootstrap_answers(bootstrap: str, timeout_s: float = 5.0) -> bool:
+    """True when a Kafka broker answers a metadata request at the bootstrap address."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    if not port_answers(host or "localhost", int(port)):
+        return False
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000),
+                                 client_id="stockmax-probe")
+        try:
+            admin.list_topics()
+            return True
+        finally:
+            admin.close()
+    except KafkaError:
+        return False
+
+
+@dataclass
+class LocalKafka:
+    data_dir: Path  # holds server.properties, the log dirs, the broker's log and its pid file
+    jars_dir: Path
+    port: int = 9092
+    controller_port: int = 0  # 0: a free port
+
+    @classmethod
+    def from_settings(cls, settings: Settings, data_dir: Path | None = None) -> "LocalKafka":
+        host, _, port = settings.kafka_bootstrap.split(",")[0].rpartition(":")
+        if host not in ("localhost", "127.0.0.1", ""):
+            raise BrokerError(f"the local broker listens on loopback only; STOCKMAX_KAFKA_BOOTSTRAP is "
+                              f"{settings.kafka_bootstrap}")
+        return cls(data_dir or settings.data_dir / "kafka", settings.kafka_jars_dir, int(port))
+
+    @property
+    def bootstrap(self) -> str:
+        return f"localhost:{self.port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "broker.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "broker.log"
+
+    def running_pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text())
+            os.kill(pid, 0)
+            return pid
+        except (OSError, ValueError):
+            return None
+
+    def _write_config(self) -> Path:
+        if not self.controller_port:
+            self.controller_port = free_port()
+        logs = self.data_dir / "logs"
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "log.dirs": str(logs),
+            "num.partitions": "1",
+            # One node: internal topics with one replica, or consumer groups and transactions never start.
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "4",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "4",
+            "min.insync.replicas": "1",
+            "transaction.max.timeout.ms": str(TRANSACTION_MAX_TIMEOUT_MS),
+            "group.initial.rebalance.delay.ms": "0",
+            "auto.create.topics.enable": "false",
+            "log.retention.hours": "168",
+        }
+        path = self.data_dir / "server.properties"
+        path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        (self.data_dir / "log4j.properties").write_text(
+            "log4j.rootLogger=INFO, file\n"
+            "log4j.appender.file=org.apache.log4j.FileAppender\n"
+            f"log4j.appender.file.File={self.log_file}\n"
+            "log4j.appender.file.layout=org.apache.log4j.PatternLayout\n"
+            "log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n\n"
+            "log4j.logger.kafka=INFO\nlog4j.logger.org.apache.kafka=INFO\n")
+        return path
+
+    def _java(self, *args: str) -> list[str]:
+        jars = sorted(self.jars_dir.glob("*.jar"))
+        if not jars:
+            raise BrokerError(f"no Kafka jars in {self.jars_dir}: run `make setup` (tools/fetch-jars.sh) first")
+        return ["java", "-Xms256m", "-Xmx1g", "-XX:+UseG1GC",
+                f"-Dlog4j.configuration=file:{self.data_dir / 'log4j.properties'}",
+                "-cp", os.pathsep.join(map(str, jars)), *args]
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        """Format storage if new, start the broker in the background, wait until it answers."""
+        if self.running_pid():
+            if bootstrap_answers(self.bootstrap):
+                return
+            raise BrokerError(f"a broker process ({self.running_pid()}) from {self.data_dir} is running but does "
+                              f"not answer at {self.bootstrap}; see {self.log_file}")
+        if port_answers("127.0.0.1", self.port):
+            raise BrokerError(f"port {self.port} is taken by another process; set STOCKMAX_KAFKA_BOOTSTRAP to "
+                              f"localhost:<free port> or stop what listens there")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        config = self._write_config()
+        if not (self.data_dir / "logs" / "meta.properties").exists():
+            cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")  # KRaft's id form
+            fmt = subprocess.run(self._java("kafka.tools.StorageTool", "format", "-t", cid, "-c", str(config)),
+                                 capture_output=True, text=True)
+            if fmt.returncode != 0:
+                raise BrokerError(f"formatting Kafka storage failed: {fmt.stderr.strip() or fmt.stdout.strip()}")
+        with open(self.data_dir / "broker.out", "ab") as out:
+            proc = subprocess.Popen(self._java("kafka.Kafka", str(config)), stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        self.pid_file.write_text(str(proc.pid))
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise BrokerError(f"the Kafka broker exited with code {proc.returncode}; see {self.log_file} "
+                                  f"and {self.data_dir / 'broker.out'}")
+            if bootstrap_answers(self.bootstrap, timeout_s=2):
+                return
+            time.sleep(0.3)
+        self.stop()
+        raise BrokerError(f"the Kafka broker did not answer at {self.bootstrap} within {timeout_s:.0f}s; "
+                          f"see {self.log_file}")
+
+    def stop(self, timeout_s: float = 30.0) -> bool:
+        """Stop the broker started from this data dir (SIGTERM: a clean shutdown). False if none ran."""
+        pid = self.running_pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                finished, _ = os.waitpid(pid, os.WNOHANG)  # reap it when it is our child
+                if finished:
+                    break
+            except ChildProcessError:
+                pass
+            try:
+                os.kill(pid, 0)
+            except OSError:
+                break
+            time.sleep(0.2)
+        else:
+            os.kill(pid, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
+        return True

@@ -1,0 +1,118 @@
+"""Replays a recorded tick file (CSV or Parquet) into the ticks topic."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from .config import Settings
+from .kafka_io import producer
+
+REQUIRED = ("symbol", "price", "event_time")
+OPTIONAL = {"volume": 0.0, "exchange": "", "seq": None}
+
+
+class TickFileError(ValueError):
+    pass
+
+
+def _event_time_us(column: pa.ChunkedArray, path: Path) -> pa.ChunkedArray:
+    """ISO-8601 UTC text, timestamps, or integer epoch µs -> int64 epoch µs."""
+    kind = column.type
+    try:
+        if pa.types.is_integer(kind):
+            return pc.cast(column, pa.int64())
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            # Text with an offset or Z is read as UTC; text without one is taken to be UTC.
+            try:
+                column = pc.cast(column, pa.timestamp("us", tz="UTC"))
+            except pa.ArrowInvalid:
+                column = pc.cast(column, pa.timestamp("us"))
+            kind = column.type
+        if pa.types.is_timestamp(kind):
+            return pc.cast(pc.cast(column, pa.timestamp("us", tz=kind.tz)), pa.int64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise TickFileError(f"{path}: event_time is neither ISO-8601 UTC nor epoch microseconds: {exc}") from None
+    raise TickFileError(f"{path}: event_time has type {kind}; expected ISO-8601 text or integer epoch µs")
+
+
+def read_tick_file(path: str | Path) -> pa.Table:
+    """The file's ticks as a table with columns symbol, price, volume, exchange, seq, event_time (µs).
+
+    A missing seq column is numbered by row, so every tick of the file has a distinct sequence number.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise TickFileError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            table = pq.read_table(path)
+        elif suffix in (".csv", ".txt") or path.name.endswith(".csv.gz"):
+            table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+                column_types={"symbol": pa.string(), "exchange": pa.string()}))
+        else:
+            raise TickFileError(f"{path}: unknown file type {suffix!r}; use .csv or .parquet")
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise TickFileError(f"{path}: cannot read: {exc}") from None
+    missing = [c for c in REQUIRED if c not in table.column_names]
+    if missing:
+        raise TickFileError(f"{path}: missing column(s) {', '.join(missing)}; have {', '.join(table.column_names)}")
+    n = table.num_rows
+    columns = {
+        "symbol": pc.cast(table["symbol"], pa.string()),
+        "price": pc.cast(table["price"], pa.float64()),
+        "volume": pc.cast(table["volume"], pa.float64()) if "volume" in table.column_names
+        else pa.chunked_array([pa.array([0.0] * n, pa.float64())]),
+        "exchange": pc.cast(table["exchange"], pa.string()) if "exchange" in table.column_names
+        else pa.chunked_array([pa.array([""] * n, pa.string())]),
+        "seq": pc.cast(table["seq"], pa.int64()) if "seq" in table.column_names
+        else pa.chunked_array([pa.array(range(n), pa.int64())]),
+        "event_time": _event_time_us(table["event_time"], path),
+    }
+    for name in ("symbol", "price", "event_time"):
+        if columns[name].null_count:
+            raise TickFileError(f"{path}: column {name} has {columns[name].null_count} empty value(s)")
+    columns["volume"] = pc.fill_null(columns["volume"], 0.0)
+    columns["exchange"] = pc.fill_null(columns["exchange"], "")
+    return pa.table(columns)
+
+
+def replay(settings: Settings, path: str | Path, speed: float | None = None, progress: bool = True) -> int:
+    """Publish every tick of the file, in file order, keyed by symbol (one partition per symbol keeps its
+    order), with the Kafka record timestamp set to the tick's event time. `speed`: N x recorded time
+    (None: as fast as possible). Returns the number of ticks published."""
+    table = read_tick_file(path)
+    n = table.num_rows
+    kafka = producer(settings)
+    topic = settings.topic("ticks")
+    start_wall = time.monotonic()
+    first_event = None
+    try:
+        with tqdm(total=n, unit="tick", desc=f"replay {Path(path).name}", disable=not progress,
+                  file=sys.stderr, mininterval=1.0, unit_scale=True) as bar:
+            for batch in table.to_batches(max_chunksize=10_000):
+                rows = batch.to_pylist()
+                for row in rows:
+                    if speed:
+                        if first_event is None:
+                            first_event = row["event_time"]
+                        due = start_wall + (row["event_time"] - first_event) / 1e6 / speed
+                        wait = due - time.monotonic()
+                        if wait > 0:
+                            time.sleep(wait)
+                    kafka.send(topic, key=row["symbol"].encode(), timestamp_ms=row["event_time"] // 1000,
+                               value=json.dumps(row, separators=(",", ":")).encode())
+                bar.update(len(rows))
+            kafka.flush()
+    finally:
+        kafka.close()
+    return n

@@ -1,0 +1,143 @@
+"""ClickHouse through clickhouse-connect: the embedded chDB engine (chdb://) or a server (http(s)://).
+
+The same code serves both. DDL lives in sql/migrations, queries in sql/queries (one definition each).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import time
+from pathlib import Path
+
+import clickhouse_connect
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
+from .config import PROJECT_ROOT, Settings
+
+log = logging.getLogger(__name__)
+
+SQL_DIR = PROJECT_ROOT / "sql"
+ROLLUP_COLUMNS = ["symbol", "resolution_s", "bucket_start", "open", "high", "high_time", "low", "low_time",
+                  "close", "count", "volume", "vwap"]
+_TIME_COLUMNS = {"bucket_start", "high_time", "low_time"}
+
+
+class StoreError(RuntimeError):
+    """The store cannot be used; the message says why and what to do."""
+
+
+class StoreLockedError(StoreError):
+    pass
+
+
+def query_text(name: str) -> str:
+    return (SQL_DIR / "queries" / f"{name}.sql").read_text()
+
+
+def _process_description(pid: int) -> str:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        return f"process {pid} ({cmd[:200]})"
+    except OSError:
+        return f"process {pid}"
+
+
+class _DirectoryLock:
+    """One process at a time per embedded data directory (chDB allows no more), with a clear error."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / "stockmax.lock"
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(self._fd, 32).decode(errors="replace").strip()
+            os.close(self._fd)
+            who = _process_description(int(holder)) if holder.isdigit() else "another process"
+            raise StoreLockedError(
+                f"the embedded ClickHouse store {directory} is in use by {who}. The embedded engine allows one "
+                f"process per directory: stop that process, or set STOCKMAX_CLICKHOUSE_DSN to another "
+                f"chdb:///<dir> or to a ClickHouse server (http://host:8123)") from None
+        os.ftruncate(self._fd, 0)
+        os.write(self._fd, str(os.getpid()).encode())
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+
+class Store:
+    """A connection to the configured ClickHouse, with stockmax's database selected."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.dsn = settings.store_dsn
+        self.database = settings.clickhouse_database
+        self._lock = None
+        if self.dsn.startswith("chdb://"):
+            self._lock = _DirectoryLock(Path(self.dsn[len("chdb://"):]))
+        try:
+            self.client = clickhouse_connect.get_client(dsn=self.dsn)
+            self.client.command(f"CREATE DATABASE IF NOT EXISTS `{self.database}`")
+            self.client.database = self.database
+        except Exception as exc:  # any driver or engine failure at connect time becomes one clear error
+            self.close()
+            raise StoreError(f"cannot open ClickHouse at {settings.redacted()['clickhouse_dsn'] or self.dsn}: "
+                             f"{str(exc).splitlines()[0][:300]}") from None
+
+    def close(self) -> None:
+        client = getattr(self, "client", None)
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # closing a broken connection must not hide the original error
+                pass
+            self.client = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- schema -----------------------------------------------------------------------------------
+    def migrate(self) -> list[str]:
+        """Apply sql/migrations/*.sql in order; each is idempotent (IF NOT EXISTS). Returns what ran."""
+        applied = []
+        for path in sorted((SQL_DIR / "migrations").glob("*.sql")):
+            self.client.command(path.read_text())
+            applied.append(path.name)
+        return applied
+
+    # -- writes -----------------------------------------------------------------------------------
+    def insert_rollups(self, rows: list[dict], attempts: int = 6, first_backoff_s: float = 0.5) -> None:
+        """Insert closed buckets. Idempotent (see sql/migrations/001_rollups.sql), so it retries freely."""
+        if not rows:
+            return
+        data = [[r[c] for c in ROLLUP_COLUMNS] for r in rows]
+        delay = first_backoff_s
+        for attempt in range(1, attempts + 1):
+            try:
+                self.client.insert("rollups", data, column_names=ROLLUP_COLUMNS)
+                return
+            except (ClickHouseError, OSError) as exc:
+                if attempt == attempts:
+                    raise StoreError(f"inserting {len(rows)} rollup rows failed {attempts} times: {exc}") from exc
+                log.warning("rollup insert failed (attempt %d/%d), retrying in %.1fs: %s",
+                            attempt, attempts, delay, str(exc).splitlines()[0])
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    # -- reads ------------------------------------------------------------------------------------
+    def query(self, name: str, **parameters) -> list[dict]:
+        """Run sql/queries/<name>.sql with bound parameters; rows as dicts."""
+        result = self.client.query(query_text(name), parameters=parameters)
+        return [dict(zip(result.column_names, row)) for row in result.result_rows]
