@@ -81,5 +81,5 @@ def demo(settings: Settings, tick_file: Path | None = None, say=print) -> dict:
     say(f"  job time                 {elapsed:>7.1f}s  (mini-cluster start included)")
     say("  highest prices (from ClickHouse):")
     for row in summary["highest"]:
-        say(f"    {row['symbol']:<6} {row['high']:>12.4f}  at {row['high_time']:%Y-%m-%d %H:%M:%S.%f} UTC")
+        say(f"    {row['symbol']:<6} {row['max_price']:>12.4f}  at {row['max_time']:%Y-%m-%d %H:%M:%S.%f} UTC")
     return summary

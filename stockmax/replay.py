@@ -31,11 +31,10 @@ def _event_time_us(column: pa.ChunkedArray, path: Path) -> pa.ChunkedArray:
         if pa.types.is_integer(kind):
             return pc.cast(column, pa.int64())
         if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-            # Text with an offset or Z is read as UTC; text without one is taken to be UTC.
-            try:
-                column = pc.cast(column, pa.timestamp("us", tz="UTC"))
-            except pa.ArrowInvalid:
-                column = pc.cast(column, pa.timestamp("us"))
+            # Text without a zone is taken to be UTC: give it one, so that every value casts the same way.
+            zoned = pc.match_substring_regex(column, r"(Z|[+-]\d\d:?\d\d)$")
+            column = pc.if_else(zoned, column, pc.binary_join_element_wise(column, "+00:00", ""))
+            column = pc.cast(column, pa.timestamp("us", tz="UTC"))
             kind = column.type
         if pa.types.is_timestamp(kind):
             return pc.cast(pc.cast(column, pa.timestamp("us", tz=kind.tz)), pa.int64())

@@ -1,0 +1,1 @@
+"""PyFlink jobs: thin adapters that wire stockmax.operators into a Flink DataStream pipeline."""
