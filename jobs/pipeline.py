@@ -24,7 +24,6 @@ import time
 
 from pyflink.common import Configuration, Duration, Types, WatermarkStrategy
 from pyflink.common.serialization import SimpleStringSchema
-from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.datastream import (KeyedProcessFunction, OutputTag, ProcessFunction,
                                 StreamExecutionEnvironment)
 from pyflink.datastream.connectors.base import DeliveryGuarantee
@@ -35,7 +34,7 @@ from pyflink.datastream.state import ValueStateDescriptor
 from stockmax import config as stockmax_config
 from stockmax.config import Settings
 from stockmax.operators.symbol import SymbolProcessor, frontier_from_watermark_ms
-from stockmax.operators.tick import Rejection, parse_tick, tick_to_json
+from stockmax.operators.tick import Rejection, check_record_timestamp, parse_tick
 
 DEAD = OutputTag("dead", Types.STRING())
 LATE = OutputTag("late", Types.STRING())
@@ -59,6 +58,8 @@ class ParseTicks(ProcessFunction):
     def process_element(self, value: str, ctx):
         raw = value.encode(_LOSSLESS_CHARSET)
         parsed = parse_tick(raw)
+        if not isinstance(parsed, Rejection):
+            parsed = check_record_timestamp(parsed, ctx.timestamp()) or parsed
         if isinstance(parsed, Rejection):
             yield DEAD, _dumps({
                 "reason": parsed.code, "message": parsed.message, "source_topic": self.source_topic,
@@ -68,11 +69,6 @@ class ParseTicks(ProcessFunction):
             })
         else:
             yield parsed
-
-
-class TickTimestamps(TimestampAssigner):
-    def extract_timestamp(self, value, record_timestamp: int) -> int:
-        return value.event_time // 1000  # Flink's event time is in ms; ticks carry µs
 
 
 class SymbolFunction(KeyedProcessFunction):
@@ -140,15 +136,17 @@ def build(env: StreamExecutionEnvironment, settings: Settings, bounded: bool) ->
     if bounded:
         # Stop at the offsets that are the end of each partition when the job starts.
         source = source.set_bounded(KafkaOffsetsInitializer.latest())
-    raw = env.from_source(source.build(), WatermarkStrategy.no_watermarks(), "ticks")
-
-    parsed = raw.process(ParseTicks(settings.topic("ticks"))).name("parse ticks")
+    # Event time is the Kafka record timestamp (ms), and watermarks are made in the source per partition:
+    # one reader interleaves partitions in large batches, so a watermark made after the merge would run
+    # ahead of the slower partition and make its ticks late. ParseTicks checks each tick's own event time
+    # against its record timestamp. (This also keeps timestamping in the JVM, off the Python path.)
     watermarks = (WatermarkStrategy
                   .for_bounded_out_of_orderness(Duration.of_millis(settings.watermark_bound_ms))
-                  .with_timestamp_assigner(TickTimestamps())
                   .with_idleness(Duration.of_millis(settings.source_idleness_ms)))
-    timed = parsed.assign_timestamps_and_watermarks(watermarks)
-    alerts = (timed.key_by(lambda tick: tick.symbol, key_type=Types.STRING())
+    raw = env.from_source(source.build(), watermarks, "ticks")
+
+    parsed = raw.process(ParseTicks(settings.topic("ticks"))).name("parse ticks")
+    alerts = (parsed.key_by(lambda tick: tick.symbol, key_type=Types.STRING())
               .process(SymbolFunction(settings.spike_threshold_pct, settings.spike_window_ms,
                                       settings.rollup_resolution_s), output_type=Types.STRING())
               .name("sliding max, spikes, rollups"))

@@ -27,7 +27,9 @@ class Tick(NamedTuple):
 
 
 class Rejection(NamedTuple):
-    code: str  # stable: too_large, not_utf8, not_json, not_object, missing_field, wrong_type, invalid_value
+    # stable: too_large, not_utf8, not_json, not_object, missing_field, wrong_type, invalid_value,
+    # timestamp_mismatch
+    code: str
     message: str
 
 
@@ -105,5 +107,12 @@ def parse_tick(raw: bytes | str) -> Tick | Rejection:
                 values["seq"], values["event_time"])
 
 
-def tick_to_json(tick: Tick) -> str:
-    return json.dumps(tick._asdict(), separators=(",", ":"))
+def check_record_timestamp(tick: Tick, record_timestamp_ms: int | None) -> Rejection | None:
+    """The job derives event time and watermarks, per partition, from the Kafka record timestamp (ms); the
+    tick's own event time (µs) must fall within that millisecond or its lateness would be judged wrongly.
+    `stockmax replay` stamps records this way; other producers must do the same."""
+    if record_timestamp_ms is None or tick.event_time // 1000 == record_timestamp_ms:
+        return None
+    return Rejection("timestamp_mismatch",
+                     f"record timestamp {record_timestamp_ms} ms is not the tick's event_time "
+                     f"{tick.event_time} µs; producers must set the Kafka record timestamp to the event time")

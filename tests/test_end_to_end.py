@@ -4,7 +4,7 @@ the Flink mini-cluster, then read the alerts back with read_committed and the ro
 
 from __future__ import annotations
 
-import json
+import base64
 import os
 import subprocess
 import sys
@@ -39,9 +39,14 @@ def stockmax(settings, *args: str) -> subprocess.CompletedProcess:
     return done
 
 
+MISMATCHED = b'{"symbol": "AAPL", "price": 10.0, "event_time": 1767623400000000}'  # record stamped otherwise
+
+
 def test_replay_run_bounded_read_back(settings, tmp_path):
-    settings = settings.with_(parallelism=2)
-    tick_file = sample.write(sample.generate(symbols=6, duration_s=150, ticks_per_second=5, spikes_per_symbol=4,
+    # Parallelism 1 over 2 partitions: one reader interleaves the partitions in large batches, which only
+    # per-partition watermarks in the source survive without marking ticks late.
+    assert settings.parallelism == 1 and settings.topic_partitions == 2
+    tick_file = sample.write(sample.generate(symbols=10, duration_s=600, ticks_per_second=5, spikes_per_symbol=4,
                                              seed=11), tmp_path / "ticks.csv")
     ticks = read_tick_file(tick_file).to_pylist()
 
@@ -50,9 +55,14 @@ def test_replay_run_bounded_read_back(settings, tmp_path):
     producer = kafka_io.producer(settings)
     for raw in BAD:  # malformed ticks mixed into the stream: they must not stop the job
         producer.send(settings.topic("ticks"), raw, key=b"AAPL")
+    producer.send(settings.topic("ticks"), MISMATCHED, key=b"AAPL", timestamp_ms=1767623400000 + 5)
     producer.flush()
     producer.close()
     stockmax(settings, "run", "--bounded")
+
+    # No tick of this file is late (its disorder stays within the watermark bound).
+    late = kafka_io.read_committed_json(settings, "late")
+    assert len(late) == 0, f"{len(late)} ticks judged late, e.g. {late[:2]}"
 
     # Alerts: exactly the oracle's, none missing, none twice (read_committed: only committed transactions).
     alerts = kafka_io.read_committed_json(settings, "alerts")
@@ -63,11 +73,8 @@ def test_replay_run_bounded_read_back(settings, tmp_path):
 
     # Dead letters: every bad message once, with its reason and its original bytes.
     dead = kafka_io.read_committed_json(settings, "dead")
-    import base64
-    assert sorted((base64.b64decode(d["raw_base64"]), d["reason"]) for d in dead) == sorted(BAD.items())
-
-    # No tick of this file is late (its disorder stays within the watermark bound).
-    assert kafka_io.read_committed_json(settings, "late") == []
+    want_dead = sorted([*BAD.items(), (MISMATCHED, "timestamp_mismatch")])
+    assert sorted((base64.b64decode(d["raw_base64"]), d["reason"]) for d in dead) == want_dead
 
     # Rollups: every bucket of the oracle in ClickHouse, equal in every column, none extra.
     want_rows = expected_rollups(ticks, settings.rollup_resolution_s)

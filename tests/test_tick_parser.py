@@ -7,7 +7,7 @@ import json
 import pytest
 from hypothesis import given, settings as hyp_settings, strategies as st
 
-from stockmax.operators.tick import MAX_MESSAGE_BYTES, SCHEMA, Rejection, Tick, parse_tick
+from stockmax.operators.tick import MAX_MESSAGE_BYTES, SCHEMA, Rejection, Tick, check_record_timestamp, parse_tick
 
 VALID = {"symbol": "AAPL", "price": 187.25, "volume": 300, "exchange": "XNAS", "seq": 12,
          "event_time": 1767623400123456}
@@ -90,3 +90,11 @@ def test_random_json_never_raises_and_valid_ticks_satisfy_the_schema(value):
     assert isinstance(result, (Tick, Rejection))
     if isinstance(result, Tick):
         assert result.price > 0 and result.volume >= 0 and result.event_time >= 0 and result.symbol
+
+
+def test_record_timestamp_must_be_the_event_time_millisecond():
+    tick = parse_tick(json.dumps(VALID).encode())
+    assert check_record_timestamp(tick, 1767623400123) is None
+    assert check_record_timestamp(tick, None) is None  # no record timestamp: nothing to compare
+    for wrong in (1767623400122, 1767623400124, 1767623400123456):
+        assert check_record_timestamp(tick, wrong).code == "timestamp_mismatch"
