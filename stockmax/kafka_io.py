@@ -38,13 +38,17 @@ def ensure_reachable(settings: Settings, timeout_s: float = 3.0) -> None:
     raise _unavailable(settings, ConnectionRefusedError("connection refused"))
 
 
-def admin(settings: Settings) -> KafkaAdminClient:
+def _connect(settings: Settings, client_class, **options):
+    """A kafka-python client, or at once a clear KafkaUnavailable when no broker answers."""
     ensure_reachable(settings)
     try:
-        return KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="stockmax-admin",
-                                request_timeout_ms=15000)
+        return client_class(bootstrap_servers=settings.kafka_bootstrap, **options)
     except KafkaError as exc:
         raise _unavailable(settings, exc) from None
+
+
+def admin(settings: Settings) -> KafkaAdminClient:
+    return _connect(settings, KafkaAdminClient, client_id="stockmax-admin", request_timeout_ms=15000)
 
 
 def create_topics(settings: Settings) -> list[str]:
@@ -65,28 +69,31 @@ def create_topics(settings: Settings) -> list[str]:
         client.close()
 
 
-def producer(settings: Settings, **overrides) -> KafkaProducer:
-    options = dict(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=20,
-                   batch_size=512 * 1024, max_request_size=4 * 1024 * 1024, client_id="stockmax-replay")
-    options.update(overrides)
-    ensure_reachable(settings)
+def require_topics(settings: Settings, kinds=TOPIC_KINDS) -> None:
+    """Fail clearly before a job starts when the broker is away or a topic is missing."""
+    client = admin(settings)
     try:
-        return KafkaProducer(**options)
-    except KafkaError as exc:
-        raise _unavailable(settings, exc) from None
+        existing = set(client.list_topics())
+    finally:
+        client.close()
+    missing = [settings.topic(kind) for kind in kinds if settings.topic(kind) not in existing]
+    if missing:
+        raise KafkaUnavailable(f"topic(s) {', '.join(missing)} do not exist at {settings.kafka_bootstrap}; "
+                               f"create them with `stockmax topics create`")
+
+
+def producer(settings: Settings, **overrides) -> KafkaProducer:
+    options = dict(acks="all", linger_ms=20, batch_size=512 * 1024, max_request_size=4 * 1024 * 1024,
+                   client_id="stockmax-replay")
+    return _connect(settings, KafkaProducer, **{**options, **overrides})
 
 
 def _committed_consumer(settings: Settings, group_id: str | None, **overrides) -> KafkaConsumer:
-    options = dict(bootstrap_servers=settings.kafka_bootstrap, group_id=group_id,
+    options = dict(group_id=group_id,
                    isolation_level="read_committed",  # only what Flink's transactions committed
                    enable_auto_commit=False, auto_offset_reset="earliest", client_id="stockmax-reader",
                    consumer_timeout_ms=1000)
-    options.update(overrides)
-    ensure_reachable(settings)
-    try:
-        return KafkaConsumer(**options)
-    except KafkaError as exc:
-        raise _unavailable(settings, exc) from None
+    return _connect(settings, KafkaConsumer, **{**options, **overrides})
 
 
 def _partitions(consumer: KafkaConsumer, topic: str, wait_s: float = 10.0) -> list[TopicPartition]:

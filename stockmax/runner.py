@@ -6,6 +6,7 @@ import logging
 import threading
 from dataclasses import dataclass
 
+from . import kafka_io
 from .config import Settings
 from .loader import RollupLoader
 from .store import Store
@@ -32,6 +33,7 @@ def run(settings: Settings, bounded: bool) -> RunResult:
     """bounded: process every tick in the topic now, commit all outputs, load all rollups, return.
     Otherwise run until interrupted, loading rollups continuously."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    kafka_io.require_topics(settings)  # before the JVM starts: a clear error, not a failing job
     with Store(settings) as store:
         store.migrate()
         env, build = _environment(settings)
