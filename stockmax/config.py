@@ -37,6 +37,10 @@ class Settings:
     topic_late: str = "ticks-late"
     topic_dead: str = "ticks-dead"
     topic_partitions: int = 2
+    # Kafka's time retention goes by record timestamps, and stockmax stamps records with event time: a
+    # replay of last month's ticks would be deleted at the broker's next retention check. So the topics
+    # stockmax creates keep records by default (-1); set a bound in ms to expire them.
+    topic_retention_ms: int = -1
     # ClickHouse: chdb:///<dir> is the embedded engine; http(s)://user:pass@host:port for a server.
     # Empty means chdb:///<data_dir>/clickhouse.
     clickhouse_dsn: str = ""

@@ -57,7 +57,9 @@ def create_topics(settings: Settings) -> list[str]:
     try:
         existing = set(client.list_topics())
         wanted = [settings.topic(kind) for kind in TOPIC_KINDS]
-        new = [NewTopic(name, num_partitions=settings.topic_partitions, replication_factor=1)
+        topic_config = {"retention.ms": str(settings.topic_retention_ms)}
+        new = [NewTopic(name, num_partitions=settings.topic_partitions, replication_factor=1,
+                        topic_configs=topic_config)
                for name in wanted if name not in existing]
         if new:
             try:
