@@ -1,12 +1,16 @@
-"""The stockmax job: ticks (Kafka) -> parse -> event time -> per symbol -> alerts and rollups (Kafka).
+"""The stockmax job: ticks (Kafka) -> parse -> per symbol -> alerts, max updates, rollups (Kafka).
 
-    ticks ──KafkaSource──▶ ParseTicks ──▶ watermarks ──key_by(symbol)──▶ SymbolFunction ──▶ alerts (EO)
-                               │ dead letters ─▶ ticks-dead (EO)             ├─ rollups ─▶ rollups (EO)
-                                                                             └─ late ────▶ ticks-late (EO)
+    ticks ──KafkaSource──▶ ParseTicks ──key_by(symbol)──▶ SymbolFunction ──▶ max-updates   key symbol|window
+      event time = record     │                               ├────────────▶ alerts        key symbol
+      timestamp, watermarks   └─▶ ticks-dead (reason)         ├────────────▶ rollups       key symbol
+      per partition                                           ├────────────▶ ticks-late    key symbol
+                                                              └────────────▶ ticks-duplicate key symbol
 
-Every Kafka output is written by Flink's KafkaSink with DeliveryGuarantee.EXACTLY_ONCE: records become
-visible to read_committed readers when the checkpoint that covers them completes. Rollups reach
-ClickHouse through the `rollups` topic and the loader (stockmax/loader.py), which inserts idempotently.
+Every output is written exactly once: Flink's KafkaSink with transactions committed at checkpoints, so
+records become visible to read_committed readers when the checkpoint that covers them completes. The
+sinks are declared through Flink's Kafka table connector only because it can take the record key from a
+field (the DataStream wrapper in PyFlink cannot); underneath it is the same exactly-once KafkaSink.
+Rollups reach ClickHouse through the `rollups` topic and the loader (stockmax/loader.py).
 
 The functions here are thin adapters: the rules live in stockmax.operators (no Flink import there).
 
@@ -22,31 +26,33 @@ import json
 import sys
 import time
 
-from pyflink.common import Configuration, Duration, Types, WatermarkStrategy
+from pyflink.common import Configuration, Duration, Row, Types, WatermarkStrategy
 from pyflink.common.serialization import SimpleStringSchema
-from pyflink.datastream import (KeyedProcessFunction, OutputTag, ProcessFunction,
-                                StreamExecutionEnvironment)
-from pyflink.datastream.connectors.base import DeliveryGuarantee
-from pyflink.datastream.connectors.kafka import (KafkaOffsetResetStrategy, KafkaOffsetsInitializer,
-                                                 KafkaRecordSerializationSchema, KafkaSink, KafkaSource)
+from pyflink.datastream import KeyedProcessFunction, OutputTag, ProcessFunction, StreamExecutionEnvironment
+from pyflink.datastream.connectors.kafka import KafkaOffsetResetStrategy, KafkaOffsetsInitializer, KafkaSource
 from pyflink.datastream.state import ValueStateDescriptor
+from pyflink.table import StreamTableEnvironment
 
 from stockmax import config as stockmax_config
 from stockmax.config import Settings
-from stockmax.operators.symbol import SymbolProcessor, frontier_from_watermark_ms
+from stockmax.operators.symbol import Rules, SymbolProcessor, frontier_from_watermark_ms
 from stockmax.operators.tick import Rejection, check_record_timestamp, parse_tick
 
-DEAD = OutputTag("dead", Types.STRING())
-LATE = OutputTag("late", Types.STRING())
-ROLLUPS = OutputTag("rollups", Types.STRING())
+# Every output record is (key, value): both text, the value a JSON object.
+RECORD = Types.ROW_NAMED(["k", "v"], [Types.STRING(), Types.STRING()])
+DEAD = OutputTag("dead", RECORD)
+ALERTS = OutputTag("alerts", RECORD)
+ROLLUPS = OutputTag("rollups", RECORD)
+LATE = OutputTag("late", RECORD)
+DUPLICATES = OutputTag("duplicates", RECORD)
 
 # The source decodes bytes as ISO-8859-1: every byte maps to one character, so the Python side gets the
 # original bytes back losslessly (and can tell bad UTF-8 apart for the dead-letter topic).
 _LOSSLESS_CHARSET = "ISO-8859-1"
 
 
-def _dumps(obj: dict) -> str:
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False)
+def _record(key: str | None, value: dict) -> Row:
+    return Row(key, json.dumps(value, separators=(",", ":"), allow_nan=False))
 
 
 class ParseTicks(ProcessFunction):
@@ -54,6 +60,10 @@ class ParseTicks(ProcessFunction):
 
     def __init__(self, source_topic: str) -> None:
         self.source_topic = source_topic
+        self.dead_letters = None
+
+    def open(self, runtime_context) -> None:
+        self.dead_letters = runtime_context.get_metrics_group().counter("deadLetters")
 
     def process_element(self, value: str, ctx):
         raw = value.encode(_LOSSLESS_CHARSET)
@@ -61,7 +71,8 @@ class ParseTicks(ProcessFunction):
         if not isinstance(parsed, Rejection):
             parsed = check_record_timestamp(parsed, ctx.timestamp()) or parsed
         if isinstance(parsed, Rejection):
-            yield DEAD, _dumps({
+            self.dead_letters.inc()
+            yield DEAD, _record(None, {
                 "reason": parsed.code, "message": parsed.message, "source_topic": self.source_topic,
                 "raw_base64": base64.b64encode(raw).decode("ascii"),
                 "raw_text": raw[:1024].decode("utf-8", "replace"),
@@ -74,20 +85,26 @@ class ParseTicks(ProcessFunction):
 class SymbolFunction(KeyedProcessFunction):
     """Keyed by symbol: buffers ticks until the watermark passes them, then applies them in order."""
 
-    def __init__(self, spike_threshold_pct: float, spike_window_ms: int, rollup_resolution_s: int) -> None:
-        self.rules = (spike_threshold_pct, spike_window_ms, rollup_resolution_s)
+    def __init__(self, rules: Rules) -> None:
+        self.rules = rules
         self.state = None
 
     def open(self, runtime_context) -> None:
-        # One pickled value per symbol: simple and exact; the performance issue revisits the layout.
+        # One pickled SymbolProcessor per symbol: exact and simple; its layout is the performance issue's.
         self.state = runtime_context.get_state(ValueStateDescriptor("symbol", Types.PICKLED_BYTE_ARRAY()))
+        metrics = runtime_context.get_metrics_group()
+        self.late_ticks = metrics.counter("lateTicks")
+        self.duplicate_ticks = metrics.counter("duplicateTicks")
+        self.expired_symbols = metrics.counter("expiredSymbolStates")
 
     def process_element(self, tick, ctx):
-        processor = self.state.value() or SymbolProcessor(*self.rules)
-        frontier = frontier_from_watermark_ms(ctx.timer_service().current_watermark())
-        if not processor.accept(tick, frontier):
-            yield LATE, _dumps({**tick._asdict(), "reason": "late",
-                                "watermark_ms": ctx.timer_service().current_watermark()})
+        processor = self.state.value() or SymbolProcessor(self.rules.for_symbol(tick.symbol))
+        watermark = ctx.timer_service().current_watermark()
+        rejected = processor.accept(tick, frontier_from_watermark_ms(watermark))
+        if rejected:
+            (self.late_ticks if rejected == "late" else self.duplicate_ticks).inc()
+            yield (LATE if rejected == "late" else DUPLICATES), _record(
+                tick.symbol, {**tick._asdict(), "reason": rejected, "watermark_ms": watermark})
             return
         timers = ctx.timer_service()
         # Fires once the watermark guarantees every tick up to this one has arrived (Flink keeps one
@@ -101,27 +118,42 @@ class SymbolFunction(KeyedProcessFunction):
         processor = self.state.value()
         if processor is None:
             return
-        watermark = max(timestamp, ctx.timer_service().current_watermark())
-        alerts, rollups = processor.advance(frontier_from_watermark_ms(watermark))
+        frontier = frontier_from_watermark_ms(max(timestamp, ctx.timer_service().current_watermark()))
+        out = processor.advance(frontier)
+        symbol = ctx.get_current_key()
+        for update in out.max_updates:
+            yield _record(f"{symbol}|{update['window']}", update)
+        for alert in out.alerts:
+            yield ALERTS, _record(symbol, alert)
+        for row in out.rollups:
+            yield ROLLUPS, _record(symbol, row)
+        if processor.expired(frontier):
+            # Nothing kept can change an output any more: memory follows the active symbols.
+            self.state.clear()
+            self.expired_symbols.inc()
+            return
         self.state.update(processor)
-        for alert in alerts:
-            yield _dumps(alert)
-        for row in rollups:
-            yield ROLLUPS, _dumps(row)
+        if processor.last_applied is not None:  # a timer to drop the state if the symbol goes quiet
+            ctx.timer_service().register_event_time_timer(
+                (processor.last_applied + processor.rules.idle_gap_us) // 1000 + 1)
 
 
-def exactly_once_sink(settings: Settings, topic: str) -> KafkaSink:
-    return (KafkaSink.builder()
-            .set_bootstrap_servers(settings.kafka_bootstrap)
-            .set_record_serializer(KafkaRecordSerializationSchema.builder()
-                                   .set_topic(topic)
-                                   .set_value_serialization_schema(SimpleStringSchema())
-                                   .build())
-            .set_delivery_guarantee(DeliveryGuarantee.EXACTLY_ONCE)
-            # Unique per job and output: Flink aborts lingering transactions with this prefix on start.
-            .set_transactional_id_prefix(f"{settings.job_name}-{topic}")
-            .set_property("transaction.timeout.ms", str(settings.kafka_transaction_timeout_ms))
-            .build())
+def add_kafka_sink(t_env: StreamTableEnvironment, statements, settings: Settings, kind: str, records) -> None:
+    """An exactly-once Kafka output taking the record key from field k and the value from field v."""
+    topic = settings.topic(kind)
+    table = f"sink_{kind}"
+    t_env.execute_sql(f"""
+        CREATE TEMPORARY TABLE {table} (k STRING, v STRING) WITH (
+          'connector' = 'kafka',
+          'topic' = '{topic}',
+          'properties.bootstrap.servers' = '{settings.kafka_bootstrap}',
+          'key.format' = 'raw', 'key.fields' = 'k',
+          'value.format' = 'raw', 'value.fields-include' = 'EXCEPT_KEY',
+          'sink.delivery-guarantee' = 'exactly-once',
+          'sink.transactional-id-prefix' = '{settings.job_name}-{topic}',
+          'properties.transaction.timeout.ms' = '{settings.kafka_transaction_timeout_ms}'
+        )""")
+    statements.add_insert(table, t_env.from_data_stream(records))
 
 
 def build(env: StreamExecutionEnvironment, settings: Settings, bounded: bool) -> None:
@@ -146,15 +178,17 @@ def build(env: StreamExecutionEnvironment, settings: Settings, bounded: bool) ->
     raw = env.from_source(source.build(), watermarks, "ticks")
 
     parsed = raw.process(ParseTicks(settings.topic("ticks"))).name("parse ticks")
-    alerts = (parsed.key_by(lambda tick: tick.symbol, key_type=Types.STRING())
-              .process(SymbolFunction(settings.spike_threshold_pct, settings.spike_window_ms,
-                                      settings.rollup_resolution_s), output_type=Types.STRING())
-              .name("sliding max, spikes, rollups"))
+    updates = (parsed.key_by(lambda tick: tick.symbol, key_type=Types.STRING())
+               .process(SymbolFunction(settings.rules()), output_type=RECORD)
+               .name("sliding max/min, rules, rollups"))
 
-    alerts.sink_to(exactly_once_sink(settings, settings.topic("alerts"))).name("alerts")
-    alerts.get_side_output(ROLLUPS).sink_to(exactly_once_sink(settings, settings.topic("rollups"))).name("rollups")
-    alerts.get_side_output(LATE).sink_to(exactly_once_sink(settings, settings.topic("late"))).name("late ticks")
-    parsed.get_side_output(DEAD).sink_to(exactly_once_sink(settings, settings.topic("dead"))).name("dead letters")
+    t_env = StreamTableEnvironment.create(env)
+    statements = t_env.create_statement_set()
+    add_kafka_sink(t_env, statements, settings, "max_updates", updates)
+    for kind, tag in (("alerts", ALERTS), ("rollups", ROLLUPS), ("late", LATE), ("duplicates", DUPLICATES)):
+        add_kafka_sink(t_env, statements, settings, kind, updates.get_side_output(tag))
+    add_kafka_sink(t_env, statements, settings, "dead", parsed.get_side_output(DEAD))
+    statements.attach_as_datastream()
 
 
 def local_configuration(settings: Settings) -> Configuration:

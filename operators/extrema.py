@@ -1,58 +1,93 @@
-"""Exact sliding maximum and minimum over a time window, for a stream applied in event-time order."""
+"""Exact sliding maximum and minimum over several time windows at once, for a stream in event-time order.
+
+One monotonic structure per side serves every window: it holds the values that can still be the max
+(or min) of the longest window, newest last; the max of a shorter window W at time t is the first held
+value with time > t - W, found by binary search on time. Amortised O(1) per push plus O(log n) per query,
+and memory proportional to the candidates, not to the ticks in the window.
+"""
 
 from __future__ import annotations
 
-from collections import deque
+from bisect import bisect_right
 
 
-class SlidingExtrema:
-    """Max and min over the window (t - window, t] where t is the time of the latest pushed value.
+class _MonotonicSide:
+    """(time, price) candidates; prices strictly decreasing (max side) or increasing (min side) from the
+    head. Kept in two lists with a moving head so that binary search on time is cheap."""
 
-    Two monotonic deques of (time, price): amortised O(1) per push, and the deques hold only the values
-    that can still become the max or min, never the whole window. On equal prices the later one is kept,
-    so the reported time is the latest time the extreme price was seen in the window.
-    """
+    __slots__ = ("times", "prices", "head", "is_max")
 
-    __slots__ = ("window_us", "_max", "_min")
+    def __init__(self, is_max: bool) -> None:
+        self.times: list[int] = []
+        self.prices: list[float] = []
+        self.head = 0
+        self.is_max = is_max
 
-    def __init__(self, window_us: int) -> None:
-        if window_us <= 0:
-            raise ValueError(f"window must be positive, got {window_us} µs")
-        self.window_us = window_us
-        self._max: deque[tuple[int, float]] = deque()  # prices strictly decreasing left to right
-        self._min: deque[tuple[int, float]] = deque()  # prices strictly increasing left to right
+    def push(self, time_us: int, price: float, oldest_kept_after_us: int) -> None:
+        times, prices, head = self.times, self.prices, self.head
+        # A newer price at least as extreme outlives an older one in every window: drop the older.
+        if self.is_max:
+            while len(prices) > head and prices[-1] <= price:
+                prices.pop()
+                times.pop()
+        else:
+            while len(prices) > head and prices[-1] >= price:
+                prices.pop()
+                times.pop()
+        times.append(time_us)
+        prices.append(price)
+        while times[head] <= oldest_kept_after_us:
+            head += 1
+        if head > 64 and head * 2 > len(times):  # compact now and then: amortised O(1)
+            del times[:head]
+            del prices[:head]
+            head = 0
+        self.head = head
 
-    def push(self, time_us: int, price: float) -> None:
-        highs, lows = self._max, self._min
-        while highs and highs[-1][1] <= price:
-            highs.pop()
-        highs.append((time_us, price))
-        while lows and lows[-1][1] >= price:
-            lows.pop()
-        lows.append((time_us, price))
-        cutoff = time_us - self.window_us
-        while highs[0][0] <= cutoff:
-            highs.popleft()
-        while lows[0][0] <= cutoff:
-            lows.popleft()
-
-    @property
-    def max(self) -> tuple[float, int]:
-        """(price, time) of the window's maximum."""
-        time_us, price = self._max[0]
-        return price, time_us
-
-    @property
-    def min(self) -> tuple[float, int]:
-        time_us, price = self._min[0]
-        return price, time_us
+    def query(self, after_us: int) -> tuple[float, int]:
+        """(price, time) of the extreme among candidates with time > after_us (the newest always is)."""
+        i = bisect_right(self.times, after_us, self.head)
+        return self.prices[i], self.times[i]
 
     def __len__(self) -> int:
-        return len(self._max) + len(self._min)
+        return len(self.times) - self.head
 
     def __getstate__(self):
-        return (self.window_us, list(self._max), list(self._min))
+        return (self.is_max, self.times[self.head:], self.prices[self.head:])
 
     def __setstate__(self, state):
-        self.window_us, highs, lows = state
-        self._max, self._min = deque(highs), deque(lows)
+        self.is_max, self.times, self.prices = state
+        self.head = 0
+
+
+class MultiWindowExtrema:
+    """Max and min over (t - W, t] for each configured W, where t is the time of the latest push."""
+
+    __slots__ = ("longest_us", "_max", "_min", "now")
+
+    def __init__(self, longest_window_us: int) -> None:
+        if longest_window_us <= 0:
+            raise ValueError(f"window must be positive, got {longest_window_us} µs")
+        self.longest_us = longest_window_us
+        self._max = _MonotonicSide(is_max=True)
+        self._min = _MonotonicSide(is_max=False)
+        self.now: int | None = None
+
+    def push(self, time_us: int, price: float) -> None:
+        if self.now is not None and time_us < self.now:
+            raise ValueError(f"ticks must be pushed in time order: {time_us} after {self.now}")
+        cutoff = time_us - self.longest_us
+        self._max.push(time_us, price, cutoff)
+        self._min.push(time_us, price, cutoff)
+        self.now = time_us
+
+    def max(self, window_us: int) -> tuple[float, int]:
+        """(price, time) of the maximum over the window ending now; on equal prices, the latest time."""
+        return self._max.query(self.now - window_us)
+
+    def min(self, window_us: int) -> tuple[float, int]:
+        return self._min.query(self.now - window_us)
+
+    def candidates(self) -> int:
+        """How many (time, price) pairs are held, both sides: the state's size."""
+        return len(self._max) + len(self._min)

@@ -55,6 +55,9 @@ class RollupBuilder:
         out, self._closed = self._closed, []
         return out
 
+    def is_empty(self) -> bool:
+        return self._open_bucket is None and not self._closed
+
     def _row(self, b: list) -> dict:
         symbol, start, o, h, ht, lo, lt, c, n, vol, pv = b
         return {

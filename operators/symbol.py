@@ -2,38 +2,139 @@
 
 The frontier is what the watermark guarantees: every tick with event_time < frontier has arrived.
 (A Flink watermark W in ms gives frontier = (W + 1) * 1000 µs.)
+
+Semantics, in the order they apply to an arriving tick:
+1. A tick repeating a remembered (exchange, seq) of its symbol is a duplicate: not applied.
+2. A tick with event_time < frontier is late: not applied.
+3. Otherwise it is buffered, and applied once the frontier passes it, in (event_time, seq, arrival) order.
+Applying a tick: if it comes more than `idle_gap` after the previous applied tick, the symbol starts
+fresh (windows, moving average and rules reset; that is also when the job may drop its state). Then, per
+configured window, the max and min over (t - W, t] are computed and an update is emitted when either
+value changed; the spike and threshold rules are evaluated; the tick joins its rollup bucket.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from .dedup import DuplicateFilter
+from .durations import format_duration
+from .extrema import MultiWindowExtrema
 from .reorder import ReorderBuffer
 from .rollups import RollupBuilder
-from .spikes import SpikeDetector
+from .rules import MovingAverage, SpikeRule, ThresholdRule
 from .tick import Tick
 
 
+@dataclass(frozen=True)
+class Rules:
+    """What a symbol's processor computes; the same for every symbol except where overridden."""
+
+    windows_us: tuple[int, ...] = (1_000_000, 60_000_000, 300_000_000, 3_600_000_000)
+    spike_threshold_pct: float = 2.0
+    spike_window_us: int = 1_000_000
+    levels: tuple[float, ...] = ()
+    moving_average_ticks: int = 20
+    rollup_resolution_s: int = 60
+    dedup_horizon_us: int = 60_000_000
+    watermark_bound_us: int = 2_000_000
+    overrides: dict = field(default_factory=dict)  # symbol -> {spike_threshold_pct, spike_window_us, levels}
+
+    def for_symbol(self, symbol: str) -> "Rules":
+        extra = self.overrides.get(symbol)
+        if not extra:
+            return self
+        return Rules(self.windows_us, extra.get("spike_threshold_pct", self.spike_threshold_pct),
+                     extra.get("spike_window_us", self.spike_window_us), tuple(extra.get("levels", self.levels)),
+                     self.moving_average_ticks, self.rollup_resolution_s, self.dedup_horizon_us,
+                     self.watermark_bound_us)
+
+    @property
+    def idle_gap_us(self) -> int:
+        """After this long without a tick, nothing in the state can affect the next one."""
+        return max(self.windows_us + (self.spike_window_us,)) + self.watermark_bound_us
+
+
+class Outputs(NamedTuple):
+    alerts: list[dict]
+    max_updates: list[dict]
+    rollups: list[dict]
+
+
 class SymbolProcessor:
-    __slots__ = ("pending", "spikes", "rollups")
+    __slots__ = ("rules", "pending", "duplicates", "rollups", "extrema", "spike", "thresholds", "average",
+                 "last_values", "last_applied")
 
-    def __init__(self, spike_threshold_pct: float, spike_window_ms: int, rollup_resolution_s: int) -> None:
+    def __init__(self, rules: Rules) -> None:
+        self.rules = rules
         self.pending = ReorderBuffer()
-        self.spikes = SpikeDetector(spike_threshold_pct, spike_window_ms * 1000)
-        self.rollups = RollupBuilder(rollup_resolution_s)
+        self.duplicates = DuplicateFilter(rules.dedup_horizon_us)
+        self.rollups = RollupBuilder(rules.rollup_resolution_s)
+        self.last_applied: int | None = None
+        self._start_fresh()
 
-    def accept(self, tick: Tick, frontier_us: int) -> bool:
-        """Buffer a tick; False when it is late (its time is already behind the frontier): not applied."""
+    def _start_fresh(self) -> None:
+        rules = self.rules
+        self.extrema = MultiWindowExtrema(max(rules.windows_us + (rules.spike_window_us,)))
+        self.spike = SpikeRule(rules.spike_threshold_pct, rules.spike_window_us)
+        self.thresholds = ThresholdRule(rules.levels)
+        self.average = MovingAverage(rules.moving_average_ticks)
+        self.last_values: dict[int, tuple[float, float]] = {}
+
+    def accept(self, tick: Tick, frontier_us: int) -> str | None:
+        """Buffer a tick. Returns None when accepted, else why not: 'duplicate' or 'late'."""
+        if self.duplicates.seen(tick.exchange, tick.seq):
+            return "duplicate"
         if tick.event_time < frontier_us:
-            return False
+            return "late"
+        self.duplicates.remember(tick.exchange, tick.seq, tick.event_time)
         self.pending.push(tick)
-        return True
+        return None
 
-    def advance(self, frontier_us: int) -> tuple[list[dict], list[dict]]:
-        """Apply every buffered tick below the frontier in order; return (alerts, closed rollups)."""
-        alerts = []
+    def advance(self, frontier_us: int) -> Outputs:
+        """Apply every buffered tick below the frontier, in order."""
+        alerts, updates = [], []
         for tick in self.pending.release_before(frontier_us):
-            alerts.extend(self.spikes.on_tick(tick))
-            self.rollups.add(tick)
-        return alerts, self.rollups.close_before(frontier_us)
+            self._apply(tick, alerts, updates)
+        self.duplicates.forget_before(frontier_us)
+        return Outputs(alerts, updates, self.rollups.close_before(frontier_us))
+
+    def _apply(self, tick: Tick, alerts: list, updates: list) -> None:
+        t = tick.event_time
+        if self.last_applied is not None and t - self.last_applied > self.rules.idle_gap_us:
+            self._start_fresh()
+        self.last_applied = t
+        extrema = self.extrema
+        extrema.push(t, tick.price)
+        average = self.average.push(tick.price)
+        for window in self.rules.windows_us:
+            high, high_time = extrema.max(window)
+            low, low_time = extrema.min(window)
+            if self.last_values.get(window) != (high, low):
+                self.last_values[window] = (high, low)
+                updates.append({
+                    "symbol": tick.symbol, "window": format_duration(window), "window_ms": window // 1000,
+                    "event_time": t, "seq": tick.seq, "max": high, "max_time": high_time, "min": low,
+                    "min_time": low_time, "moving_average": average,
+                    "moving_average_ticks": self.rules.moving_average_ticks,
+                })
+        spike_window = self.rules.spike_window_us
+        low, low_time = extrema.min(spike_window)
+        high, high_time = extrema.max(spike_window)
+        alerts.extend(self.spike.evaluate(tick, low, low_time, high, high_time))
+        alerts.extend(self.thresholds.evaluate(tick))
+        self.rollups.add(tick)
+
+    def expired(self, frontier_us: int) -> bool:
+        """True when nothing kept can change any output: the state may be dropped."""
+        return (not self.pending and self.rollups.is_empty() and len(self.duplicates) == 0
+                and self.last_applied is not None and frontier_us > self.last_applied + self.rules.idle_gap_us)
+
+    def state_size(self) -> dict:
+        """What the state holds (for measurements)."""
+        return {"pending": len(self.pending), "extrema_candidates": self.extrema.candidates(),
+                "dedup_keys": len(self.duplicates), "moving_average_ticks": self.rules.moving_average_ticks}
 
 
 def frontier_from_watermark_ms(watermark_ms: int) -> int:

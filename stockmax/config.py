@@ -8,6 +8,7 @@ a field is its name in upper case with the `STOCKMAX_` prefix (e.g. `STOCKMAX_KA
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -36,6 +37,8 @@ class Settings:
     topic_rollups: str = "rollups"
     topic_late: str = "ticks-late"
     topic_dead: str = "ticks-dead"
+    topic_max_updates: str = "max-updates"
+    topic_duplicates: str = "ticks-duplicate"
     topic_partitions: int = 2
     # Kafka's time retention goes by record timestamps, and stockmax stamps records with event time: a
     # replay of last month's ticks would be deleted at the broker's next retention check. So the topics
@@ -48,10 +51,16 @@ class Settings:
     # Event time
     watermark_bound_ms: int = 2000  # how far out of order a tick may arrive and still be applied
     source_idleness_ms: int = 5000  # a partition silent this long stops holding back the watermark
-    # Rules
+    # What the job computes
+    windows: str = "1s,1m,5m,1h"  # sliding max/min windows, each 1ms .. 24h
     spike_threshold_pct: float = 2.0
     spike_window_ms: int = 1000
+    moving_average_ticks: int = 20  # the moving average in max updates is over this many last ticks
     rollup_resolution_s: int = 60
+    dedup_horizon_ms: int = 60_000  # how long a (symbol, exchange, seq) is remembered to drop repeats
+    # Per symbol: {"AAPL": {"spike_threshold_pct": 3, "spike_window_ms": 500, "levels": [190, 200]}}.
+    # In the config file as [symbol_rules.AAPL] tables; in the environment as JSON.
+    symbol_rules: dict = field(default_factory=dict)
     # Flink
     parallelism: int = 1
     checkpoint_interval_ms: int = 2000  # alerts become visible to read_committed readers at each checkpoint
@@ -73,6 +82,27 @@ class Settings:
     @property
     def store_dsn(self) -> str:
         return self.clickhouse_dsn or f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+    def rules(self):
+        """The operators' view of these settings (stockmax.operators.symbol.Rules)."""
+        from .operators.durations import parse_windows
+        from .operators.symbol import Rules
+
+        overrides = {}
+        for symbol, rule in self.symbol_rules.items():
+            override = {}
+            if "spike_threshold_pct" in rule:
+                override["spike_threshold_pct"] = float(rule["spike_threshold_pct"])
+            if "spike_window_ms" in rule:
+                override["spike_window_us"] = int(rule["spike_window_ms"]) * 1000
+            if "levels" in rule:
+                override["levels"] = tuple(float(level) for level in rule["levels"])
+            overrides[symbol] = override
+        return Rules(windows_us=parse_windows(self.windows), spike_threshold_pct=self.spike_threshold_pct,
+                     spike_window_us=self.spike_window_ms * 1000,
+                     levels=(), moving_average_ticks=self.moving_average_ticks,
+                     rollup_resolution_s=self.rollup_resolution_s, dedup_horizon_us=self.dedup_horizon_ms * 1000,
+                     watermark_bound_us=self.watermark_bound_ms * 1000, overrides=overrides)
 
     def with_(self, **changes) -> "Settings":
         return dataclasses.replace(self, **changes)
@@ -110,12 +140,17 @@ def _convert(name: str, kind, raw, source: str):
             return float(raw)
         if kind is Path:
             return Path(str(raw)).expanduser()
+        if kind is dict:
+            value = json.loads(raw) if isinstance(raw, str) else raw
+            if not isinstance(value, dict):
+                raise ValueError(raw)
+            return value
         return str(raw)
-    except ValueError:
+    except ValueError:  # json.JSONDecodeError is one too
         raise ConfigError(f"{source}: {name} must be {kind.__name__}, got {raw!r}") from None
 
 
-_KINDS = {"int": int, "float": float, "str": str, "Path": Path, "bool": bool}
+_KINDS = {"int": int, "float": float, "str": str, "Path": Path, "bool": bool, "dict": dict}
 
 
 def load(config_file: str | os.PathLike | None = None, env: dict[str, str] | None = None) -> Settings:
@@ -160,11 +195,20 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"watermark_bound_ms must be >= 0, got {s.watermark_bound_ms}")
     if not 0 < s.spike_threshold_pct < 100:
         raise ConfigError(f"spike_threshold_pct must be in (0, 100), got {s.spike_threshold_pct}")
+    if not 0 < s.dedup_horizon_ms:
+        raise ConfigError(f"dedup_horizon_ms must be positive, got {s.dedup_horizon_ms}")
+    allowed = {"spike_threshold_pct", "spike_window_ms", "levels"}
+    for symbol, rule in s.symbol_rules.items():
+        if not isinstance(rule, dict) or not set(rule) <= allowed:
+            raise ConfigError(f"symbol_rules.{symbol}: allowed keys are {', '.join(sorted(allowed))}; got {rule!r}")
+    try:
+        rules = s.rules()
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"windows or symbol_rules: {exc}") from None
+    if max(rules.windows_us) > 24 * 3_600_000_000 or s.spike_window_ms > 24 * 3_600_000:
+        raise ConfigError("windows and spike_window_ms must be at most 24h")
+    if rules.dedup_horizon_us > rules.idle_gap_us:
+        raise ConfigError("dedup_horizon_ms must not exceed the longest window plus watermark_bound_ms")
     if not (s.store_dsn.startswith("chdb://") or s.store_dsn.startswith(("http://", "https://"))):
         raise ConfigError(f"clickhouse_dsn must start with chdb://, http:// or https://, got {_redact_dsn(s.store_dsn)!r}")
 
-
-def documented_settings() -> list[tuple[str, str, str]]:
-    """(environment variable, default, type) for every setting, for `stockmax config`."""
-    defaults = Settings()
-    return [(ENV_PREFIX + f.name.upper(), str(getattr(defaults, f.name)), f.type) for f in fields(Settings)]

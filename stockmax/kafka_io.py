@@ -13,7 +13,7 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from .config import Settings
 
-TOPIC_KINDS = ("ticks", "alerts", "rollups", "late", "dead")
+TOPIC_KINDS = ("ticks", "alerts", "max_updates", "rollups", "late", "duplicates", "dead")
 
 
 class KafkaUnavailable(RuntimeError):

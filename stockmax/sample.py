@@ -22,11 +22,13 @@ DEFAULT_START = datetime(2026, 1, 5, 14, 30, tzinfo=timezone.utc)
 
 def generate(symbols: int = 20, duration_s: float = 600.0, ticks_per_second: float = 4.0,
              spikes_per_symbol: int = 3, out_of_order_share: float = 0.02, max_delay_ms: int = 1500,
-             seed: int = 7, start: datetime = DEFAULT_START, symbol_prefix: str = "") -> pa.Table:
+             duplicate_share: float = 0.0, seed: int = 7, start: datetime = DEFAULT_START,
+             symbol_prefix: str = "") -> pa.Table:
     """Rows in arrival order (the order a replay publishes them).
 
     An out-of-order tick arrives after ticks up to `max_delay_ms` later in event time than itself, never
-    more, so with a watermark bound above max_delay_ms no tick is late.
+    more, so with a watermark bound above max_delay_ms no tick is late. A `duplicate_share` of ticks is
+    delivered a second time (same symbol, exchange and seq) within the same delay.
     """
     rng = random.Random(seed)
     start_us = int(start.timestamp() * 1_000_000)
@@ -59,6 +61,8 @@ def generate(symbols: int = 20, duration_s: float = 600.0, ticks_per_second: flo
     for i, row in enumerate(rows):
         delay = rng.uniform(1, max_delay_ms) * 1000 if rng.random() < out_of_order_share else 0
         arrival.append((row[0] + delay, i))
+        if rng.random() < duplicate_share:
+            arrival.append((row[0] + rng.uniform(0, max_delay_ms) * 1000, i))
     order = [i for _, i in sorted(arrival)]
     ordered = [rows[i] for i in order]
     return pa.table({

@@ -1,0 +1,97 @@
+"""Alert rules, edge-triggered: an alert fires when its condition becomes true, and re-arms only after a
+tick where it is false, so one move gives one alert, not one per tick."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+from .tick import Tick
+
+
+def _alert(tick: Tick, kind: str, reference: float, reference_time: int | None, rule: str,
+           window_ms: int | None, alert_id: str) -> dict:
+    return {
+        "alert_id": alert_id, "symbol": tick.symbol, "kind": kind, "price": tick.price,
+        "reference_price": reference, "reference_time": reference_time,
+        "change_pct": 100.0 * (tick.price - reference) / reference,
+        "rule": rule, "window_ms": window_ms, "event_time": tick.event_time, "seq": tick.seq,
+    }
+
+
+class SpikeRule:
+    """At a tick with price p, with the window's min and max including p: spike_up when
+    p > min * (1 + x), spike_down when p < max * (1 - x)."""
+
+    __slots__ = ("threshold_pct", "window_us", "_fraction", "up_armed", "down_armed")
+
+    def __init__(self, threshold_pct: float, window_us: int) -> None:
+        self.threshold_pct = threshold_pct
+        self.window_us = window_us
+        self._fraction = threshold_pct / 100.0
+        self.up_armed = True
+        self.down_armed = True
+
+    def evaluate(self, tick: Tick, low: float, low_time: int, high: float, high_time: int) -> list[dict]:
+        p = tick.price
+        alerts = []
+        window_ms = self.window_us // 1000
+        rule = f"spike {self.threshold_pct:g}% in {window_ms} ms"
+        up = p > low * (1 + self._fraction)
+        if up and self.up_armed:
+            alerts.append(_alert(tick, "spike_up", low, low_time, rule, window_ms,
+                                 f"{tick.symbol}:spike_up:{tick.event_time}:{tick.seq}"))
+        self.up_armed = not up
+        down = p < high * (1 - self._fraction)
+        if down and self.down_armed:
+            alerts.append(_alert(tick, "spike_down", high, high_time, rule, window_ms,
+                                 f"{tick.symbol}:spike_down:{tick.event_time}:{tick.seq}"))
+        self.down_armed = not down
+        return alerts
+
+
+class ThresholdRule:
+    """Price levels: threshold_up when p > level, threshold_down when p < level, each edge-triggered."""
+
+    __slots__ = ("levels", "up_armed", "down_armed")
+
+    def __init__(self, levels) -> None:
+        self.levels = tuple(sorted(float(level) for level in levels))
+        self.up_armed = [True] * len(self.levels)
+        self.down_armed = [True] * len(self.levels)
+
+    def evaluate(self, tick: Tick) -> list[dict]:
+        alerts = []
+        p = tick.price
+        for i, level in enumerate(self.levels):
+            up, down = p > level, p < level
+            if up and self.up_armed[i]:
+                alerts.append(_alert(tick, "threshold_up", level, None, f"above {level:g}", None,
+                                     f"{tick.symbol}:threshold_up:{level:g}:{tick.event_time}:{tick.seq}"))
+            if down and self.down_armed[i]:
+                alerts.append(_alert(tick, "threshold_down", level, None, f"below {level:g}", None,
+                                     f"{tick.symbol}:threshold_down:{level:g}:{tick.event_time}:{tick.seq}"))
+            self.up_armed[i] = not up
+            self.down_armed[i] = not down
+        return alerts
+
+
+class MovingAverage:
+    """Mean price of the last n applied ticks."""
+
+    __slots__ = ("n", "_prices")
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self._prices: deque[float] = deque(maxlen=n)
+
+    def push(self, price: float) -> float:
+        self._prices.append(price)
+        return math.fsum(self._prices) / len(self._prices)
+
+    def __getstate__(self):
+        return (self.n, list(self._prices))
+
+    def __setstate__(self, state):
+        self.n, prices = state
+        self._prices = deque(prices, maxlen=self.n)
