@@ -62,6 +62,8 @@ def demo(settings: Settings, tick_file: Path | None = None, say=print) -> dict:
         alerts = kafka_io.read_committed_json(settings, "alerts")
         dead = kafka_io.read_committed_json(settings, "dead")
         late = kafka_io.read_committed_json(settings, "late")
+        updates = kafka_io.read_committed_json(settings, "max_updates")
+        duplicates = kafka_io.read_committed_json(settings, "duplicates")
     symbols = sorted(set(replay.read_tick_file(tick_file)["symbol"].to_pylist()))
     with Store(settings) as store:
         highest = [row for row in store.query("highest_prices", resolution_s=settings.rollup_resolution_s,
@@ -69,13 +71,16 @@ def demo(settings: Settings, tick_file: Path | None = None, say=print) -> dict:
         rows = sum(1 for row in store.query("rollups_for_symbols", symbol_prefix="")
                    if row["symbol"] in symbols and row["resolution_s"] == settings.rollup_resolution_s)
     summary = {"ticks_in": ticks + len(BAD_TICKS), "ticks_valid": ticks, "dead_letters": len(dead),
-               "late_ticks": len(late), "alerts_committed": len(alerts), "rollups_loaded_now": result.rollups_loaded,
+               "late_ticks": len(late), "duplicate_ticks": len(duplicates), "max_updates": len(updates),
+               "alerts_committed": len(alerts), "rollups_loaded_now": result.rollups_loaded,
                "rollup_rows_in_clickhouse": rows, "job_seconds": round(elapsed, 1), "highest": highest[:5],
                "store": settings.store_dsn}
     say("")
     say("stockmax run summary")
     say(f"  ticks in                 {summary['ticks_in']:>8}  ({ticks} valid, {len(dead)} to {settings.topic('dead')})")
     say(f"  late ticks               {len(late):>8}")
+    say(f"  duplicate ticks          {len(duplicates):>8}")
+    say(f"  max updates committed    {len(updates):>8}  (windows {settings.windows})")
     say(f"  alerts committed         {len(alerts):>8}  (read back with isolation.level=read_committed)")
     say(f"  rollup rows (1 min)      {rows:>8}  in ClickHouse ({settings.store_dsn})")
     say(f"  job time                 {elapsed:>7.1f}s  (mini-cluster start included)")
