@@ -123,6 +123,8 @@ def test_replay_run_bounded_read_back(settings, tmp_path):
     assert Counter(map(update_values, updates)) == Counter(pandas_max_updates(kept, settings.rules().windows_us))
     pure = run_processor([Tick(**t) for t in applied_input], settings.rules())
     assert Counter(map(full_update, updates)) == Counter(map(full_update, pure["max_updates"]))
+    assert Counter(map(alert_key, kafka_io.read_committed_json(settings, "alerts"))) == \
+           Counter(map(alert_key, pure["alerts"]))  # the job's alerts are the pure operator's too
     records = list(kafka_io.read_committed(settings, settings.topic("max_updates")))
     assert all(r.key.decode() == f"{json.loads(r.value)['symbol']}|{json.loads(r.value)['window']}" for r in records)
 
