@@ -110,8 +110,9 @@ class SymbolFunction(KeyedProcessFunction):
         # Fires once the watermark guarantees every tick up to this one has arrived (Flink keeps one
         # timer per key and time, so ticks within one ms share it) ...
         timers.register_event_time_timer(tick.event_time // 1000)
-        # ... and once the tick's rollup bucket can be closed.
-        timers.register_event_time_timer(processor.rollups.bucket_end(tick.event_time) // 1000 - 1)
+        # ... and once each of the tick's rollup buckets can be closed.
+        for end in processor.bucket_ends(tick.event_time):
+            timers.register_event_time_timer(end // 1000 - 1)
         self.state.update(processor)
 
     def on_timer(self, timestamp: int, ctx):
@@ -133,9 +134,12 @@ class SymbolFunction(KeyedProcessFunction):
             self.expired_symbols.inc()
             return
         self.state.update(processor)
-        if processor.last_applied is not None:  # a timer to drop the state if the symbol goes quiet
-            ctx.timer_service().register_event_time_timer(
-                (processor.last_applied + processor.rules.idle_gap_us) // 1000 + 1)
+        if processor.last_applied is not None:
+            # A timer to drop the state if the symbol goes quiet. When that point has passed already, a
+            # rollup bucket is still open, and the timer at its end does the check.
+            idle_at = (processor.last_applied + processor.rules.idle_gap_us) // 1000 + 1
+            if idle_at > ctx.timer_service().current_watermark():
+                ctx.timer_service().register_event_time_timer(idle_at)
 
 
 def add_kafka_sink(t_env: StreamTableEnvironment, statements, settings: Settings, kind: str, records) -> None:

@@ -10,7 +10,8 @@ Semantics, in the order they apply to an arriving tick:
 Applying a tick: if it comes more than `idle_gap` after the previous applied tick, the symbol starts
 fresh (windows, moving average and rules reset; that is also when the job may drop its state). Then, per
 configured window, the max and min over (t - W, t] are computed and an update is emitted when either
-value changed; the spike and threshold rules are evaluated; the tick joins its rollup bucket.
+value changed; the spike and threshold rules are evaluated; the tick joins its rollup bucket at every
+resolution.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class Rules:
     spike_window_us: int = 1_000_000
     levels: tuple[float, ...] = ()
     moving_average_ticks: int = 20
-    rollup_resolution_s: int = 60
+    rollup_resolutions_s: tuple[int, ...] = (1, 60, 3600)
     dedup_horizon_us: int = 60_000_000
     watermark_bound_us: int = 2_000_000
     overrides: dict = field(default_factory=dict)  # symbol -> {spike_threshold_pct, spike_window_us, levels}
@@ -47,7 +48,7 @@ class Rules:
             return self
         return Rules(self.windows_us, extra.get("spike_threshold_pct", self.spike_threshold_pct),
                      extra.get("spike_window_us", self.spike_window_us), tuple(extra.get("levels", self.levels)),
-                     self.moving_average_ticks, self.rollup_resolution_s, self.dedup_horizon_us,
+                     self.moving_average_ticks, self.rollup_resolutions_s, self.dedup_horizon_us,
                      self.watermark_bound_us)
 
     @property
@@ -70,7 +71,7 @@ class SymbolProcessor:
         self.rules = rules
         self.pending = ReorderBuffer()
         self.duplicates = DuplicateFilter(rules.dedup_horizon_us)
-        self.rollups = RollupBuilder(rules.rollup_resolution_s)
+        self.rollups = [RollupBuilder(resolution) for resolution in rules.rollup_resolutions_s]
         self.last_applied: int | None = None
         self._start_fresh()
 
@@ -98,7 +99,7 @@ class SymbolProcessor:
         for tick in self.pending.release_before(frontier_us):
             self._apply(tick, alerts, updates)
         self.duplicates.forget_before(frontier_us)
-        return Outputs(alerts, updates, self.rollups.close_before(frontier_us))
+        return Outputs(alerts, updates, [row for builder in self.rollups for row in builder.close_before(frontier_us)])
 
     def _apply(self, tick: Tick, alerts: list, updates: list) -> None:
         t = tick.event_time
@@ -124,12 +125,17 @@ class SymbolProcessor:
         high, high_time = extrema.max(spike_window)
         alerts.extend(self.spike.evaluate(tick, low, low_time, high, high_time))
         alerts.extend(self.thresholds.evaluate(tick))
-        self.rollups.add(tick)
+        for builder in self.rollups:
+            builder.add(tick)
 
     def expired(self, frontier_us: int) -> bool:
         """True when nothing kept can change any output: the state may be dropped."""
-        return (not self.pending and self.rollups.is_empty() and len(self.duplicates) == 0
+        return (not self.pending and all(b.is_empty() for b in self.rollups) and len(self.duplicates) == 0
                 and self.last_applied is not None and frontier_us > self.last_applied + self.rules.idle_gap_us)
+
+    def bucket_ends(self, time_us: int) -> list[int]:
+        """The end of the bucket holding time_us, at every rollup resolution."""
+        return [builder.bucket_end(time_us) for builder in self.rollups]
 
     def state_size(self) -> dict:
         """What the state holds (for measurements)."""

@@ -56,7 +56,7 @@ class Settings:
     spike_threshold_pct: float = 2.0
     spike_window_ms: int = 1000
     moving_average_ticks: int = 20  # the moving average in max updates is over this many last ticks
-    rollup_resolution_s: int = 60
+    rollup_resolutions: str = "1s,1m,1h"  # rollup bucket sizes, whole seconds each
     dedup_horizon_ms: int = 60_000  # how long a (symbol, exchange, seq) is remembered to drop repeats
     # Per symbol: {"AAPL": {"spike_threshold_pct": 3, "spike_window_ms": 500, "levels": [190, 200]}}.
     # In the config file as [symbol_rules.AAPL] tables; in the environment as JSON.
@@ -83,6 +83,14 @@ class Settings:
     def store_dsn(self) -> str:
         return self.clickhouse_dsn or f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
 
+    def rollup_resolutions_seconds(self) -> tuple[int, ...]:
+        from .operators.durations import parse_windows
+
+        resolutions = parse_windows(self.rollup_resolutions)
+        if any(r % 1_000_000 for r in resolutions):
+            raise ValueError(f"rollup resolutions must be whole seconds: {self.rollup_resolutions!r}")
+        return tuple(r // 1_000_000 for r in resolutions)
+
     def rules(self):
         """The operators' view of these settings (stockmax.operators.symbol.Rules)."""
         from .operators.durations import parse_windows
@@ -101,7 +109,8 @@ class Settings:
         return Rules(windows_us=parse_windows(self.windows), spike_threshold_pct=self.spike_threshold_pct,
                      spike_window_us=self.spike_window_ms * 1000,
                      levels=(), moving_average_ticks=self.moving_average_ticks,
-                     rollup_resolution_s=self.rollup_resolution_s, dedup_horizon_us=self.dedup_horizon_ms * 1000,
+                     rollup_resolutions_s=self.rollup_resolutions_seconds(),
+                     dedup_horizon_us=self.dedup_horizon_ms * 1000,
                      watermark_bound_us=self.watermark_bound_ms * 1000, overrides=overrides)
 
     def with_(self, **changes) -> "Settings":
@@ -185,7 +194,7 @@ def load(config_file: str | os.PathLike | None = None, env: dict[str, str] | Non
 
 
 def _validate(s: Settings) -> None:
-    positive = ["topic_partitions", "spike_window_ms", "rollup_resolution_s", "parallelism",
+    positive = ["topic_partitions", "spike_window_ms", "parallelism",
                 "checkpoint_interval_ms", "kafka_transaction_timeout_ms", "python_bundle_size",
                 "python_bundle_time_ms"]
     for name in positive:
@@ -204,7 +213,7 @@ def _validate(s: Settings) -> None:
     try:
         rules = s.rules()
     except (ValueError, TypeError) as exc:
-        raise ConfigError(f"windows or symbol_rules: {exc}") from None
+        raise ConfigError(f"windows, rollup_resolutions or symbol_rules: {exc}") from None
     if max(rules.windows_us) > 24 * 3_600_000_000 or s.spike_window_ms > 24 * 3_600_000:
         raise ConfigError("windows and spike_window_ms must be at most 24h")
     if rules.dedup_horizon_us > rules.idle_gap_us:

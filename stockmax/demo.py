@@ -66,10 +66,11 @@ def demo(settings: Settings, tick_file: Path | None = None, say=print) -> dict:
         duplicates = kafka_io.read_committed_json(settings, "duplicates")
     symbols = sorted(set(replay.read_tick_file(tick_file)["symbol"].to_pylist()))
     with Store(settings) as store:
-        highest = [row for row in store.query("highest_prices", resolution_s=settings.rollup_resolution_s,
+        minute = 60 if 60 in settings.rollup_resolutions_seconds() else settings.rollup_resolutions_seconds()[0]
+        highest = [row for row in store.query("highest_prices", resolution_s=minute,
                                               symbol_prefix="", limit=1000) if row["symbol"] in symbols]
         rows = sum(1 for row in store.query("rollups_for_symbols", symbol_prefix="")
-                   if row["symbol"] in symbols and row["resolution_s"] == settings.rollup_resolution_s)
+                   if row["symbol"] in symbols and row["resolution_s"] == minute)
     summary = {"ticks_in": ticks + len(BAD_TICKS), "ticks_valid": ticks, "dead_letters": len(dead),
                "late_ticks": len(late), "duplicate_ticks": len(duplicates), "max_updates": len(updates),
                "alerts_committed": len(alerts), "rollups_loaded_now": result.rollups_loaded,

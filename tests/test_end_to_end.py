@@ -144,10 +144,11 @@ def test_replay_run_bounded_read_back(settings, tmp_path):
     assert sorted((base64.b64decode(d["raw_base64"]), d["reason"]) for d in dead) == want_dead
 
     # Rollups: every bucket of the oracle in ClickHouse, equal in every column, none extra.
-    want_rows = expected_rollups(applied_input, settings.rollup_resolution_s)
+    want_rows = [row for r in settings.rollup_resolutions_seconds() for row in expected_rollups(applied_input, r)]
+    assert {r["resolution_s"] for r in want_rows} == {1, 60, 3600}
     with Store(settings) as store:
         got_rows = store.query("rollups_for_symbols", symbol_prefix="")
-    key = lambda r: (r["symbol"], r["bucket_start"])
+    key = lambda r: (r["symbol"], r["resolution_s"], r["bucket_start"])
     assert sorted(map(key, got_rows)) == sorted(map(key, want_rows))
     for got, exp in zip(sorted(got_rows, key=key), sorted(want_rows, key=key)):
         for column in ("open", "high", "high_time", "low", "low_time", "close", "count", "resolution_s"):

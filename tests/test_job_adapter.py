@@ -67,11 +67,12 @@ class FakeContext:
 
 
 def fire_timers(function, ctx, up_to_ms):
+    """Advance the watermark, firing due timers in time order (and any they register), as Flink does."""
     outputs = []
     ctx.watermark = up_to_ms
-    for ms in sorted(t for t in ctx.timers if t <= up_to_ms):
-        ctx.timers.discard(ms)
-        outputs += list(function.on_timer(ms, ctx))
+    while due := sorted(t for t in ctx.timers if t <= up_to_ms):
+        ctx.timers.discard(due[0])
+        outputs += list(function.on_timer(due[0], ctx))
     return outputs
 
 
@@ -94,8 +95,14 @@ def test_ticks_wait_for_the_watermark_and_idle_state_is_dropped():
     late = list(function.process_element(Tick("S", 50.0, 1.0, "X", 9, (START_MS - 5) * 1000), ctx))
     assert late[0][0] == LATE and runtime.counters["lateTicks"].count == 1
 
-    # Quiet past the longest window + bound: the state goes, by a timer the adapter registered itself.
+    # Quiet past the longest window + bound, but the hour's rollup bucket is still open: the state stays.
     idle_end_ms = START_MS + 1 + rules.idle_gap_us // 1000 + 1
     fire_timers(function, ctx, idle_end_ms)
+    assert runtime.state.value() is not None
+    # Once that bucket closes too, the state goes, by timers the adapter registered itself.
+    hour_end_ms = (START_MS // 3_600_000 + 1) * 3_600_000
+    outputs = fire_timers(function, ctx, hour_end_ms + 2 * rules.idle_gap_us // 1000)
+    assert any(tag != ALERTS and json.loads(row[1]).get("resolution_s") == 3600
+               for tag, row in (o for o in outputs if isinstance(o, tuple)))
     assert runtime.state.value() is None
     assert runtime.counters["expiredSymbolStates"].count == 1

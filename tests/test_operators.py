@@ -161,8 +161,8 @@ def test_processor_outputs_equal_the_oracle(case):
     for g, w in zip(sorted(got["max_updates"], key=key), sorted(want_updates, key=key)):
         assert g["moving_average"] == pytest.approx(w["moving_average"], rel=1e-12)
 
-    want_rollups = expected_rollups(ticks, rules.rollup_resolution_s)
-    rollup_key = lambda r: (r["symbol"], r["bucket_start"])
+    want_rollups = [row for r in rules.rollup_resolutions_s for row in expected_rollups(ticks, r)]
+    rollup_key = lambda r: (r["symbol"], r["resolution_s"], r["bucket_start"])
     assert sorted(map(rollup_key, got["rollups"])) == sorted(map(rollup_key, want_rollups))
 
     copies = len(arrivals) - len({(t.symbol, t.exchange, t.seq) for t in arrivals})
@@ -270,7 +270,7 @@ def test_duplicate_memory_is_bounded_by_its_horizon():
 
 
 def test_idle_symbol_state_expires_and_a_fresh_one_gives_the_same_results():
-    rules = Rules(windows_us=(1_000_000, 60_000_000), levels=(5.5,))
+    rules = Rules(windows_us=(1_000_000, 60_000_000), levels=(5.5,), rollup_resolutions_s=(60,))
     first = [_tick("S", START + i * 1000, p, i) for i, p in enumerate([5.0, 6.0, 5.2])]
     later = [_tick("S", START + 70_000_000 + i * 1000, p, 10 + i) for i, p in enumerate([6.0, 6.05])]
     kept = SymbolProcessor(rules)
