@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import sys
 import time
 
@@ -82,11 +83,35 @@ class ParseTicks(ProcessFunction):
             yield parsed
 
 
+class InjectedFailure(RuntimeError):
+    """Raised on purpose (STOCKMAX_FAIL_AT_TICKS) to prove that the job recovers exactly once."""
+
+
+class FailureInjector:
+    """Fails once at each configured tick count of an attempt. A marker file per point remembers that it
+    fired: Flink state would be restored to before the failure and make it fire again, forever."""
+
+    def __init__(self, points: tuple[int, ...], marker_dir: str) -> None:
+        self.points = set(points)
+        self.marker_dir = marker_dir
+        self.ticks = 0
+
+    def tick(self) -> None:
+        self.ticks += 1
+        if self.ticks in self.points:
+            marker = os.path.join(self.marker_dir, f"failed-at-{self.ticks}")
+            if not os.path.exists(marker):
+                os.makedirs(self.marker_dir, exist_ok=True)
+                open(marker, "w").close()
+                raise InjectedFailure(f"injected failure at tick {self.ticks} (STOCKMAX_FAIL_AT_TICKS)")
+
+
 class SymbolFunction(KeyedProcessFunction):
     """Keyed by symbol: buffers ticks until the watermark passes them, then applies them in order."""
 
-    def __init__(self, rules: Rules) -> None:
+    def __init__(self, rules: Rules, failures: FailureInjector | None = None) -> None:
         self.rules = rules
+        self.failures = failures
         self.state = None
 
     def open(self, runtime_context) -> None:
@@ -98,6 +123,8 @@ class SymbolFunction(KeyedProcessFunction):
         self.expired_symbols = metrics.counter("expiredSymbolStates")
 
     def process_element(self, tick, ctx):
+        if self.failures:
+            self.failures.tick()
         processor = self.state.value() or SymbolProcessor(self.rules.for_symbol(tick.symbol))
         watermark = ctx.timer_service().current_watermark()
         rejected = processor.accept(tick, frontier_from_watermark_ms(watermark))
@@ -179,12 +206,17 @@ def build(env: StreamExecutionEnvironment, settings: Settings, bounded: bool) ->
     watermarks = (WatermarkStrategy
                   .for_bounded_out_of_orderness(Duration.of_millis(settings.watermark_bound_ms))
                   .with_idleness(Duration.of_millis(settings.source_idleness_ms)))
-    raw = env.from_source(source.build(), watermarks, "ticks")
+    # Stable uids: a restarted job maps its checkpointed state (source offsets, keyed state, the sinks'
+    # transactions) back onto these operators.
+    raw = env.from_source(source.build(), watermarks, "ticks").uid("ticks-source")
 
-    parsed = raw.process(ParseTicks(settings.topic("ticks"))).name("parse ticks")
+    parsed = raw.process(ParseTicks(settings.topic("ticks"))).name("parse ticks").uid("parse-ticks")
+    failures = None
+    if settings.failure_points():
+        failures = FailureInjector(settings.failure_points(), str(settings.data_dir / "injected-failures"))
     updates = (parsed.key_by(lambda tick: tick.symbol, key_type=Types.STRING())
-               .process(SymbolFunction(settings.rules()), output_type=RECORD)
-               .name("sliding max/min, rules, rollups"))
+               .process(SymbolFunction(settings.rules(), failures), output_type=RECORD)
+               .name("sliding max/min, rules, rollups").uid("symbol-state"))
 
     t_env = StreamTableEnvironment.create(env)
     statements = t_env.create_statement_set()
@@ -195,8 +227,9 @@ def build(env: StreamExecutionEnvironment, settings: Settings, bounded: bool) ->
     statements.attach_as_datastream()
 
 
-def local_configuration(settings: Settings) -> Configuration:
-    """The mini-cluster's settings; on a real cluster flink-conf/config.yaml holds the same ones."""
+def local_configuration(settings: Settings, restore_from: str | None = None) -> Configuration:
+    """The mini-cluster's settings; on a real cluster flink-conf/config.yaml holds the same ones.
+    restore_from: a retained checkpoint or savepoint to start from."""
     jars = sorted(settings.flink_jars_dir.glob("flink-sql-connector-kafka-*.jar"))
     if not jars:
         raise FileNotFoundError(f"the Flink Kafka connector jar is not in {settings.flink_jars_dir}: "
@@ -211,13 +244,18 @@ def local_configuration(settings: Settings) -> Configuration:
         "python.fn-execution.bundle.time": str(settings.python_bundle_time_ms),
         "execution.checkpointing.interval": f"{settings.checkpoint_interval_ms} ms",
         "execution.checkpointing.mode": "EXACTLY_ONCE",
-        "execution.checkpointing.dir": (settings.data_dir / "checkpoints").resolve().as_uri(),
+        "execution.checkpointing.dir": settings.checkpoint_dir.resolve().as_uri(),
+        # Kept when the job is cancelled or its process dies, so that `stockmax run` can resume from it.
+        "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
+        "execution.checkpointing.num-retained": "2",
         "restart-strategy.type": "fixed-delay",
         "restart-strategy.fixed-delay.attempts": "10",
         "restart-strategy.fixed-delay.delay": "2 s",
         "rest.bind-address": "127.0.0.1",
     }.items():
         conf.set_string(key, value)
+    if restore_from:
+        conf.set_string("execution.state-recovery.path", restore_from)
     return conf
 
 

@@ -85,7 +85,7 @@ def cmd_run(args) -> int:
     from .runner import run
 
     settings = _settings(args)
-    result = run(settings, bounded=args.bounded)
+    result = run(settings, bounded=args.bounded, restore_from=args.from_savepoint, fresh=args.fresh, say=print)
     print(f"job finished; {result.rollups_loaded} rollup rows loaded into ClickHouse")
     return 0
 
@@ -163,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the job on the local Flink mini-cluster, loading rollups into ClickHouse")
     p.add_argument("--bounded", action="store_true",
                    help="process every tick already in the topic, commit all outputs, load all rollups, stop")
+    p.add_argument("--from-savepoint", metavar="PATH", type=Path, default=None,
+                   help="start from this savepoint or retained checkpoint (a folder with _metadata)")
+    p.add_argument("--fresh", action="store_true",
+                   help="ignore the checkpoints an earlier run of this job left (default: resume from the latest)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("load", help="load committed rollups from the rollups topic into ClickHouse")
@@ -184,12 +188,13 @@ def main(argv: list[str] | None = None) -> int:
     from .kafka_io import KafkaUnavailable
     from .kafka_local import BrokerError
     from .replay import TickFileError
+    from .runner import ResumeError
     from .store import StoreError
 
     try:
         return args.func(args)
-    except (config.ConfigError, KafkaUnavailable, BrokerError, StoreError, TickFileError, FileNotFoundError,
-            TimeoutError) as exc:
+    except (config.ConfigError, KafkaUnavailable, BrokerError, StoreError, TickFileError, ResumeError,
+            FileNotFoundError, TimeoutError) as exc:
         print(f"stockmax: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -70,6 +70,9 @@ class Settings:
     python_bundle_size: int = 10_000
     python_bundle_time_ms: int = 1000
     job_name: str = "stockmax"
+    # Testing only: make the job fail once at each of these tick counts (per attempt of the keyed
+    # operator), e.g. "3000,9000", to prove recovery. Each point fails once; markers under data_dir.
+    fail_at_ticks: str = ""
     # Where tools/fetch-jars.sh put the Flink Kafka connector.
     flink_jars_dir: Path = PROJECT_ROOT / ".cache" / "jars" / "flink"
     kafka_jars_dir: Path = PROJECT_ROOT / ".cache" / "jars" / "kafka"
@@ -82,6 +85,18 @@ class Settings:
     @property
     def store_dsn(self) -> str:
         return self.clickhouse_dsn or f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """Where this job's checkpoints are kept (one folder per job name, then per Flink job id)."""
+        return self.data_dir / "checkpoints" / self.job_name
+
+    @property
+    def savepoint_dir(self) -> Path:
+        return self.data_dir / "savepoints" / self.job_name
+
+    def failure_points(self) -> tuple[int, ...]:
+        return tuple(sorted(int(p) for p in self.fail_at_ticks.split(",") if p.strip()))
 
     def rollup_resolutions_seconds(self) -> tuple[int, ...]:
         from .operators.durations import parse_windows
@@ -204,6 +219,10 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"watermark_bound_ms must be >= 0, got {s.watermark_bound_ms}")
     if not 0 < s.spike_threshold_pct < 100:
         raise ConfigError(f"spike_threshold_pct must be in (0, 100), got {s.spike_threshold_pct}")
+    try:
+        s.failure_points()
+    except ValueError:
+        raise ConfigError(f"fail_at_ticks must be comma-separated tick counts, got {s.fail_at_ticks!r}") from None
     if not 0 < s.dedup_horizon_ms:
         raise ConfigError(f"dedup_horizon_ms must be positive, got {s.dedup_horizon_ms}")
     allowed = {"spike_threshold_pct", "spike_window_ms", "levels"}

@@ -137,3 +137,4 @@ def committed_reader(settings: Settings, topic: str, group_id: str) -> tuple[Kaf
     parts = _partitions(consumer, topic)
     consumer.assign(parts)
     return consumer, parts
+

@@ -1,0 +1,184 @@
+"""Exactly once, proven the way Flink itself is tested: with failures in the middle of the stream.
+
+`stockmax run` (unbounded, as in production) fails three times on purpose (STOCKMAX_FAIL_AT_TICKS), and
+its process is killed once (SIGKILL of the whole process group, Python and JVM, as a crashed machine
+would). Started again, it resumes from the latest retained checkpoint. Its committed outputs must converge
+to exactly the oracle's (nothing missing, nothing twice) and equal those of a run with no failures.
+
+The input ends with every symbol's next tick two hours later, as a live feed's would: event time moves past
+every bucket on every partition, so that an unbounded job releases all of the data before those ticks.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pytest
+
+from oracle import alert_key, expected_alerts, expected_rollups, update_key
+from pure_run import run_processor
+from stockmax import kafka_io, sample
+from stockmax.operators.tick import Tick
+from stockmax.replay import replay
+from stockmax.runner import latest_resume_point
+from stockmax.store import Store
+
+pytestmark = pytest.mark.e2e
+
+FAILURE_POINTS = (2000, 5000, 8000)
+CONVERGE_S = 240
+
+
+def _env(settings) -> dict:
+    return {**os.environ, "STOCKMAX_DATA_DIR": str(settings.data_dir),
+            "STOCKMAX_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "STOCKMAX_TOPIC_PREFIX": settings.topic_prefix,
+            "STOCKMAX_JOB_NAME": settings.job_name, "STOCKMAX_FAIL_AT_TICKS": settings.fail_at_ticks,
+            "STOCKMAX_CHECKPOINT_INTERVAL_MS": str(settings.checkpoint_interval_ms)}
+
+
+def _start(settings) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "stockmax.cli", "run"], env=_env(settings),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while a live (not zombie) process of the group exists."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def _kafka_outputs(settings) -> dict:
+    return {
+        "alerts": Counter(map(alert_key, kafka_io.read_committed_json(settings, "alerts"))),
+        "max_updates": Counter(map(update_key, kafka_io.read_committed_json(settings, "max_updates"))),
+        "rollups": Counter((r["symbol"], r["resolution_s"], r["bucket_start"], r["open"], r["high"], r["low"],
+                            r["close"], r["count"]) for r in kafka_io.read_committed_json(settings, "rollups")),
+        "late": len(kafka_io.read_committed_json(settings, "late")),
+    }
+
+
+def _run_until(settings, expected: dict, job: subprocess.Popen) -> dict:
+    """Wait until the committed outputs reach the expected sizes, then stop the job (SIGINT)."""
+    sizes = {k: sum(v.values()) for k, v in expected.items() if isinstance(v, Counter)}
+    deadline = time.monotonic() + CONVERGE_S
+    while True:
+        assert job.poll() is None, f"the job stopped: {job.stderr.read()[-3000:]}"
+        got = _kafka_outputs(settings)
+        if all(sum(got[k].values()) >= n for k, n in sizes.items()):
+            break
+        assert time.monotonic() < deadline, f"outputs did not converge: { {k: sum(got[k].values()) for k in sizes} } of {sizes}"
+        time.sleep(1)
+    time.sleep(3 * settings.checkpoint_interval_ms / 1000)  # anything still to come would be committed by now
+    got = _kafka_outputs(settings)
+    os.killpg(job.pid, signal.SIGINT)
+    job.wait(timeout=60)
+    return got
+
+
+def _isolated(settings, tmp_path, name: str, **changes):
+    run = uuid.uuid4().hex[:6]
+    return settings.with_(data_dir=tmp_path / name, topic_prefix=f"{name}-{run}-", job_name=f"{name}-{run}",
+                          checkpoint_interval_ms=500, **changes)
+
+
+def test_three_failures_and_a_kill_change_no_output(settings, tmp_path):
+    data = sample.generate(symbols=10, duration_s=600, ticks_per_second=5, spikes_per_symbol=4, seed=21).to_pylist()
+    # Every symbol's next tick, two hours on (every partition moves on, as a live feed's would).
+    later = max(t["event_time"] for t in data) + 2 * 3_600_000_000
+    symbols = sorted({t["symbol"] for t in data})
+    next_ticks = [{"symbol": sym, "price": 1.0, "volume": 0.0, "exchange": "X", "seq": 10**9, "event_time": later + i}
+                  for i, sym in enumerate(symbols)]
+    tick_file = tmp_path / "ticks.csv"
+    pacsv.write_csv(pa.Table.from_pylist(data + next_ticks), tick_file)
+
+    rules = settings.rules()
+    expected = {
+        "alerts": Counter(map(alert_key, expected_alerts(data, 2.0, 1000))),
+        "max_updates": Counter(map(update_key, run_processor([Tick(**t) for t in data], rules)["max_updates"])),
+        "rollups": Counter((r["symbol"], r["resolution_s"], r["bucket_start"], r["open"], r["high"], r["low"],
+                            r["close"], r["count"]) for res in rules.rollup_resolutions_s
+                           for r in expected_rollups(data, res)),
+        "late": 0,
+    }
+    assert expected["alerts"], "the sample should contain spikes"
+
+    failing = _isolated(settings, tmp_path, "failing", fail_at_ticks=",".join(map(str, FAILURE_POINTS)))
+    clean = _isolated(settings, tmp_path, "clean")
+    for s in (failing, clean):
+        kafka_io.create_topics(s)
+        replay(s, tick_file, progress=False)
+
+    # Run 1 fails on purpose at the first two points, then dies by SIGKILL after a later checkpoint.
+    markers = failing.data_dir / "injected-failures"
+    job = _start(failing)
+    try:
+        deadline = time.monotonic() + 300
+        while not (markers / f"failed-at-{FAILURE_POINTS[1]}").exists():
+            assert job.poll() is None, f"the job ended before its second failure: {job.stderr.read()[-3000:]}"
+            assert time.monotonic() < deadline, "the second injected failure never happened"
+            time.sleep(0.1)
+        failed_at = (markers / f"failed-at-{FAILURE_POINTS[1]}").stat().st_mtime_ns
+        while True:  # a checkpoint completed after the second failure: the kill loses progress, not only time
+            checkpoint = latest_resume_point(failing)
+            if checkpoint is not None and (checkpoint / "_metadata").stat().st_mtime_ns > failed_at:
+                break
+            assert time.monotonic() < deadline, "no checkpoint completed after the second failure"
+            time.sleep(0.05)
+        assert job.poll() is None, "the job must still be running when it is killed"
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait(timeout=30)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    gone_by = time.monotonic() + 30  # nothing of the killed group survives, the JVM included
+    while _group_alive(job.pid):
+        assert time.monotonic() < gone_by, "a process of the killed job is still alive"
+        time.sleep(0.2)
+
+    # Run 2: the same command resumes from the latest retained checkpoint.
+    resumed = _start(failing)
+    got = _run_until(failing, expected, resumed)
+    assert "resuming from" in resumed.stdout.read()
+    assert sorted(p.name for p in markers.iterdir()) == sorted(f"failed-at-{p}" for p in FAILURE_POINTS), \
+        "every injected failure happened"
+    assert got == expected
+
+    # The same input with no failures gives the same outputs.
+    assert _run_until(clean, expected, _start(clean)) == got
+
+    # ClickHouse: the loader resumes from its committed offsets; every row once, equal to the oracle.
+    for s in (failing, clean):
+        done = subprocess.run([sys.executable, "-m", "stockmax.cli", "load", "--once"], env=_env(s),
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        with Store(s) as store:
+            rows = store.query("rollups_for_symbols", symbol_prefix="")
+        assert Counter((r["symbol"], r["resolution_s"], r["bucket_start"], r["open"], r["high"], r["low"],
+                        r["close"], r["count"]) for r in rows) == expected["rollups"]
+
+
+def test_a_bounded_run_refuses_to_resume_with_a_clear_error(settings, tmp_path):
+    s = settings.with_(data_dir=tmp_path / "d")
+    kafka_io.create_topics(s)
+    fake = s.checkpoint_dir / "job" / "chk-1"
+    fake.mkdir(parents=True)
+    (fake / "_metadata").write_bytes(b"x")
+    done = subprocess.run([sys.executable, "-m", "stockmax.cli", "run", "--bounded"], env=_env(s),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "cannot resume" in done.stderr and "FLINK-31006" in done.stderr and "Traceback" not in done.stderr
