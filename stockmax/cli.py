@@ -85,8 +85,10 @@ def cmd_run(args) -> int:
     from .runner import run
 
     settings = _settings(args)
-    result = run(settings, bounded=args.bounded, restore_from=args.from_savepoint, fresh=args.fresh, say=print)
-    print(f"job finished; {result.rollups_loaded} rollup rows loaded into ClickHouse")
+    result = run(settings, bounded=args.bounded, restore_from=args.from_savepoint, fresh=args.fresh,
+                 say=lambda text: print(text, flush=True))
+    print(f"job {'stopped' if result.savepoint else 'finished'}; {result.rollups_loaded} rollup rows loaded "
+          f"into ClickHouse")
     return 0
 
 
@@ -160,7 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_replay)
 
-    p = sub.add_parser("run", help="run the job on the local Flink mini-cluster, loading rollups into ClickHouse")
+    p = sub.add_parser("run", help="run the job on the local Flink mini-cluster, loading rollups into ClickHouse",
+                       description="Runs until Ctrl-C or SIGTERM, which stop the job with a savepoint (printed) "
+                                   "to resume from. Resumes from the newest retained checkpoint or savepoint of its "
+                                   "job name unless --fresh.")
     p.add_argument("--bounded", action="store_true",
                    help="process every tick already in the topic, commit all outputs, load all rollups, stop")
     p.add_argument("--from-savepoint", metavar="PATH", type=Path, default=None,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import signal
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +20,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class RunResult:
     rollups_loaded: int
+    savepoint: str | None = None
 
 
 class ResumeError(RuntimeError):
@@ -78,14 +81,51 @@ def run(settings: Settings, bounded: bool, restore_from: str | Path | None = Non
                 env.execute(settings.job_name)
                 loader.drain()
                 return RunResult(rollups_loaded=loader.loaded)
-            stop = threading.Event()
-            thread = threading.Thread(target=loader.run, args=(stop,), name="rollup-loader", daemon=True)
+            stop_loader = threading.Event()
+            thread = threading.Thread(target=loader.run, args=(stop_loader,), name="rollup-loader", daemon=True)
             thread.start()
             try:
-                env.execute(settings.job_name)
+                savepoint = _run_until_stopped(env, settings, say)
             finally:
-                stop.set()
+                stop_loader.set()
                 thread.join(timeout=30)
-            return RunResult(rollups_loaded=loader.loaded)
+            return RunResult(rollups_loaded=loader.loaded, savepoint=savepoint)
         finally:
             loader.close()
+
+
+def _run_until_stopped(env, settings: Settings, say) -> str | None:
+    """Run the job until it fails for good or is asked to stop (Ctrl-C or SIGTERM). Asked to stop, it
+    stops with a savepoint, from which `stockmax run --from-savepoint PATH` (or plain `stockmax run`)
+    resumes: the way to upgrade the job without losing or repeating an output."""
+    client = env.execute_async(settings.job_name)
+    stop = threading.Event()
+    handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stop.wait(0.5):
+            if client.get_job_status().result().is_globally_terminal_state():
+                client.get_job_execution_result().result()  # raises the job's failure
+                return None
+        say("stopping with a savepoint ...")
+        for attempt in range(60):
+            try:
+                path = _stop_with_savepoint(client, settings.savepoint_dir.resolve().as_uri(), drain=False)
+                say(f"stopped with savepoint {path}; resume with: stockmax run --from-savepoint "
+                    f"{path.removeprefix('file:')}")
+                return path
+            except Exception as exc:  # e.g. the job is restarting after a failure: try again shortly
+                say(f"savepoint not taken yet ({str(exc).splitlines()[0][:200]}); retrying")
+                time.sleep(1)
+        raise RuntimeError("could not stop the job with a savepoint; it is still running")
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
+def _stop_with_savepoint(client, directory: str, drain: bool) -> str:
+    """JobClient.stopWithSavepoint. PyFlink 2.0's wrapper calls a two-argument Java method that Flink 2.0
+    no longer has (it takes a SavepointFormatType too), so the Java client is called directly."""
+    from pyflink.java_gateway import get_gateway
+
+    savepoint_format = get_gateway().jvm.org.apache.flink.core.execution.SavepointFormatType.DEFAULT
+    return client._j_job_client.stopWithSavepoint(drain, directory, savepoint_format).get()

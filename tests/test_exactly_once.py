@@ -85,8 +85,8 @@ def _run_until(settings, expected: dict, job: subprocess.Popen) -> dict:
         time.sleep(1)
     time.sleep(3 * settings.checkpoint_interval_ms / 1000)  # anything still to come would be committed by now
     got = _kafka_outputs(settings)
-    os.killpg(job.pid, signal.SIGINT)
-    job.wait(timeout=60)
+    job.send_signal(signal.SIGINT)  # stops the job with a savepoint
+    job.wait(timeout=120)
     return got
 
 
@@ -96,7 +96,7 @@ def _isolated(settings, tmp_path, name: str, **changes):
                           checkpoint_interval_ms=500, **changes)
 
 
-def test_three_failures_and_a_kill_change_no_output(settings, tmp_path):
+def _input_and_expected(settings, tmp_path):
     data = sample.generate(symbols=10, duration_s=600, ticks_per_second=5, spikes_per_symbol=4, seed=21).to_pylist()
     # Every symbol's next tick, two hours on (every partition moves on, as a live feed's would).
     later = max(t["event_time"] for t in data) + 2 * 3_600_000_000
@@ -116,7 +116,11 @@ def test_three_failures_and_a_kill_change_no_output(settings, tmp_path):
         "late": 0,
     }
     assert expected["alerts"], "the sample should contain spikes"
+    return tick_file, expected
 
+
+def test_three_failures_and_a_kill_change_no_output(settings, tmp_path):
+    tick_file, expected = _input_and_expected(settings, tmp_path)
     failing = _isolated(settings, tmp_path, "failing", fail_at_ticks=",".join(map(str, FAILURE_POINTS)))
     clean = _isolated(settings, tmp_path, "clean")
     for s in (failing, clean):
@@ -170,6 +174,43 @@ def test_three_failures_and_a_kill_change_no_output(settings, tmp_path):
             rows = store.query("rollups_for_symbols", symbol_prefix="")
         assert Counter((r["symbol"], r["resolution_s"], r["bucket_start"], r["open"], r["high"], r["low"],
                         r["close"], r["count"]) for r in rows) == expected["rollups"]
+
+
+def test_stop_with_savepoint_and_resume_for_an_upgrade(settings, tmp_path):
+    tick_file, expected = _input_and_expected(settings, tmp_path)
+    s = _isolated(settings, tmp_path, "upgrade")
+    kafka_io.create_topics(s)
+    # The feed keeps flowing while the job is down for its upgrade: half the ticks before, half after.
+    rows = pacsv.read_csv(tick_file)
+    half = rows.num_rows // 2
+    first, second = tmp_path / "first.csv", tmp_path / "second.csv"
+    pacsv.write_csv(rows.slice(0, half), first)
+    pacsv.write_csv(rows.slice(half), second)
+    replay(s, first, progress=False)
+    total = sum(expected["max_updates"].values())
+
+    job = _start(s)
+    deadline = time.monotonic() + 300
+    while not len(kafka_io.read_committed_json(s, "max_updates")) > 0:
+        assert job.poll() is None, f"the job stopped: {job.stderr.read()[-3000:]}"
+        assert time.monotonic() < deadline, "no output was committed"
+        time.sleep(0.2)
+    time.sleep(3)
+    job.send_signal(signal.SIGTERM)
+    out, err = job.communicate(timeout=120)
+    assert job.returncode == 0, err[-3000:]
+    lines = [line for line in out.splitlines() if line.startswith("stopped with savepoint")]
+    assert lines, out
+    savepoint = lines[0].rsplit("--from-savepoint ", 1)[1]
+    assert (Path(savepoint) / "_metadata").is_file()
+    assert sum(_kafka_outputs(s)["max_updates"].values()) < total  # it really stopped mid-stream
+    replay(s, second, progress=False)
+
+    # The new version starts from the savepoint and ends with exactly the oracle's outputs.
+    resumed = subprocess.Popen([sys.executable, "-m", "stockmax.cli", "run", "--from-savepoint", savepoint],
+                               env=_env(s), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    assert _run_until(s, expected, resumed) == expected
 
 
 def test_a_bounded_run_refuses_to_resume_with_a_clear_error(settings, tmp_path):
