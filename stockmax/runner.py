@@ -41,10 +41,10 @@ def _environment(settings: Settings, restore_from: Path | None, bounded: bool):
 
 
 def latest_resume_point(settings: Settings) -> Path | None:
-    """The newest completed checkpoint or savepoint this job name left (a crash, a kill, a bounded run's
-    final savepoint), if any."""
-    completed = [m.parent for root in (settings.checkpoint_dir, settings.savepoint_dir)
-                 for m in root.glob("*/_metadata")] + [m.parent for m in settings.checkpoint_dir.glob("*/chk-*/_metadata")]
+    """The newest completed checkpoint (left by a crash or a kill) or savepoint (left by a stop) of this
+    job name, if any."""
+    completed = [m.parent for m in settings.checkpoint_dir.glob("*/chk-*/_metadata")]
+    completed += [m.parent for m in settings.savepoint_dir.glob("*/_metadata")]
     return max(completed, key=lambda p: p.stat().st_mtime_ns) if completed else None
 
 
