@@ -27,6 +27,15 @@ class BrokerError(RuntimeError):
     pass
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes, base64url. One starting with '-' would be read as an option by
+    Kafka's storage tool (1 in 64 would), so such ids are drawn again, as Kafka's own Uuid.randomUuid does."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -155,8 +164,8 @@ class LocalKafka:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self._write_config()
         if not (self.data_dir / "logs" / "meta.properties").exists():
-            cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")  # KRaft's id form
-            fmt = subprocess.run(self._java("kafka.tools.StorageTool", "format", "-t", cid, "-c", str(config)),
+            fmt = subprocess.run(self._java("kafka.tools.StorageTool", "format", "-t", new_cluster_id(), "-c",
+                                            str(config)),
                                  capture_output=True, text=True)
             if fmt.returncode != 0:
                 raise BrokerError(f"formatting Kafka storage failed: {fmt.stderr.strip() or fmt.stdout.strip()}")
