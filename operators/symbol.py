@@ -16,7 +16,7 @@ resolution.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from .dedup import DuplicateFilter
@@ -43,18 +43,24 @@ class Rules:
     overrides: dict = field(default_factory=dict)  # symbol -> {spike_threshold_pct, spike_window_us, levels}
 
     def for_symbol(self, symbol: str) -> "Rules":
-        extra = self.overrides.get(symbol)
-        if not extra:
+        """This symbol's rules. Without the overrides map: a symbol's state, pickled on every tick, carries
+        only its own rules."""
+        if not self.overrides:
             return self
-        return Rules(self.windows_us, extra.get("spike_threshold_pct", self.spike_threshold_pct),
-                     extra.get("spike_window_us", self.spike_window_us), tuple(extra.get("levels", self.levels)),
-                     self.moving_average_ticks, self.rollup_resolutions_s, self.dedup_horizon_us,
-                     self.watermark_bound_us)
+        extra = dict(self.overrides.get(symbol, {}))
+        if "levels" in extra:
+            extra["levels"] = tuple(extra["levels"])
+        return replace(self, overrides={}, **extra)
+
+    @property
+    def longest_window_us(self) -> int:
+        """What the extrema must keep: the longest max/min window or the spike window."""
+        return max(self.windows_us + (self.spike_window_us,))
 
     @property
     def idle_gap_us(self) -> int:
         """After this long without a tick, nothing in the state can affect the next one."""
-        return max(self.windows_us + (self.spike_window_us,)) + self.watermark_bound_us
+        return self.longest_window_us + self.watermark_bound_us
 
 
 class Outputs(NamedTuple):
@@ -77,7 +83,7 @@ class SymbolProcessor:
 
     def _start_fresh(self) -> None:
         rules = self.rules
-        self.extrema = MultiWindowExtrema(max(rules.windows_us + (rules.spike_window_us,)))
+        self.extrema = MultiWindowExtrema(rules.longest_window_us)
         self.spike = SpikeRule(rules.spike_threshold_pct, rules.spike_window_us)
         self.thresholds = ThresholdRule(rules.levels)
         self.average = MovingAverage(rules.moving_average_ticks)
