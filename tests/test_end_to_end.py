@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 
+from cli_env import cli_env
 from oracle import alert_key, apply_order, expected_alerts, expected_rollups, split_duplicates, update_key
 from pure_run import run_processor
 from stockmax import kafka_io, sample
@@ -59,13 +60,8 @@ def pandas_max_updates(ticks: list[dict], windows_us) -> list[tuple]:
 
 
 def stockmax(settings, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ,
-           "STOCKMAX_DATA_DIR": str(settings.data_dir), "STOCKMAX_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-           "STOCKMAX_TOPIC_PREFIX": settings.topic_prefix, "STOCKMAX_JOB_NAME": settings.job_name,
-           "STOCKMAX_PARALLELISM": str(settings.parallelism),
-           "STOCKMAX_SYMBOL_RULES": json.dumps(settings.symbol_rules)}
-    done = subprocess.run([sys.executable, "-m", "stockmax.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run([sys.executable, "-m", "stockmax.cli", *args], env=cli_env(settings),
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, f"stockmax {' '.join(args)} failed:\n{done.stdout}\n{done.stderr[-4000:]}"
     return done
 

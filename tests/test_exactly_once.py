@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 
+from cli_env import cli_env
 from oracle import alert_key, expected_alerts, expected_rollups, update_key
 from pure_run import run_processor
 from stockmax import kafka_io, sample
@@ -38,15 +39,8 @@ FAILURE_POINTS = (2000, 5000, 8000)
 CONVERGE_S = 240
 
 
-def _env(settings) -> dict:
-    return {**os.environ, "STOCKMAX_DATA_DIR": str(settings.data_dir),
-            "STOCKMAX_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "STOCKMAX_TOPIC_PREFIX": settings.topic_prefix,
-            "STOCKMAX_JOB_NAME": settings.job_name, "STOCKMAX_FAIL_AT_TICKS": settings.fail_at_ticks,
-            "STOCKMAX_CHECKPOINT_INTERVAL_MS": str(settings.checkpoint_interval_ms)}
-
-
 def _start(settings) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "stockmax.cli", "run"], env=_env(settings),
+    return subprocess.Popen([sys.executable, "-m", "stockmax.cli", "run"], env=cli_env(settings),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
@@ -167,7 +161,7 @@ def test_three_failures_and_a_kill_change_no_output(settings, tmp_path):
 
     # ClickHouse: the loader resumes from its committed offsets; every row once, equal to the oracle.
     for s in (failing, clean):
-        done = subprocess.run([sys.executable, "-m", "stockmax.cli", "load", "--once"], env=_env(s),
+        done = subprocess.run([sys.executable, "-m", "stockmax.cli", "load", "--once"], env=cli_env(s),
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr[-2000:]
         with Store(s) as store:
@@ -208,7 +202,7 @@ def test_stop_with_savepoint_and_resume_for_an_upgrade(settings, tmp_path):
 
     # The new version starts from the savepoint and ends with exactly the oracle's outputs.
     resumed = subprocess.Popen([sys.executable, "-m", "stockmax.cli", "run", "--from-savepoint", savepoint],
-                               env=_env(s), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=cli_env(s), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
     assert _run_until(s, expected, resumed) == expected
 
@@ -219,7 +213,7 @@ def test_a_bounded_run_refuses_to_resume_with_a_clear_error(settings, tmp_path):
     fake = s.checkpoint_dir / "job" / "chk-1"
     fake.mkdir(parents=True)
     (fake / "_metadata").write_bytes(b"x")
-    done = subprocess.run([sys.executable, "-m", "stockmax.cli", "run", "--bounded"], env=_env(s),
+    done = subprocess.run([sys.executable, "-m", "stockmax.cli", "run", "--bounded"], env=cli_env(s),
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert "cannot resume" in done.stderr and "FLINK-31006" in done.stderr and "Traceback" not in done.stderr

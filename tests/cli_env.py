@@ -1,0 +1,17 @@
+"""The environment under which the `stockmax` command sees exactly a test's settings."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+from stockmax import config
+
+
+def cli_env(settings: config.Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(config.ENV_PREFIX)}
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        env[config.ENV_PREFIX + f.name.upper()] = json.dumps(value) if isinstance(value, dict) else str(value)
+    return env
