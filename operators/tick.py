@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "tick.schema.json"
 SCHEMA = json.loads(SCHEMA_PATH.read_text())
@@ -27,10 +29,23 @@ class Tick(NamedTuple):
 
 
 class Rejection(NamedTuple):
-    # stable: too_large, not_utf8, not_json, not_object, missing_field, wrong_type, invalid_value,
-    # timestamp_mismatch
+    """Why a message is not a tick: a stable code (REASON_CODES) and a readable message."""
     code: str
     message: str
+
+
+@dataclass(frozen=True)
+class TickLimits:
+    """Bounds beyond the schema, from the settings (tick_max_bytes, event_time_floor, max_future_skew_ms)."""
+    max_bytes: int = MAX_MESSAGE_BYTES
+    min_event_time_us: int = 946_684_800_000_000  # 2000-01-01T00:00:00Z
+    max_future_skew_us: int = 300_000_000  # how far past this machine's clock an event time may be
+    clock_us: Callable[[], int] = lambda: time.time_ns() // 1000
+
+
+# Epoch magnitudes: from 1973 on, an event time in µs is >= 1e14; the same instant in ms is < 1e14 and in
+# seconds < 1e11 (until the year 5138). Above 1e17 µs (year 5138) it is nanoseconds.
+_MS_BELOW_US, _S_BELOW_US, _NS_FROM_US = 10**14, 10**11, 10**17
 
 
 def _type_ok(kind: str, value) -> bool:
@@ -44,40 +59,86 @@ def _type_ok(kind: str, value) -> bool:
 
 
 def _compile(schema: dict):
-    """(name, type, required, default, check) per field; check(value) -> error text or None."""
+    """(name, type, required, default, checks) per field; a check(value) returns (code, text) or None.
+    Codes are the field name plus what is wrong (e.g. price_not_positive): stable, and named after the
+    schema keyword they come from."""
     required = set(schema["required"])
-    fields = []
+    fields, codes = [], []
     for name, spec in schema["properties"].items():
         checks = []
+
+        def check(suffix, failed, text, name=name, checks=checks):
+            code = f"{name}_{suffix}"
+            codes.append(code)
+            checks.append(lambda v: (code, text(v)) if failed(v) else None)
+
         if "minLength" in spec:
-            checks.append(lambda v, n=spec["minLength"]: f"is shorter than {n}" if len(v) < n else None)
+            n = spec["minLength"]
+            check("empty" if n == 1 else "too_short", lambda v, n=n: len(v) < n,
+                  lambda v, n=n: "is empty" if n == 1 else f"is shorter than {n}")
         if "maxLength" in spec:
-            checks.append(lambda v, n=spec["maxLength"]: f"is longer than {n}" if len(v) > n else None)
+            n = spec["maxLength"]
+            check("too_long", lambda v, n=n: len(v) > n, lambda v, n=n: f"is {len(v)} characters, over {n}")
         if "pattern" in spec:
-            rx = re.compile(spec["pattern"])
-            checks.append(lambda v, rx=rx: "has characters outside " + rx.pattern if not rx.search(v) else None)
+            # JSON Schema patterns are ECMA-262: "$" is the end of the text. Python's "$" also matches
+            # before a final newline, which would let "AAPL\n" through.
+            pattern = spec["pattern"]
+            rx = re.compile(pattern[:-1] + r"\Z" if pattern.endswith("$") and not pattern.endswith("\\$") else pattern)
+            check("bad_characters", lambda v, rx=rx: not rx.search(v),
+                  lambda v, rx=rx: f"has characters outside {rx.pattern}: {v[:64]!r}")
         if spec["type"] == "number":
-            checks.append(lambda v: "is not finite" if not math.isfinite(v) else None)
+            check("not_finite", lambda v: not math.isfinite(v), lambda v: f"is not finite: {v!r}")
         if "exclusiveMinimum" in spec:
-            checks.append(lambda v, n=spec["exclusiveMinimum"]: f"is not above {n}" if not v > n else None)
+            n = spec["exclusiveMinimum"]
+            check("not_positive" if n == 0 else "too_small", lambda v, n=n: not v > n,
+                  lambda v, n=n: f"must be above {n}: {v!r}")
         if "minimum" in spec:
-            checks.append(lambda v, n=spec["minimum"]: f"is below {n}" if v < n else None)
+            n = spec["minimum"]
+            check("negative" if n == 0 else "too_small", lambda v, n=n: v < n, lambda v, n=n: f"is below {n}: {v!r}")
         if "maximum" in spec:
-            checks.append(lambda v, n=spec["maximum"]: f"is above {n}" if v > n else None)
+            n = spec["maximum"]
+            check("too_large", lambda v, n=n: v > n, lambda v, n=n: f"is above {n:g}: {v!r}")
         fields.append((name, spec["type"], name in required, spec.get("default"), tuple(checks)))
-    return tuple(fields)
+    return tuple(fields), tuple(codes)
 
 
-_FIELDS = _compile(SCHEMA)
+_FIELDS, _FIELD_CODES = _compile(SCHEMA)
 if {f[0] for f in _FIELDS} != set(Tick._fields):
     raise RuntimeError(f"{SCHEMA_PATH} and operators.tick.Tick name different fields")
 
+DEFAULT_LIMITS = TickLimits()
 
-def parse_tick(raw: bytes | str) -> Tick | Rejection:
+# Every reason a message can be refused with; the dead-letter topic carries one of these.
+REASON_CODES = ("message_too_large", "not_utf8", "not_json", "not_object", "missing_field", "wrong_type",
+                *_FIELD_CODES, "event_time_in_seconds", "event_time_in_milliseconds", "event_time_in_nanoseconds",
+                "event_time_before_floor", "event_time_in_future", "timestamp_mismatch")
+
+
+def _check_event_time(us: int, limits: TickLimits) -> Rejection | None:
+    if us < _S_BELOW_US:
+        return Rejection("event_time_in_seconds", f"event_time {us} looks like epoch seconds; ticks carry epoch µs")
+    if us < _MS_BELOW_US:
+        return Rejection("event_time_in_milliseconds",
+                         f"event_time {us} looks like epoch milliseconds; ticks carry epoch µs")
+    if us >= _NS_FROM_US:
+        return Rejection("event_time_in_nanoseconds",
+                         f"event_time {us} looks like epoch nanoseconds; ticks carry epoch µs")
+    if us < limits.min_event_time_us:
+        return Rejection("event_time_before_floor",
+                         f"event_time {us} µs is before the floor {limits.min_event_time_us} µs (event_time_floor)")
+    ahead = us - limits.clock_us()
+    if ahead > limits.max_future_skew_us:
+        return Rejection("event_time_in_future",
+                         f"event_time {us} µs is {ahead / 1e6:.1f} s ahead of this machine's clock, over "
+                         f"{limits.max_future_skew_us / 1e6:g} s (max_future_skew_ms)")
+    return None
+
+
+def parse_tick(raw: bytes | str, limits: TickLimits = DEFAULT_LIMITS) -> Tick | Rejection:
     if isinstance(raw, str):
         raw = raw.encode("utf-8", "surrogatepass")
-    if len(raw) > MAX_MESSAGE_BYTES:
-        return Rejection("too_large", f"message is {len(raw)} bytes, over the {MAX_MESSAGE_BYTES} byte limit")
+    if len(raw) > limits.max_bytes:
+        return Rejection("message_too_large", f"message is {len(raw)} bytes, over the {limits.max_bytes} byte limit")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -101,10 +162,11 @@ def parse_tick(raw: bytes | str) -> Tick | Rejection:
         for check in checks:
             problem = check(value)
             if problem:
-                return Rejection("invalid_value", f"field {name!r} {problem}: {str(value)[:64]!r}")
+                return Rejection(problem[0], f"field {name!r} {problem[1]}")
         values[name] = value
-    return Tick(values["symbol"], float(values["price"]), float(values["volume"]), values["exchange"],
-                values["seq"], values["event_time"])
+    return _check_event_time(values["event_time"], limits) or Tick(
+        values["symbol"], float(values["price"]), float(values["volume"]), values["exchange"], values["seq"],
+        values["event_time"])
 
 
 def check_record_timestamp(tick: Tick, record_timestamp_ms: int | None) -> Rejection | None:
