@@ -3,7 +3,8 @@
 Reads with read_committed (only rows of completed Flink checkpoints), inserts a batch, then commits the
 consumer offsets. A crash between insert and commit re-inserts rows that are already there; the table
 folds identical rows (sql/migrations/001_rollups.sql), so a row is never doubled nor lost. While the store
-is down the topic buffers and the loader retries with backoff.
+is down or refuses writes, the topic buffers and the loader retries the same batch with backoff: a
+batch is never skipped, and offsets are committed only after its insert.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 
 from .config import Settings
 from .kafka_io import committed_reader
-from .store import Store
+from .store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -28,21 +29,48 @@ class RollupLoader:
         self.batch_ms = batch_ms
         self.group_id = f"{settings.job_name}-rollup-loader"
         self.loaded = 0
+        self.failed_inserts = 0  # batches the store refused (each retried until it took them)
+        self._pending: list[dict] = []  # polled, not yet in the store
         self.consumer, self.partitions = committed_reader(settings, settings.topic("rollups"), self.group_id)
 
     def close(self) -> None:
         self.consumer.close()
 
     def _load_batch(self) -> int:
-        rows, deadline = [], time.monotonic() + self.batch_ms / 1000
-        while len(rows) < self.batch_rows and time.monotonic() < deadline:
-            for records in self.consumer.poll(timeout_ms=200, max_records=self.batch_rows - len(rows)).values():
-                rows.extend(json.loads(r.value) for r in records)
+        """Insert the pending batch, or a new one; raises StoreError with the batch kept for the next try."""
+        if not self._pending:
+            deadline = time.monotonic() + self.batch_ms / 1000
+            while len(self._pending) < self.batch_rows and time.monotonic() < deadline:
+                for records in self.consumer.poll(timeout_ms=200,
+                                                  max_records=self.batch_rows - len(self._pending)).values():
+                    self._pending.extend(json.loads(r.value) for r in records)
+        rows = self._pending
         if rows:
-            self.store.insert_rollups(rows)
+            try:
+                self.store.insert_rollups(rows)
+            except StoreError:
+                self.failed_inserts += 1
+                raise
         self.consumer.commit()  # after the insert: a crash in between re-inserts, which is harmless
+        self._pending = []
         self.loaded += len(rows)
         return len(rows)
+
+    def _load_with_backoff(self, stop: threading.Event | None = None) -> int:
+        """One batch, retried while the store refuses it: 0.5 s, doubling up to 30 s."""
+        delay = 0.5
+        while True:
+            try:
+                loaded = self._load_batch()
+                if delay > 0.5:
+                    log.warning("rollup loader: the store takes rows again")
+                return loaded
+            except StoreError as exc:
+                log.warning("rollup loader: %d rows wait for the store (%s); retrying in %.1f s",
+                            len(self._pending), str(exc).splitlines()[0][:300], delay)
+                if (stop or threading.Event()).wait(delay):  # stop set meanwhile: the batch stays pending
+                    return 0
+                delay = min(delay * 2, 30.0)
 
     def drain(self, timeout_s: float = 300.0) -> int:
         """Load everything committed up to the topic's end now; returns rows loaded."""
@@ -53,14 +81,14 @@ class RollupLoader:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the rollup loader did not reach the end of {self.settings.topic('rollups')} "
                                    f"within {timeout_s:.0f}s")
-            self._load_batch()
+            self._load_with_backoff()
         return self.loaded - before
 
     def run(self, stop: threading.Event) -> None:
         """Load continuously until `stop` is set (for an unbounded job)."""
         while not stop.is_set():
             try:
-                self._load_batch()
-            except Exception:  # keep loading: the topic holds the rows until the store takes them
-                log.exception("rollup loader: batch failed; retrying in 5 s")
+                self._load_with_backoff(stop)
+            except Exception:  # e.g. the broker away: keep going, the topic holds the rows
+                log.exception("rollup loader: reading the rollups topic failed; retrying in 5 s")
                 stop.wait(5)

@@ -49,9 +49,10 @@ def latest_resume_point(settings: Settings) -> Path | None:
 
 
 def run(settings: Settings, bounded: bool, restore_from: str | Path | None = None, fresh: bool = False,
-        say=log.info) -> RunResult:
+        load: bool = True, say=log.info) -> RunResult:
     """bounded: process every tick in the topic now, commit all outputs, load all rollups, return.
-    Otherwise run until interrupted, loading rollups continuously.
+    Otherwise run until interrupted, loading rollups continuously. load=False leaves the rollups in their
+    topic for a loader of its own (`stockmax load`), and this process does not open the store.
 
     The job resumes from `restore_from` (a savepoint or checkpoint) if given, else from the latest
     checkpoint or savepoint this job name left behind, unless `fresh`."""
@@ -70,6 +71,12 @@ def run(settings: Settings, bounded: bool, restore_from: str | Path | None = Non
         raise ResumeError(f"a bounded run cannot resume from {restore_from} (Flink's bounded Kafka source never "
                           f"finishes after a restore, FLINK-31006). Resume with `stockmax run` (unbounded), or start "
                           f"over with `stockmax run --bounded --fresh` and a new STOCKMAX_JOB_NAME")
+    if not load:
+        env = _environment(settings, restore_from, bounded)
+        if bounded:
+            env.execute(settings.job_name)
+            return RunResult(rollups_loaded=0)
+        return RunResult(rollups_loaded=0, savepoint=_run_until_stopped(env, settings, say))
     with Store(settings) as store:
         store.migrate()
         env = _environment(settings, restore_from, bounded)

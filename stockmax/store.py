@@ -6,17 +6,13 @@ The same code serves both. DDL lives in sql/migrations, queries in sql/queries (
 from __future__ import annotations
 
 import fcntl
-import logging
 import os
-import time
 from pathlib import Path
 
 import clickhouse_connect
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from .config import PROJECT_ROOT, Settings
-
-log = logging.getLogger(__name__)
 
 SQL_DIR = PROJECT_ROOT / "sql"
 ROLLUP_COLUMNS = ["symbol", "resolution_s", "bucket_start", "open", "high", "high_time", "low", "low_time",
@@ -118,23 +114,16 @@ class Store:
         return applied
 
     # -- writes -----------------------------------------------------------------------------------
-    def insert_rollups(self, rows: list[dict], attempts: int = 6, first_backoff_s: float = 0.5) -> None:
-        """Insert closed buckets. Idempotent (see sql/migrations/001_rollups.sql), so it retries freely."""
+    def insert_rollups(self, rows: list[dict]) -> None:
+        """Insert closed buckets. Idempotent (see sql/migrations/001_rollups.sql), so a caller may retry
+        freely; the loader does, with backoff. Raises StoreError when the store refuses them."""
         if not rows:
             return
         data = [[r[c] for c in ROLLUP_COLUMNS] for r in rows]
-        delay = first_backoff_s
-        for attempt in range(1, attempts + 1):
-            try:
-                self.client.insert("rollups", data, column_names=ROLLUP_COLUMNS)
-                return
-            except (ClickHouseError, OSError) as exc:
-                if attempt == attempts:
-                    raise StoreError(f"inserting {len(rows)} rollup rows failed {attempts} times: {exc}") from exc
-                log.warning("rollup insert failed (attempt %d/%d), retrying in %.1fs: %s",
-                            attempt, attempts, delay, str(exc).splitlines()[0])
-                time.sleep(delay)
-                delay = min(delay * 2, 30.0)
+        try:
+            self.client.insert("rollups", data, column_names=ROLLUP_COLUMNS)
+        except (ClickHouseError, OSError) as exc:
+            raise StoreError(f"inserting {len(rows)} rollup rows failed: {exc}") from exc
 
     # -- reads ------------------------------------------------------------------------------------
     def query(self, name: str, **parameters) -> list[dict]:

@@ -1,0 +1,112 @@
+"""Outages in the middle of a run: the Kafka broker stops and comes back; the store refuses writes for a
+while. Either way the job and the loader carry on by themselves, and the outputs end equal to the
+oracle's: nothing missing, nothing twice."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+import clickhouse_connect
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pytest
+
+from running_job import expected_outputs, isolated, rollup_values, run_until, start_job, with_next_ticks
+from stockmax import kafka_io, sample
+from stockmax.kafka_local import LocalKafka, free_port
+from stockmax.loader import RollupLoader
+from stockmax.replay import replay
+from stockmax.store import Store
+
+pytestmark = pytest.mark.e2e
+
+
+def _halves(tmp_path, seed: int):
+    """A sample as two tick files (the feed before and after the outage) and the oracle's outputs."""
+    data = sample.generate(symbols=6, duration_s=300, ticks_per_second=5, spikes_per_symbol=3, seed=seed).to_pylist()
+    rows = with_next_ticks(data)
+    half = len(rows) // 2
+    files = tmp_path / f"first-{seed}.csv", tmp_path / f"second-{seed}.csv"
+    pacsv.write_csv(pa.Table.from_pylist(rows[:half]), files[0])
+    pacsv.write_csv(pa.Table.from_pylist(rows[half:]), files[1])
+    return data, files
+
+
+def _wait_for(condition, job, what: str, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert job.poll() is None, f"the job ended: {job.stderr.read()[-3000:]}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+
+
+def test_broker_stops_and_restarts_mid_run(settings, tmp_path):
+    broker = LocalKafka(tmp_path / "kafka", settings.kafka_jars_dir, port=free_port())
+    broker.start()
+    try:
+        s = isolated(settings, tmp_path, "broker", kafka_bootstrap=broker.bootstrap)
+        data, (first, second) = _halves(tmp_path, seed=41)
+        expected = expected_outputs(s, data)
+        kafka_io.create_topics(s)
+        replay(s, first, progress=False)
+        job = start_job(s)
+        try:
+            _wait_for(lambda: kafka_io.read_committed_json(s, "max_updates"), job, "the first outputs")
+            assert broker.stop()  # mid-run: the job loses its source and its sinks
+            time.sleep(15)
+            assert job.poll() is None, "the job must ride out the outage"
+            broker.start()
+            replay(s, second, progress=False)
+            assert run_until(s, expected, job) == expected
+        finally:
+            if job.poll() is None:
+                job.kill()
+        assert job.returncode == 0, job.stderr.read()[-3000:]
+    finally:
+        broker.stop()
+
+
+def test_store_refuses_writes_mid_run_and_loses_nothing(settings, tmp_path):
+    s = isolated(settings, tmp_path, "store")
+    data, (first, second) = _halves(tmp_path, seed=43)
+    expected = expected_outputs(s, data)
+    kafka_io.create_topics(s)
+    replay(s, first, progress=False)
+    job = start_job(s, "--no-load")  # the job runs apart; the loader runs here, beside the test's outage
+    store = Store(s)
+    store.migrate()
+    loader = RollupLoader(s, store, batch_ms=200)
+    stop = threading.Event()
+    thread = threading.Thread(target=loader.run, args=(stop,), daemon=True)
+    thread.start()
+    # A second connection to the same store plays the operator: it stops merges and lowers the table's
+    # part limit, so ClickHouse refuses every insert with TOO_MANY_PARTS, as an overloaded server does.
+    operator = clickhouse_connect.get_client(dsn=s.store_dsn)
+    table = f"`{s.clickhouse_database}`.rollups"
+    try:
+        _wait_for(lambda: loader.loaded > 0, job, "the first rollups in ClickHouse")
+        operator.command(f"SYSTEM STOP MERGES {table}")
+        operator.command(f"ALTER TABLE {table} MODIFY SETTING parts_to_throw_insert = 1")
+        loaded_before = loader.loaded
+        replay(s, second, progress=False)
+        _wait_for(lambda: loader.failed_inserts >= 3, job, "inserts to be refused")
+        assert loader.loaded == loaded_before, "the store was refusing writes"
+        operator.command(f"ALTER TABLE {table} MODIFY SETTING parts_to_throw_insert = 3000")
+        operator.command(f"SYSTEM START MERGES {table}")
+        assert run_until(s, expected, job) == expected  # the job's own outputs were never affected
+        deadline = time.monotonic() + 120
+        while loader.loaded < sum(expected["rollups"].values()):
+            assert time.monotonic() < deadline, f"the loader did not catch up: {loader.loaded} rows"
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+        if job.poll() is None:
+            job.kill()
+        loader.close()
+        operator.close()
+    rows = store.query("rollups_for_symbols", symbol_prefix="")
+    store.close()
+    assert Counter(map(rollup_values, rows)) == expected["rollups"]  # every row once, none missing
