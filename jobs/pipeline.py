@@ -1,15 +1,17 @@
 """The stockmax job: ticks (Kafka) -> parse -> per symbol -> alerts, max updates, rollups (Kafka).
 
-    ticks ──KafkaSource──▶ ParseTicks ──key_by(symbol)──▶ SymbolFunction ──▶ max-updates   key symbol|window
-      event time = record     │                               ├────────────▶ alerts        key symbol
-      timestamp, watermarks   └─▶ ticks-dead (reason)         ├────────────▶ rollups       key symbol
-      per partition                                           ├────────────▶ ticks-late    key symbol
-                                                              └────────────▶ ticks-duplicate key symbol
+    ticks ──Kafka source──▶ ParseTicks ──key_by(symbol)──▶ SymbolFunction ──▶ max-updates   key symbol|window
+      event time = record      │                               ├────────────▶ alerts        key symbol
+      timestamp, watermarks    └─▶ ticks-dead (reason,         ├────────────▶ rollups       key symbol
+      per partition                 partition, offset)         ├────────────▶ ticks-late    key symbol
+                                                               └────────────▶ ticks-duplicate key symbol
 
 Every output is written exactly once: Flink's KafkaSink with transactions committed at checkpoints, so
 records become visible to read_committed readers when the checkpoint that covers them completes. The
 sinks are declared through Flink's Kafka table connector only because it can take the record key from a
-field (the DataStream wrapper in PyFlink cannot); underneath it is the same exactly-once KafkaSink.
+field (the DataStream wrapper in PyFlink cannot); underneath it is the same exactly-once KafkaSink. The
+source is the table connector's too, because it exposes each record's partition and offset (PyFlink's
+DataStream KafkaSource only gives values), which dead letters carry; underneath it is the KafkaSource.
 Rollups reach ClickHouse through the `rollups` topic and the loader (stockmax/loader.py).
 
 The functions here are thin adapters: the rules live in stockmax.operators (no Flink import there).
@@ -27,17 +29,15 @@ import os
 import sys
 import time
 
-from pyflink.common import Configuration, Duration, Row, Types, WatermarkStrategy
-from pyflink.common.serialization import SimpleStringSchema
+from pyflink.common import Configuration, Row, Types
 from pyflink.datastream import KeyedProcessFunction, OutputTag, ProcessFunction, StreamExecutionEnvironment
-from pyflink.datastream.connectors.kafka import KafkaOffsetResetStrategy, KafkaOffsetsInitializer, KafkaSource
 from pyflink.datastream.state import ValueStateDescriptor
 from pyflink.table import StreamTableEnvironment
 
 from stockmax import config as stockmax_config
 from stockmax.config import Settings
 from stockmax.operators.symbol import Rules, SymbolProcessor, frontier_from_watermark_ms
-from stockmax.operators.tick import Rejection, check_record_timestamp, parse_tick
+from stockmax.operators.tick import REASON_CODES, Rejection, TickLimits, check_record_timestamp, parse_tick
 
 # Every output record is (key, value): both text, the value a JSON object.
 RECORD = Types.ROW_NAMED(["k", "v"], [Types.STRING(), Types.STRING()])
@@ -47,34 +47,36 @@ ROLLUPS = OutputTag("rollups", RECORD)
 LATE = OutputTag("late", RECORD)
 DUPLICATES = OutputTag("duplicates", RECORD)
 
-# The source decodes bytes as ISO-8859-1: every byte maps to one character, so the Python side gets the
-# original bytes back losslessly (and can tell bad UTF-8 apart for the dead-letter topic).
-_LOSSLESS_CHARSET = "ISO-8859-1"
-
 
 def _record(key: str | None, value: dict) -> Row:
     return Row(key, json.dumps(value, separators=(",", ":"), allow_nan=False))
 
 
 class ParseTicks(ProcessFunction):
-    """JSON bytes -> Tick; anything unusable goes to the dead-letter output with its reason."""
+    """A Kafka record (value bytes, partition, offset) -> Tick; anything unusable goes to the dead-letter
+    output with its reason, its original bytes and where it was read from."""
 
-    def __init__(self, source_topic: str) -> None:
+    def __init__(self, source_topic: str, limits: TickLimits) -> None:
         self.source_topic = source_topic
+        self.limits = limits
         self.dead_letters = None
 
     def open(self, runtime_context) -> None:
-        self.dead_letters = runtime_context.get_metrics_group().counter("deadLetters")
+        # One counter per reason (metric group reason=<code>), registered up front as PyFlink requires.
+        group = runtime_context.get_metrics_group()
+        self.dead_letters = {code: group.add_group("reason", code).counter("deadLetters") for code in REASON_CODES}
 
-    def process_element(self, value: str, ctx):
-        raw = value.encode(_LOSSLESS_CHARSET)
-        parsed = parse_tick(raw)
+    def process_element(self, record: Row, ctx):
+        raw = record.value
+        parsed = parse_tick(raw, self.limits)
         if not isinstance(parsed, Rejection):
             parsed = check_record_timestamp(parsed, ctx.timestamp()) or parsed
         if isinstance(parsed, Rejection):
-            self.dead_letters.inc()
-            yield DEAD, _record(None, {
+            self.dead_letters[parsed.code].inc()
+            yield DEAD, _record(f"{record.partition}:{record.offset}", {
                 "reason": parsed.code, "message": parsed.message, "source_topic": self.source_topic,
+                "source_partition": record.partition, "source_offset": record.offset,
+                "record_timestamp_ms": ctx.timestamp(),
                 "raw_base64": base64.b64encode(raw).decode("ascii"),
                 "raw_text": raw[:1024].decode("utf-8", "replace"),
                 "rejected_at": int(time.time() * 1_000_000),
@@ -173,44 +175,89 @@ def add_kafka_sink(t_env: StreamTableEnvironment, statements, settings: Settings
     """An exactly-once Kafka output taking the record key from field k and the value from field v."""
     topic = settings.topic(kind)
     table = f"sink_{kind}"
-    t_env.execute_sql(f"""
-        CREATE TEMPORARY TABLE {table} (k STRING, v STRING) WITH (
-          'connector' = 'kafka',
-          'topic' = '{topic}',
-          'properties.bootstrap.servers' = '{settings.kafka_bootstrap}',
-          'key.format' = 'raw', 'key.fields' = 'k',
-          'value.format' = 'raw', 'value.fields-include' = 'EXCEPT_KEY',
-          'sink.delivery-guarantee' = 'exactly-once',
-          'sink.transactional-id-prefix' = '{settings.job_name}-{topic}',
-          'properties.transaction.timeout.ms' = '{settings.kafka_transaction_timeout_ms}'
-        )""")
+    options = {
+        "connector": "kafka",
+        "topic": topic,
+        "properties.bootstrap.servers": settings.kafka_bootstrap,
+        "key.format": "raw", "key.fields": "k",
+        "value.format": "raw", "value.fields-include": "EXCEPT_KEY",
+        "sink.delivery-guarantee": "exactly-once",
+        "sink.transactional-id-prefix": f"{settings.job_name}-{topic}",
+        "properties.transaction.timeout.ms": str(settings.kafka_transaction_timeout_ms),
+        **settings.kafka_java_properties(),
+    }
+    t_env.execute_sql(f"CREATE TEMPORARY TABLE {table} (k STRING, v STRING) WITH ({_sql_options(options)})")
     statements.add_insert(table, t_env.from_data_stream(records))
+
+
+def _source_table(t_env: StreamTableEnvironment, settings: Settings, bounded: bool) -> str:
+    """The ticks topic as a table: value bytes, partition, offset, and the record timestamp as event time.
+
+    Event time is the Kafka record timestamp (ms), and the WATERMARK is pushed into the Kafka source, which
+    makes watermarks per partition: one reader interleaves partitions in large batches, so a watermark
+    made after the merge would run ahead of the slower partition and make its ticks late. ParseTicks
+    checks each tick's own event time against its record timestamp. (Timestamps and watermarks stay in
+    the JVM, off the Python path.)"""
+    # group-offsets: resume where this job name left off when started without a checkpoint; a restore
+    # from a checkpoint or savepoint takes the offsets in it.
+    options = {
+        "connector": "kafka",
+        "topic": settings.topic("ticks"),
+        "properties.bootstrap.servers": settings.kafka_bootstrap,
+        "properties.group.id": settings.job_name,
+        "properties.isolation.level": "read_committed",
+        "properties.auto.offset.reset": "earliest",
+        "scan.startup.mode": "group-offsets",
+        "value.format": "raw",
+        # a partition silent this long stops holding back the watermark
+        "scan.watermark.idle-timeout": f"{settings.source_idleness_ms} ms",
+        **settings.kafka_java_properties(),
+    }
+    if bounded:
+        options["scan.bounded.mode"] = "latest-offset"  # the end of each partition when the job starts
+    # The watermark is the maximum of the expression below. DataStream's bounded out-of-orderness (what the
+    # operators' frontier assumes) emits max - bound - 1; a SQL expression emits itself: hence bound + 1 ms.
+    # A record stamped further ahead than the parser allows (max_future_skew_ms) goes to the dead letters;
+    # it must not drag its partition's watermark into the future and make every later tick late, so it
+    # counts as the epoch.
+    t_env.execute_sql(f"""
+        CREATE TEMPORARY TABLE ticks_source (
+          `value` BYTES,
+          `partition` INT METADATA VIRTUAL,
+          `offset` BIGINT METADATA VIRTUAL,
+          `event_ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp',
+          WATERMARK FOR `event_ts` AS CASE
+            WHEN `event_ts` <= CURRENT_TIMESTAMP + {_sql_interval(settings.max_future_skew_ms)}
+            THEN `event_ts` - {_sql_interval(settings.watermark_bound_ms + 1)}
+            ELSE TO_TIMESTAMP_LTZ(0, 3) END
+        ) WITH ({_sql_options(options)})""")
+    return "ticks_source"
+
+
+def _sql_interval(ms: int) -> str:
+    """A SQL interval literal of ms milliseconds (up to 99 days)."""
+    seconds, millis = divmod(ms, 1000)
+    minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    return f"INTERVAL '{days} {hours:02d}:{minutes:02d}:{seconds:02d}.{millis:03d}' DAY TO SECOND(3)"
+
+
+def _sql_options(options: dict[str, str]) -> str:
+    quote = lambda text: "'" + str(text).replace("'", "''") + "'"
+    return ", ".join(f"{quote(k)} = {quote(v)}" for k, v in options.items())
 
 
 def build(env: StreamExecutionEnvironment, settings: Settings, bounded: bool) -> None:
     """Add the stockmax pipeline to an environment."""
-    source = (KafkaSource.builder()
-              .set_bootstrap_servers(settings.kafka_bootstrap)
-              .set_topics(settings.topic("ticks"))
-              .set_group_id(settings.job_name)
-              .set_starting_offsets(KafkaOffsetsInitializer.committed_offsets(KafkaOffsetResetStrategy.EARLIEST))
-              .set_value_only_deserializer(SimpleStringSchema(_LOSSLESS_CHARSET))
-              .set_property("isolation.level", "read_committed"))
-    if bounded:
-        # Stop at the offsets that are the end of each partition when the job starts.
-        source = source.set_bounded(KafkaOffsetsInitializer.latest())
-    # Event time is the Kafka record timestamp (ms), and watermarks are made in the source per partition:
-    # one reader interleaves partitions in large batches, so a watermark made after the merge would run
-    # ahead of the slower partition and make its ticks late. ParseTicks checks each tick's own event time
-    # against its record timestamp. (This also keeps timestamping in the JVM, off the Python path.)
-    watermarks = (WatermarkStrategy
-                  .for_bounded_out_of_orderness(Duration.of_millis(settings.watermark_bound_ms))
-                  .with_idleness(Duration.of_millis(settings.source_idleness_ms)))
-    # Stable uids: a restarted job maps its checkpointed state (source offsets, keyed state, the sinks'
-    # transactions) back onto these operators.
-    raw = env.from_source(source.build(), watermarks, "ticks").uid("ticks-source")
-
-    parsed = raw.process(ParseTicks(settings.topic("ticks"))).name("parse ticks").uid("parse-ticks")
+    t_env = StreamTableEnvironment.create(env)
+    # The rowtime column stays in the projection: without it, records would carry no timestamp while
+    # watermarks still flowed, and every tick would look late.
+    raw = t_env.to_data_stream(t_env.from_path(_source_table(t_env, settings, bounded)))
+    # Stable uids: a restarted job maps its checkpointed state (keyed state, the sinks' transactions) back
+    # onto these operators.
+    parsed = (raw.process(ParseTicks(settings.topic("ticks"), settings.tick_limits()))
+              .name("parse ticks").uid("parse-ticks"))
     failures = None
     if settings.failure_points():
         failures = FailureInjector(settings.failure_points(), str(settings.data_dir / "injected-failures"))
@@ -218,13 +265,26 @@ def build(env: StreamExecutionEnvironment, settings: Settings, bounded: bool) ->
                .process(SymbolFunction(settings.rules(), failures), output_type=RECORD)
                .name("sliding max/min, rules, rollups").uid("symbol-state"))
 
-    t_env = StreamTableEnvironment.create(env)
     statements = t_env.create_statement_set()
     add_kafka_sink(t_env, statements, settings, "max_updates", updates)
     for kind, tag in (("alerts", ALERTS), ("rollups", ROLLUPS), ("late", LATE), ("duplicates", DUPLICATES)):
         add_kafka_sink(t_env, statements, settings, kind, updates.get_side_output(tag))
     add_kafka_sink(t_env, statements, settings, "dead", parsed.get_side_output(DEAD))
     statements.attach_as_datastream()
+
+
+def restart_strategy(settings: Settings) -> dict[str, str]:
+    if settings.restart_attempts == 0:
+        return {"restart-strategy.type": "none"}
+    return {
+        "restart-strategy.type": "exponential-delay",
+        "restart-strategy.exponential-delay.initial-backoff": "1 s",
+        "restart-strategy.exponential-delay.max-backoff": "60 s",
+        "restart-strategy.exponential-delay.backoff-multiplier": "2.0",
+        "restart-strategy.exponential-delay.reset-backoff-threshold": "10 min",
+        "restart-strategy.exponential-delay.jitter-factor": "0.1",
+        "restart-strategy.exponential-delay.attempts-before-reset-backoff": str(settings.restart_attempts),
+    }
 
 
 def local_configuration(settings: Settings, restore_from: str | None = None) -> Configuration:
@@ -248,9 +308,7 @@ def local_configuration(settings: Settings, restore_from: str | None = None) -> 
         # Kept when the job is cancelled or its process dies, so that `stockmax run` can resume from it.
         "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
         "execution.checkpointing.num-retained": "2",
-        "restart-strategy.type": "fixed-delay",
-        "restart-strategy.fixed-delay.attempts": "10",
-        "restart-strategy.fixed-delay.delay": "2 s",
+        **restart_strategy(settings),
         "rest.bind-address": "127.0.0.1",
     }.items():
         conf.set_string(key, value)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from . import config
+from .times import format_utc
 
 
 def _settings(args) -> config.Settings:
@@ -86,9 +87,10 @@ def cmd_run(args) -> int:
 
     settings = _settings(args)
     result = run(settings, bounded=args.bounded, restore_from=args.from_savepoint, fresh=args.fresh,
-                 say=lambda text: print(text, flush=True))
-    print(f"job {'stopped' if result.savepoint else 'finished'}; {result.rollups_loaded} rollup rows loaded "
-          f"into ClickHouse")
+                 load=not args.no_load, say=lambda text: print(text, flush=True))
+    loaded = ("rollups left in the topic for `stockmax load`" if args.no_load
+              else f"{result.rollups_loaded} rollup rows loaded into ClickHouse")
+    print(f"job {'stopped' if result.savepoint else 'finished'}; {loaded}")
     return 0
 
 
@@ -112,11 +114,47 @@ def cmd_load(args) -> int:
     return 0
 
 
+def _browse(args, kind: str, line) -> int:
+    """Print committed records of a topic: one JSON object per line with --json, else line(record)."""
+    import itertools
+    import json
+
+    from .kafka_io import browse
+
+    settings = _settings(args)
+    records = browse(settings, kind, last=None if args.from_beginning else (20 if args.limit is None else args.limit), follow=args.follow)
+    if args.from_beginning and args.limit is not None:
+        records = itertools.islice(records, args.limit)
+    shown = 0
+    for record in records:
+        print(json.dumps(record, separators=(",", ":")) if args.json else line(record), flush=True)
+        shown += 1
+    if not shown and not args.json:
+        print(f"no committed records in {settings.topic(kind)}", file=sys.stderr)
+    return 0
+
+
+def cmd_dead_letters(args) -> int:
+    def line(d: dict) -> str:
+        return (f"{format_utc(d['rejected_at'])}  {d['source_topic']} partition {d['source_partition']} offset "
+                f"{d['source_offset']}  {d['reason']}: {d['message']}  raw: {d['raw_text'][:120]!r}")
+
+    return _browse(args, "dead", line)
+
+
 def cmd_demo(args) -> int:
     from .demo import demo
 
     demo(_settings(args), tick_file=args.file)
     return 0
+
+
+def _browse_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="one JSON object per line, as on the topic")
+    p.add_argument("--from-beginning", action="store_true", help="every record from the start of the topic")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="at most N records (default: the newest 20; with --from-beginning: all)")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing new records until Ctrl-C")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,11 +210,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start from this savepoint or retained checkpoint (a folder with _metadata)")
     p.add_argument("--fresh", action="store_true",
                    help="ignore the checkpoints an earlier run of this job left (default: resume from the latest)")
+    p.add_argument("--no-load", action="store_true",
+                   help="do not load rollups into ClickHouse here (run `stockmax load` as its own process)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("load", help="load committed rollups from the rollups topic into ClickHouse")
     p.add_argument("--once", action="store_true", help="load what is committed now, then stop")
     p.set_defaults(func=cmd_load)
+
+    p = sub.add_parser("dead-letters", help="show the ticks the job refused, with reason and source offset",
+                       description="Reads the dead-letter topic (read_committed). By default the newest --limit "
+                                   "records; each names its reason code, message, source topic, partition and "
+                                   "offset, and the original bytes (raw_base64 in --json).")
+    _browse_options(p)
+    p.set_defaults(func=cmd_dead_letters)
 
     p = sub.add_parser("demo", help="the whole pipeline on a sample (what `make run` does), then a summary")
     p.add_argument("--file", type=Path, default=None, help="a tick file to use instead of a generated sample")

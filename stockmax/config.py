@@ -14,6 +14,8 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from .times import parse_utc_us
+
 ENV_PREFIX = "STOCKMAX_"
 
 # The checkout this package runs from (the package is installed editable by `make setup`): sql/,
@@ -31,6 +33,13 @@ class Settings:
     data_dir: Path = field(default_factory=lambda: Path.cwd() / ".stockmax")
     # Kafka
     kafka_bootstrap: str = "localhost:9092"
+    # Kafka security, for every client (the job's source and sinks, replay, readers, the loader):
+    # PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL; SASL mechanism PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "PLAIN"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = ""  # secret: never printed or logged
+    kafka_ssl_cafile: str = ""  # PEM file of the CA that signed the brokers' certificates (SSL, SASL_SSL)
     topic_prefix: str = ""  # prepended to every topic name below (isolates demo and test runs)
     topic_ticks: str = "ticks"
     topic_alerts: str = "alerts"
@@ -48,6 +57,13 @@ class Settings:
     # Empty means chdb:///<data_dir>/clickhouse.
     clickhouse_dsn: str = ""
     clickhouse_database: str = "stockmax"
+    clickhouse_username: str = ""  # for a server; overrides a user in the DSN
+    clickhouse_password: str = ""  # secret: never printed or logged
+    clickhouse_ca_cert: str = ""  # PEM CA file for an https:// server with a private CA
+    # What a tick may be; anything else goes to the dead-letter topic with its reason.
+    tick_max_bytes: int = 65_536
+    event_time_floor: str = "2000-01-01T00:00:00Z"  # ISO-8601 UTC: earlier event times are refused
+    max_future_skew_ms: int = 300_000  # event times further ahead of the job machine's clock are refused
     # Event time
     watermark_bound_ms: int = 2000  # how far out of order a tick may arrive and still be applied
     source_idleness_ms: int = 5000  # a partition silent this long stops holding back the watermark
@@ -67,6 +83,10 @@ class Settings:
     # Must be <= the broker's transaction.max.timeout.ms (the local broker allows 1 h) and outlive a
     # checkpoint plus a restart, or the broker aborts transactions Flink still means to commit.
     kafka_transaction_timeout_ms: int = 900_000
+    # After a failure (a broker away, a crashed worker) the job restarts from its latest checkpoint, waiting
+    # 1 s, then twice as long each time up to 60 s; it gives up after this many restarts in a row (0: never
+    # restart). A broker outage of several minutes is ridden out.
+    restart_attempts: int = 30
     python_bundle_size: int = 10_000
     python_bundle_time_ms: int = 1000
     job_name: str = "stockmax"
@@ -106,6 +126,13 @@ class Settings:
             raise ValueError(f"rollup resolutions must be whole seconds: {self.rollup_resolutions!r}")
         return tuple(r // 1_000_000 for r in resolutions)
 
+    def tick_limits(self):
+        """The tick parser's bounds (stockmax.operators.tick.TickLimits)."""
+        from .operators.tick import TickLimits
+
+        return TickLimits(max_bytes=self.tick_max_bytes, min_event_time_us=parse_utc_us(self.event_time_floor),
+                          max_future_skew_us=self.max_future_skew_ms * 1000)
+
     def rules(self):
         """The operators' view of these settings (stockmax.operators.symbol.Rules)."""
         from .operators.durations import parse_windows
@@ -128,14 +155,46 @@ class Settings:
                      dedup_horizon_us=self.dedup_horizon_ms * 1000,
                      watermark_bound_us=self.watermark_bound_ms * 1000, overrides=overrides)
 
+    def kafka_python_options(self) -> dict:
+        """Security options for kafka-python clients."""
+        options: dict = {"security_protocol": self.kafka_security_protocol}
+        if self.kafka_security_protocol.startswith("SASL"):
+            options.update(sasl_mechanism=self.kafka_sasl_mechanism, sasl_plain_username=self.kafka_sasl_username,
+                           sasl_plain_password=self.kafka_sasl_password)
+        if self.kafka_security_protocol.endswith("SSL") and self.kafka_ssl_cafile:
+            options["ssl_cafile"] = self.kafka_ssl_cafile
+        return options
+
+    def kafka_java_properties(self) -> dict[str, str]:
+        """The same security options as Kafka client properties for Flink's Kafka connector (table option
+        names, with the `properties.` prefix). Flink masks jaas.config values in what it prints."""
+        props = {"properties.security.protocol": self.kafka_security_protocol}
+        if self.kafka_security_protocol.startswith("SASL"):
+            # flink-sql-connector-kafka shades the Kafka client: its login modules carry the shaded package.
+            module = {"PLAIN": "plain.PlainLoginModule"}.get(self.kafka_sasl_mechanism, "scram.ScramLoginModule")
+            quote = lambda text: '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            props["properties.sasl.mechanism"] = self.kafka_sasl_mechanism
+            props["properties.sasl.jaas.config"] = (
+                f"org.apache.flink.kafka.shaded.org.apache.kafka.common.security.{module} required "
+                f"username={quote(self.kafka_sasl_username)} password={quote(self.kafka_sasl_password)};")
+        if self.kafka_security_protocol.endswith("SSL") and self.kafka_ssl_cafile:
+            props["properties.ssl.truststore.type"] = "PEM"
+            props["properties.ssl.truststore.location"] = self.kafka_ssl_cafile
+        return props
+
     def with_(self, **changes) -> "Settings":
         return dataclasses.replace(self, **changes)
 
     def redacted(self) -> dict[str, str]:
-        """All settings as text, with credentials in the DSN hidden (for printing)."""
+        """All settings as text, with secrets and credentials in the DSN hidden (for printing)."""
         out = {f.name: str(getattr(self, f.name)) for f in fields(self)}
+        for name in SECRET_SETTINGS:
+            out[name] = "***" if out[name] else ""
         out["clickhouse_dsn"] = _redact_dsn(out["clickhouse_dsn"])
         return out
+
+
+SECRET_SETTINGS = ("kafka_sasl_password", "clickhouse_password")
 
 
 def _redact_dsn(dsn: str) -> str:
@@ -209,12 +268,21 @@ def load(config_file: str | os.PathLike | None = None, env: dict[str, str] | Non
 
 
 def _validate(s: Settings) -> None:
-    positive = ["topic_partitions", "spike_window_ms", "parallelism",
+    positive = ["tick_max_bytes", "max_future_skew_ms", "topic_partitions", "spike_window_ms", "parallelism",
                 "checkpoint_interval_ms", "kafka_transaction_timeout_ms", "python_bundle_size",
                 "python_bundle_time_ms"]
     for name in positive:
         if getattr(s, name) <= 0:
             raise ConfigError(f"{name} must be positive, got {getattr(s, name)}")
+    try:
+        parse_utc_us(s.event_time_floor)
+    except ValueError as exc:
+        raise ConfigError(f"event_time_floor: {exc}") from None
+    for name in ("watermark_bound_ms", "max_future_skew_ms"):
+        if getattr(s, name) >= 99 * 86_400_000:
+            raise ConfigError(f"{name} must be under 99 days, got {getattr(s, name)}")
+    if s.restart_attempts < 0:
+        raise ConfigError(f"restart_attempts must be >= 0, got {s.restart_attempts}")
     if s.watermark_bound_ms < 0:
         raise ConfigError(f"watermark_bound_ms must be >= 0, got {s.watermark_bound_ms}")
     if not 0 < s.spike_threshold_pct < 100:
@@ -237,6 +305,19 @@ def _validate(s: Settings) -> None:
         raise ConfigError("windows and spike_window_ms must be at most 24h")
     if rules.dedup_horizon_us > rules.idle_gap_us:
         raise ConfigError("dedup_horizon_ms must not exceed the longest window plus watermark_bound_ms")
+    protocols = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+    if s.kafka_security_protocol not in protocols:
+        raise ConfigError(f"kafka_security_protocol must be one of {', '.join(protocols)}, got "
+                          f"{s.kafka_security_protocol!r}")
+    mechanisms = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+    if s.kafka_sasl_mechanism not in mechanisms:
+        raise ConfigError(f"kafka_sasl_mechanism must be one of {', '.join(mechanisms)}, got {s.kafka_sasl_mechanism!r}")
+    if s.kafka_security_protocol.startswith("SASL") and not (s.kafka_sasl_username and s.kafka_sasl_password):
+        raise ConfigError(f"kafka_security_protocol {s.kafka_security_protocol} needs kafka_sasl_username and "
+                          f"kafka_sasl_password")
+    for name in ("kafka_ssl_cafile", "clickhouse_ca_cert"):
+        if getattr(s, name) and not Path(getattr(s, name)).is_file():
+            raise ConfigError(f"{name}: {getattr(s, name)} is not a file")
     if not (s.store_dsn.startswith("chdb://") or s.store_dsn.startswith(("http://", "https://"))):
         raise ConfigError(f"clickhouse_dsn must start with chdb://, http:// or https://, got {_redact_dsn(s.store_dsn)!r}")
 

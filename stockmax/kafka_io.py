@@ -42,7 +42,7 @@ def _connect(settings: Settings, client_class, **options):
     """A kafka-python client, or at once a clear KafkaUnavailable when no broker answers."""
     ensure_reachable(settings)
     try:
-        return client_class(bootstrap_servers=settings.kafka_bootstrap, **options)
+        return client_class(bootstrap_servers=settings.kafka_bootstrap, **settings.kafka_python_options(), **options)
     except KafkaError as exc:
         raise _unavailable(settings, exc) from None
 
@@ -138,3 +138,34 @@ def committed_reader(settings: Settings, topic: str, group_id: str) -> tuple[Kaf
     consumer.assign(parts)
     return consumer, parts
 
+
+
+def browse(settings: Settings, kind: str, last: int | None = 20, follow: bool = False,
+           poll_s: float = 0.5) -> Iterator[dict]:
+    """Committed records of one of stockmax's topics as JSON objects, for the commands that show them.
+
+    last=N: the newest N records (by record timestamp, across partitions); last=None: from the beginning.
+    Then, with follow, every newly committed record as it comes, until interrupted."""
+    topic = settings.topic(kind)
+    consumer = _committed_consumer(settings, group_id=None, consumer_timeout_ms=int(poll_s * 1000))
+    try:
+        parts = _partitions(consumer, topic)
+        consumer.assign(parts)
+        begin, end = consumer.beginning_offsets(parts), consumer.end_offsets(parts)
+        for tp in parts:
+            consumer.seek(tp, begin[tp] if last is None else max(begin[tp], end[tp] - last))
+        backlog, newer = [], []
+        while any(consumer.position(tp) < end[tp] for tp in parts):
+            for records in consumer.poll(timeout_ms=500).values():
+                for r in records:
+                    (backlog if r.offset < end[TopicPartition(r.topic, r.partition)] else newer).append(r)
+        backlog.sort(key=lambda r: (r.timestamp, r.partition, r.offset))
+        shown = backlog if last is None else backlog[-last:] if last else []
+        for record in shown + (newer if follow else []):
+            yield json.loads(record.value)
+        while follow:
+            for records in consumer.poll(timeout_ms=int(poll_s * 1000)).values():
+                for record in records:
+                    yield json.loads(record.value)
+    finally:
+        consumer.close()

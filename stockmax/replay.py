@@ -85,6 +85,12 @@ def read_tick_file(path: str | Path) -> pa.Table:
     return pa.table(columns)
 
 
+def tick_record(row: dict) -> tuple[bytes, bytes, int]:
+    """(key, value, record timestamp ms) of one tick as stockmax publishes it: keyed by symbol, stamped
+    with its event time."""
+    return row["symbol"].encode(), json.dumps(row, separators=(",", ":")).encode(), row["event_time"] // 1000
+
+
 def replay(settings: Settings, path: str | Path, speed: float | None = None, progress: bool = True) -> int:
     """Publish every tick of the file, in file order, keyed by symbol (one partition per symbol keeps its
     order), with the Kafka record timestamp set to the tick's event time. `speed`: N x recorded time
@@ -108,8 +114,8 @@ def replay(settings: Settings, path: str | Path, speed: float | None = None, pro
                         wait = due - time.monotonic()
                         if wait > 0:
                             time.sleep(wait)
-                    kafka.send(topic, key=row["symbol"].encode(), timestamp_ms=row["event_time"] // 1000,
-                               value=json.dumps(row, separators=(",", ":")).encode())
+                    key, value, timestamp_ms = tick_record(row)
+                    kafka.send(topic, key=key, value=value, timestamp_ms=timestamp_ms)
                 bar.update(len(rows))
             kafka.flush()
     finally:

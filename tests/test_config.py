@@ -1,4 +1,5 @@
-from pathlib import Path
+import subprocess
+import sys
 
 import pytest
 
@@ -32,6 +33,13 @@ def test_config_file_from_environment(tmp_path):
     ({"STOCKMAX_SPIKE_THRESHOLD_PCT": "150"}, "spike_threshold_pct"),
     ({"STOCKMAX_CLICKHOUSE_DSN": "mysql://x"}, "clickhouse_dsn must start with"),
     ({"STOCKMAX_CONFIG": "/nonexistent/stockmax.toml"}, "does not exist"),
+    ({"STOCKMAX_KAFKA_SECURITY_PROTOCOL": "TLS"}, "kafka_security_protocol must be one of"),
+    ({"STOCKMAX_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "needs kafka_sasl_username and kafka_sasl_password"),
+    ({"STOCKMAX_KAFKA_SASL_MECHANISM": "GSSAPI"}, "kafka_sasl_mechanism must be one of"),
+    ({"STOCKMAX_KAFKA_SSL_CAFILE": "/nonexistent/ca.pem"}, "is not a file"),
+    ({"STOCKMAX_EVENT_TIME_FLOOR": "yesterday"}, "event_time_floor"),
+    ({"STOCKMAX_MAX_FUTURE_SKEW_MS": str(100 * 86_400_000)}, "under 99 days"),
+    ({"STOCKMAX_RESTART_ATTEMPTS": "-1"}, "restart_attempts"),
 ])
 def test_bad_settings_are_clear_errors(env, message):
     with pytest.raises(config.ConfigError, match=message):
@@ -48,3 +56,24 @@ def test_unknown_key_in_file(tmp_path):
 def test_credentials_are_redacted():
     s = config.load(env={"STOCKMAX_CLICKHOUSE_DSN": "https://user:s3cret@ch.example:8443"})
     assert "s3cret" not in str(s.redacted())
+
+
+SECRETS = {"STOCKMAX_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "STOCKMAX_KAFKA_SASL_USERNAME": "trader",
+           "STOCKMAX_KAFKA_SASL_PASSWORD": 'pa"ss\\word', "STOCKMAX_CLICKHOUSE_PASSWORD": "ch-secret",
+           "STOCKMAX_CLICKHOUSE_DSN": "https://u:dsn-secret@ch.example:8443"}
+
+
+def test_secrets_reach_the_clients_and_are_never_printed(tmp_path):
+    s = config.load(env=SECRETS)
+    assert s.kafka_python_options() == {"security_protocol": "SASL_SSL", "sasl_mechanism": "PLAIN",
+                                        "sasl_plain_username": "trader", "sasl_plain_password": 'pa"ss\\word'}
+    jaas = s.kafka_java_properties()["properties.sasl.jaas.config"]
+    # The connector's Kafka client is shaded; quotes and backslashes in the password are escaped for JAAS.
+    assert jaas == ('org.apache.flink.kafka.shaded.org.apache.kafka.common.security.plain.PlainLoginModule '
+                    'required username="trader" password="pa\\"ss\\\\word";')
+    shown = subprocess.run([sys.executable, "-m", "stockmax.cli", "config"], capture_output=True, text=True,
+                           env={**SECRETS, "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "STOCKMAX_KAFKA_SASL_USERNAME" in shown.stdout and "trader" in shown.stdout
+    for secret in ('pa"ss', "ch-secret", "dsn-secret"):
+        assert secret not in shown.stdout + shown.stderr

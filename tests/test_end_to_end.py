@@ -29,7 +29,7 @@ pytestmark = pytest.mark.e2e
 
 BAD = {  # raw message -> the reason code it must reach the dead-letter topic with
     b"definitely not json": "not_json",
-    b'{"symbol": "AAPL", "price": -1, "event_time": 1767623400000000}': "invalid_value",
+    b'{"symbol": "AAPL", "price": -1, "event_time": 1767623400000000}': "price_not_positive",
     b'{"symbol": "AAPL", "event_time": 1767623400000000}': "missing_field",
     b'{"symbol": "AAPL", "price": "1.5", "event_time": 1767623400000000}': "wrong_type",
     b"\xc3\x28\xff": "not_utf8",

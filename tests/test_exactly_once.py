@@ -16,19 +16,15 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 
 from cli_env import cli_env
-from oracle import alert_key, expected_alerts, expected_rollups, update_key
-from pure_run import run_processor
-from stockmax import kafka_io, sample
-from stockmax.operators.tick import Tick
+from running_job import group_alive, input_and_expected, isolated, kafka_outputs, rollup_values, run_until, start_job
+from stockmax import kafka_io
 from stockmax.replay import replay
 from stockmax.runner import latest_resume_point
 from stockmax.store import Store
@@ -36,94 +32,19 @@ from stockmax.store import Store
 pytestmark = pytest.mark.e2e
 
 FAILURE_POINTS = (2000, 5000, 8000)
-CONVERGE_S = 240
-
-
-def _start(settings) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "stockmax.cli", "run"], env=cli_env(settings),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-
-
-def _group_alive(pgid: int) -> bool:
-    """True while a live (not zombie) process of the group exists."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
-
-
-def _kafka_outputs(settings) -> dict:
-    return {
-        "alerts": Counter(map(alert_key, kafka_io.read_committed_json(settings, "alerts"))),
-        "max_updates": Counter(map(update_key, kafka_io.read_committed_json(settings, "max_updates"))),
-        "rollups": Counter((r["symbol"], r["resolution_s"], r["bucket_start"], r["open"], r["high"], r["low"],
-                            r["close"], r["count"]) for r in kafka_io.read_committed_json(settings, "rollups")),
-        "late": len(kafka_io.read_committed_json(settings, "late")),
-    }
-
-
-def _run_until(settings, expected: dict, job: subprocess.Popen) -> dict:
-    """Wait until the committed outputs reach the expected sizes, then stop the job (SIGINT)."""
-    sizes = {k: sum(v.values()) for k, v in expected.items() if isinstance(v, Counter)}
-    deadline = time.monotonic() + CONVERGE_S
-    while True:
-        assert job.poll() is None, f"the job stopped: {job.stderr.read()[-3000:]}"
-        got = _kafka_outputs(settings)
-        if all(sum(got[k].values()) >= n for k, n in sizes.items()):
-            break
-        assert time.monotonic() < deadline, f"outputs did not converge: { {k: sum(got[k].values()) for k in sizes} } of {sizes}"
-        time.sleep(1)
-    time.sleep(3 * settings.checkpoint_interval_ms / 1000)  # anything still to come would be committed by now
-    got = _kafka_outputs(settings)
-    job.send_signal(signal.SIGINT)  # stops the job with a savepoint
-    job.wait(timeout=120)
-    return got
-
-
-def _isolated(settings, tmp_path, name: str, **changes):
-    run = uuid.uuid4().hex[:6]
-    return settings.with_(data_dir=tmp_path / name, topic_prefix=f"{name}-{run}-", job_name=f"{name}-{run}",
-                          checkpoint_interval_ms=500, **changes)
-
-
-def _input_and_expected(settings, tmp_path):
-    data = sample.generate(symbols=10, duration_s=600, ticks_per_second=5, spikes_per_symbol=4, seed=21).to_pylist()
-    # Every symbol's next tick, two hours on (every partition moves on, as a live feed's would).
-    later = max(t["event_time"] for t in data) + 2 * 3_600_000_000
-    symbols = sorted({t["symbol"] for t in data})
-    next_ticks = [{"symbol": sym, "price": 1.0, "volume": 0.0, "exchange": "X", "seq": 10**9, "event_time": later + i}
-                  for i, sym in enumerate(symbols)]
-    tick_file = tmp_path / "ticks.csv"
-    pacsv.write_csv(pa.Table.from_pylist(data + next_ticks), tick_file)
-
-    rules = settings.rules()
-    expected = {
-        "alerts": Counter(map(alert_key, expected_alerts(data, 2.0, 1000))),
-        "max_updates": Counter(map(update_key, run_processor([Tick(**t) for t in data], rules)["max_updates"])),
-        "rollups": Counter((r["symbol"], r["resolution_s"], r["bucket_start"], r["open"], r["high"], r["low"],
-                            r["close"], r["count"]) for res in rules.rollup_resolutions_s
-                           for r in expected_rollups(data, res)),
-        "late": 0,
-    }
-    assert expected["alerts"], "the sample should contain spikes"
-    return tick_file, expected
 
 
 def test_three_failures_and_a_kill_change_no_output(settings, tmp_path):
-    tick_file, expected = _input_and_expected(settings, tmp_path)
-    failing = _isolated(settings, tmp_path, "failing", fail_at_ticks=",".join(map(str, FAILURE_POINTS)))
-    clean = _isolated(settings, tmp_path, "clean")
+    tick_file, expected = input_and_expected(settings, tmp_path)
+    failing = isolated(settings, tmp_path, "failing", fail_at_ticks=",".join(map(str, FAILURE_POINTS)))
+    clean = isolated(settings, tmp_path, "clean")
     for s in (failing, clean):
         kafka_io.create_topics(s)
         replay(s, tick_file, progress=False)
 
     # Run 1 fails on purpose at the first two points, then dies by SIGKILL after a later checkpoint.
     markers = failing.data_dir / "injected-failures"
-    job = _start(failing)
+    job = start_job(failing)
     try:
         deadline = time.monotonic() + 300
         while not (markers / f"failed-at-{FAILURE_POINTS[1]}").exists():
@@ -144,20 +65,20 @@ def test_three_failures_and_a_kill_change_no_output(settings, tmp_path):
         if job.poll() is None:
             os.killpg(job.pid, signal.SIGKILL)
     gone_by = time.monotonic() + 30  # nothing of the killed group survives, the JVM included
-    while _group_alive(job.pid):
+    while group_alive(job.pid):
         assert time.monotonic() < gone_by, "a process of the killed job is still alive"
         time.sleep(0.2)
 
     # Run 2: the same command resumes from the latest retained checkpoint.
-    resumed = _start(failing)
-    got = _run_until(failing, expected, resumed)
+    resumed = start_job(failing)
+    got = run_until(failing, expected, resumed)
     assert "resuming from" in resumed.stdout.read()
     assert sorted(p.name for p in markers.iterdir()) == sorted(f"failed-at-{p}" for p in FAILURE_POINTS), \
         "every injected failure happened"
     assert got == expected
 
     # The same input with no failures gives the same outputs.
-    assert _run_until(clean, expected, _start(clean)) == got
+    assert run_until(clean, expected, start_job(clean)) == got
 
     # ClickHouse: the loader resumes from its committed offsets; every row once, equal to the oracle.
     for s in (failing, clean):
@@ -166,13 +87,12 @@ def test_three_failures_and_a_kill_change_no_output(settings, tmp_path):
         assert done.returncode == 0, done.stderr[-2000:]
         with Store(s) as store:
             rows = store.query("rollups_for_symbols", symbol_prefix="")
-        assert Counter((r["symbol"], r["resolution_s"], r["bucket_start"], r["open"], r["high"], r["low"],
-                        r["close"], r["count"]) for r in rows) == expected["rollups"]
+        assert Counter(map(rollup_values, rows)) == expected["rollups"]
 
 
 def test_stop_with_savepoint_and_resume_for_an_upgrade(settings, tmp_path):
-    tick_file, expected = _input_and_expected(settings, tmp_path)
-    s = _isolated(settings, tmp_path, "upgrade")
+    tick_file, expected = input_and_expected(settings, tmp_path)
+    s = isolated(settings, tmp_path, "upgrade")
     kafka_io.create_topics(s)
     # The feed keeps flowing while the job is down for its upgrade: half the ticks before, half after.
     rows = pacsv.read_csv(tick_file)
@@ -183,7 +103,7 @@ def test_stop_with_savepoint_and_resume_for_an_upgrade(settings, tmp_path):
     replay(s, first, progress=False)
     total = sum(expected["max_updates"].values())
 
-    job = _start(s)
+    job = start_job(s)
     deadline = time.monotonic() + 300
     while not len(kafka_io.read_committed_json(s, "max_updates")) > 0:
         assert job.poll() is None, f"the job stopped: {job.stderr.read()[-3000:]}"
@@ -197,14 +117,14 @@ def test_stop_with_savepoint_and_resume_for_an_upgrade(settings, tmp_path):
     assert lines, out
     savepoint = lines[0].rsplit("--from-savepoint ", 1)[1]
     assert (Path(savepoint) / "_metadata").is_file()
-    assert sum(_kafka_outputs(s)["max_updates"].values()) < total  # it really stopped mid-stream
+    assert sum(kafka_outputs(s)["max_updates"].values()) < total  # it really stopped mid-stream
     replay(s, second, progress=False)
 
     # The new version starts from the savepoint and ends with exactly the oracle's outputs.
     resumed = subprocess.Popen([sys.executable, "-m", "stockmax.cli", "run", "--from-savepoint", savepoint],
                                env=cli_env(s), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
-    assert _run_until(s, expected, resumed) == expected
+    assert run_until(s, expected, resumed) == expected
 
 
 def test_a_bounded_run_refuses_to_resume_with_a_clear_error(settings, tmp_path):

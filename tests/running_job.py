@@ -1,0 +1,106 @@
+"""An unbounded `stockmax run` as a test drives it: started as its own process group, its committed
+outputs read back until they reach the oracle's sizes, then stopped with a savepoint (SIGINT)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from cli_env import cli_env
+from oracle import alert_key, expected_alerts, expected_rollups, update_key
+from pure_run import run_processor
+from stockmax import kafka_io, sample
+from stockmax.operators.tick import Tick
+
+CONVERGE_S = 240
+
+
+def start_job(settings, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "stockmax.cli", "run", *args], env=cli_env(settings),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def group_alive(pgid: int) -> bool:
+    """True while a live (not zombie) process of the group exists."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def rollup_values(r: dict) -> tuple:
+    return (r["symbol"], r["resolution_s"], r["bucket_start"], r["open"], r["high"], r["low"], r["close"], r["count"])
+
+
+def kafka_outputs(settings) -> dict:
+    return {
+        "alerts": Counter(map(alert_key, kafka_io.read_committed_json(settings, "alerts"))),
+        "max_updates": Counter(map(update_key, kafka_io.read_committed_json(settings, "max_updates"))),
+        "rollups": Counter(map(rollup_values, kafka_io.read_committed_json(settings, "rollups"))),
+        "late": len(kafka_io.read_committed_json(settings, "late")),
+    }
+
+
+def run_until(settings, expected: dict, job: subprocess.Popen) -> dict:
+    """Wait until the committed outputs reach the expected sizes, then stop the job (SIGINT)."""
+    sizes = {k: sum(v.values()) for k, v in expected.items() if isinstance(v, Counter)}
+    deadline = time.monotonic() + CONVERGE_S
+    while True:
+        assert job.poll() is None, f"the job stopped: {job.stderr.read()[-3000:]}"
+        got = kafka_outputs(settings)
+        if all(sum(got[k].values()) >= n for k, n in sizes.items()):
+            break
+        assert time.monotonic() < deadline, f"outputs did not converge: { {k: sum(got[k].values()) for k in sizes} } of {sizes}"
+        time.sleep(1)
+    time.sleep(3 * settings.checkpoint_interval_ms / 1000)  # anything still to come would be committed by now
+    got = kafka_outputs(settings)
+    job.send_signal(signal.SIGINT)  # stops the job with a savepoint
+    job.wait(timeout=120)
+    return got
+
+
+def isolated(settings, tmp_path, name: str, **changes):
+    run = uuid.uuid4().hex[:6]
+    return settings.with_(data_dir=tmp_path / name, topic_prefix=f"{name}-{run}-", job_name=f"{name}-{run}",
+                          checkpoint_interval_ms=500, **changes)
+
+
+def with_next_ticks(data: list[dict]) -> list[dict]:
+    """The ticks, then every symbol's next tick two hours on (every partition moves on, as a live feed's
+    would): an unbounded job then releases all of `data`."""
+    later = max(t["event_time"] for t in data) + 2 * 3_600_000_000
+    symbols = sorted({t["symbol"] for t in data})
+    return data + [{"symbol": sym, "price": 1.0, "volume": 0.0, "exchange": "X", "seq": 10**9, "event_time": later + i}
+                   for i, sym in enumerate(symbols)]
+
+
+def expected_outputs(settings, data: list[dict]) -> dict:
+    """The oracle's outputs for `data` (the ticks before with_next_ticks added its own)."""
+    rules = settings.rules()
+    return {
+        "alerts": Counter(map(alert_key, expected_alerts(data, settings.spike_threshold_pct, settings.spike_window_ms))),
+        "max_updates": Counter(map(update_key, run_processor([Tick(**t) for t in data], rules)["max_updates"])),
+        "rollups": Counter(rollup_values(r) for res in rules.rollup_resolutions_s for r in expected_rollups(data, res)),
+        "late": 0,
+    }
+
+
+def input_and_expected(settings, tmp_path):
+    data = sample.generate(symbols=10, duration_s=600, ticks_per_second=5, spikes_per_symbol=4, seed=21).to_pylist()
+    tick_file = tmp_path / "ticks.csv"
+    pacsv.write_csv(pa.Table.from_pylist(with_next_ticks(data)), tick_file)
+    expected = expected_outputs(settings, data)
+    assert expected["alerts"], "the sample should contain spikes"
+    return tick_file, expected

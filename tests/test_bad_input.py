@@ -1,0 +1,144 @@
+"""Garbage mixed into a valid stream: every bad message reaches `ticks-dead` once, with the right reason
+and the partition and offset it was read from; the valid ticks' outputs equal the oracle's; and the job,
+allowed no restart at all (a record that made it fail would end it), is still running at the end."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+
+from cli_env import cli_env
+from running_job import expected_outputs, isolated, run_until, start_job, with_next_ticks
+from stockmax import kafka_io, sample
+from stockmax.operators.tick import REASON_CODES
+from stockmax.replay import tick_record
+
+pytestmark = pytest.mark.e2e
+
+DAY_US = 86_400_000_000
+
+
+def _json(d: dict) -> bytes:
+    return json.dumps(d).encode()
+
+
+def _bad_messages(row: dict) -> list[tuple[bytes, str, int | None]]:
+    """Bad variants of a valid tick: (value, reason code, record timestamp ms or None for the tick's own)."""
+    t = dict(row)
+    drop = lambda k: {key: v for key, v in t.items() if key != k}
+    now_us = time.time_ns() // 1000
+    return [
+        (b"\xff\xfe" + _json(t), "not_utf8", None),
+        (_json(t)[:25], "not_json", None),
+        (b"[1, 2, 3]", "not_object", None),
+        (_json(drop("price")), "missing_field", None),
+        (_json(drop("event_time")), "missing_field", None),
+        (_json({**t, "price": str(t["price"])}), "wrong_type", None),
+        (_json({**t, "volume": [1]}), "wrong_type", None),
+        (_json({**t, "event_time": float(t["event_time"])}), "wrong_type", None),
+        (_json({**t, "price": float("nan")}), "price_not_finite", None),
+        (_json({**t, "price": float("inf")}), "price_not_finite", None),
+        (_json({**t, "price": -float("inf")}), "price_not_finite", None),
+        (_json({**t, "price": 0}), "price_not_positive", None),
+        (_json({**t, "price": -12.5}), "price_not_positive", None),
+        (_json({**t, "price": 3e15}), "price_too_large", None),
+        (_json({**t, "volume": -100}), "volume_negative", None),
+        (_json({**t, "symbol": ""}), "symbol_empty", None),
+        (_json({**t, "symbol": "S" * 40}), "symbol_too_long", None),
+        (_json({**t, "symbol": t["symbol"] + "\u0001"}), "symbol_bad_characters", None),
+        (_json({**t, "symbol": t["symbol"] + "\n"}), "symbol_bad_characters", None),
+        (_json({**t, "event_time": t["event_time"] // 1_000_000}), "event_time_in_seconds", None),
+        (_json({**t, "event_time": t["event_time"] // 1000}), "event_time_in_milliseconds", None),
+        (_json({**t, "event_time": t["event_time"] * 1000}), "event_time_in_nanoseconds", None),
+        # Stamped with its own (future) time, as an event-time producer would: it must not move the
+        # watermark, or every later tick of its partition would be late.
+        (_json({**t, "event_time": now_us + DAY_US}), "event_time_in_future", (now_us + DAY_US) // 1000),
+        (_json({**t, "event_time": 915_148_800_000_000}), "event_time_before_floor", 915_148_800_000),
+        (_json({**t, "note": "x" * 100_000}), "message_too_large", None),
+        (_json(t), "timestamp_mismatch", t["event_time"] // 1000 + 7),
+    ]
+
+
+def test_bad_ticks_go_to_dead_letters_and_change_no_output(settings, tmp_path):
+    # One partition: a watermark dragged into the future by one record would hold for the whole stream.
+    s = isolated(settings, tmp_path, "bad", restart_attempts=0, topic_partitions=1)  # a failure would end the job
+    data = sample.generate(symbols=6, duration_s=180, ticks_per_second=5, spikes_per_symbol=3, seed=31).to_pylist()
+    expected = expected_outputs(s, data)
+    assert expected["alerts"], "the sample should contain spikes"
+    cases = _bad_messages(data[0])
+    assert {code for _, code, _ in cases} == set(REASON_CODES) - {"seq_negative", "seq_too_large",
+                                                                  "event_time_negative", "volume_not_finite",
+                                                                  "volume_too_large", "exchange_too_long"}
+    kafka_io.create_topics(s)
+
+    # Every bad message goes in among the valid ticks of its neighbour's symbol (same key, same partition),
+    # stamped like that neighbour unless the case says otherwise.
+    messages = []  # (key, value, record timestamp ms, reason code or None)
+    step = len(data) // (len(cases) + 1)
+    for i, row in enumerate(with_next_ticks(data)):
+        key, value, timestamp_ms = tick_record(row)
+        messages.append((key, value, timestamp_ms, None))
+        if i % step == step // 2 and sum(1 for m in messages if m[3]) < len(cases):
+            raw, code, stamp = cases[sum(1 for m in messages if m[3])]
+            messages.append((key, raw, timestamp_ms if stamp is None else stamp, code))
+    assert sum(1 for m in messages if m[3]) == len(cases)
+    # The feed pauses after the future-stamped message until the job has taken it: had it moved its
+    # partition's watermark, the ticks after the pause would all be late.
+    pause = next(i for i, m in enumerate(messages) if m[3] == "event_time_in_future") + 1
+    topic = s.topic("ticks")
+    want_dead = {}
+
+    def publish(part):
+        producer = kafka_io.producer(s)
+        sent = [(m, producer.send(topic, key=m[0], value=m[1], timestamp_ms=m[2])) for m in part]
+        producer.flush()
+        producer.close()
+        for (_, raw, _, code), future in sent:
+            if code:
+                meta = future.get(timeout=30)
+                want_dead[(meta.partition, meta.offset)] = (code, raw)
+
+    job = start_job(s)
+    try:
+        publish(messages[:pause])
+        deadline = time.monotonic() + 120
+        while len(kafka_io.read_committed_json(s, "dead")) < len(want_dead):
+            assert job.poll() is None, f"the job ended: {job.stderr.read()[-3000:]}"
+            assert time.monotonic() < deadline, "the first dead letters were not committed"
+            time.sleep(0.5)
+        time.sleep(2 * s.checkpoint_interval_ms / 1000 + 1)  # and its watermarks have gone through
+        publish(messages[pause:])
+        # The valid ticks' outputs are the oracle's, nothing late, while the job keeps running.
+        assert run_until(s, expected, job) == expected
+    finally:
+        if job.poll() is None:
+            job.kill()
+
+    # Dead letters: each bad message once, with its reason, its bytes and where it was read from.
+    dead = kafka_io.read_committed_json(s, "dead")
+    got_dead = Counter((d["source_partition"], d["source_offset"]) for d in dead)
+    assert set(got_dead) == set(want_dead) and set(got_dead.values()) == {1}
+    for d in dead:
+        code, raw = want_dead[(d["source_partition"], d["source_offset"])]
+        assert (d["reason"], base64.b64decode(d["raw_base64"])) == (code, raw), d["message"]
+        assert d["source_topic"] == topic and d["message"]
+
+    # `stockmax dead-letters` shows them: all with --from-beginning --json, a readable line each by default.
+    shown = subprocess.run([sys.executable, "-m", "stockmax.cli", "dead-letters", "--from-beginning", "--json"],
+                           env=cli_env(s), capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    assert Counter(json.dumps(json.loads(line), sort_keys=True) for line in shown.stdout.splitlines()) == \
+           Counter(json.dumps(d, sort_keys=True) for d in dead)
+    lines = subprocess.run([sys.executable, "-m", "stockmax.cli", "dead-letters", "--limit", "5"],
+                           env=cli_env(s), capture_output=True, text=True, timeout=120).stdout.splitlines()
+    records = sorted(kafka_io.read_committed(s, s.topic("dead")), key=lambda r: (r.timestamp, r.partition, r.offset))
+    newest = [json.loads(r.value) for r in records[-5:]]  # newest by the dead-letter record's own timestamp
+    assert len(lines) == 5
+    for line, d in zip(lines, newest):
+        assert f"partition {d['source_partition']} offset {d['source_offset']}" in line and d["reason"] in line
