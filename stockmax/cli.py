@@ -34,7 +34,7 @@ def cmd_kafka(args) -> int:
     elif args.action == "down":
         print("Kafka broker stopped" if broker.stop() else f"no local broker was running from {broker.data_dir}")
     else:
-        up = bootstrap_answers(settings.kafka_bootstrap)
+        up = bootstrap_answers(settings.kafka_bootstrap, **settings.kafka_python_options())
         print(f"Kafka at {settings.kafka_bootstrap}: {'answers' if up else 'does not answer'}")
         return 0 if up else 1
     return 0
@@ -235,8 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not args.verbose:
-        logging.getLogger("kafka").setLevel(logging.ERROR)
+    if not args.verbose:  # the client library's own errors are noise here: stockmax says what failed
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
     from .kafka_io import KafkaUnavailable
     from .kafka_local import BrokerError
     from .replay import TickFileError

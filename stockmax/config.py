@@ -172,11 +172,10 @@ class Settings:
         if self.kafka_security_protocol.startswith("SASL"):
             # flink-sql-connector-kafka shades the Kafka client: its login modules carry the shaded package.
             module = {"PLAIN": "plain.PlainLoginModule"}.get(self.kafka_sasl_mechanism, "scram.ScramLoginModule")
-            quote = lambda text: '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
             props["properties.sasl.mechanism"] = self.kafka_sasl_mechanism
             props["properties.sasl.jaas.config"] = (
                 f"org.apache.flink.kafka.shaded.org.apache.kafka.common.security.{module} required "
-                f"username={quote(self.kafka_sasl_username)} password={quote(self.kafka_sasl_password)};")
+                f"username={jaas_quote(self.kafka_sasl_username)} password={jaas_quote(self.kafka_sasl_password)};")
         if self.kafka_security_protocol.endswith("SSL") and self.kafka_ssl_cafile:
             props["properties.ssl.truststore.type"] = "PEM"
             props["properties.ssl.truststore.location"] = self.kafka_ssl_cafile
@@ -192,6 +191,22 @@ class Settings:
             out[name] = "***" if out[name] else ""
         out["clickhouse_dsn"] = _redact_dsn(out["clickhouse_dsn"])
         return out
+
+    def scrub(self, text: str) -> str:
+        """Text (an error from a client library, say) with every secret of these settings masked."""
+        secrets = [getattr(self, name) for name in SECRET_SETTINGS]
+        dsn = self.clickhouse_dsn
+        if "@" in dsn and "://" in dsn:
+            secrets.append(dsn.split("://", 1)[1].rsplit("@", 1)[0])  # user:password of the DSN
+            secrets.extend(secrets[-1].split(":", 1)[1:])
+        for secret in sorted(filter(None, secrets), key=len, reverse=True):
+            text = text.replace(secret, "***")
+        return text
+
+
+def jaas_quote(text: str) -> str:
+    """A value in a JAAS login configuration: in double quotes, with quotes and backslashes escaped."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 SECRET_SETTINGS = ("kafka_sasl_password", "clickhouse_password")

@@ -24,7 +24,7 @@ BAD_TICKS = [
 @contextlib.contextmanager
 def broker_for(settings: Settings, say):
     """Use the broker at the bootstrap address if one answers; else start the local one and stop it after."""
-    if bootstrap_answers(settings.kafka_bootstrap):
+    if bootstrap_answers(settings.kafka_bootstrap, **settings.kafka_python_options()):
         say(f"using the Kafka broker at {settings.kafka_bootstrap}")
         yield
         return
@@ -55,7 +55,7 @@ def demo(settings: Settings, tick_file: Path | None = None, say=print) -> dict:
             bad.send(settings.topic("ticks"), raw)
         bad.flush()
         bad.close()
-        say(f"running the job on the local Flink mini-cluster until every tick is processed ...")
+        say("running the job on the local Flink mini-cluster until every tick is processed ...")
         started = time.monotonic()
         result = runner.run(settings, bounded=True)
         elapsed = time.monotonic() - started

@@ -44,6 +44,14 @@ def _connect(settings: Settings, client_class, **options):
     try:
         return client_class(bootstrap_servers=settings.kafka_bootstrap, **settings.kafka_python_options(), **options)
     except KafkaError as exc:
+        if settings.kafka_security_protocol.startswith("SASL"):
+            # The port answered (ensure_reachable) but no client session came up: kafka-python reports a
+            # refused login as a bootstrap timeout, so name the likely cause.
+            raise KafkaUnavailable(
+                f"the Kafka broker at {settings.kafka_bootstrap} answers but refused the credentials of user "
+                f"{settings.kafka_sasl_username!r} ({settings.kafka_security_protocol}, "
+                f"{settings.kafka_sasl_mechanism}) or the protocol ({type(exc).__name__}); check "
+                f"STOCKMAX_KAFKA_SASL_USERNAME, STOCKMAX_KAFKA_SASL_PASSWORD and STOCKMAX_KAFKA_SECURITY_PROTOCOL") from None
         raise _unavailable(settings, exc) from None
 
 

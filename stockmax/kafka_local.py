@@ -13,10 +13,10 @@ import socket
 import subprocess
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import Settings
+from .config import Settings, jaas_quote
 
 # The broker's ceiling for a producer's transaction.timeout.ms. Flink's KafkaSink asks for
 # Settings.kafka_transaction_timeout_ms (15 min by default), which must not exceed this.
@@ -50,8 +50,9 @@ def port_answers(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
-def bootstrap_answers(bootstrap: str, timeout_s: float = 5.0) -> bool:
-    """True when a Kafka broker answers a metadata request at the bootstrap address."""
+def bootstrap_answers(bootstrap: str, timeout_s: float = 5.0, **client_options) -> bool:
+    """True when a Kafka broker answers a metadata request at the bootstrap address (client_options:
+    security settings, e.g. Settings.kafka_python_options())."""
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
@@ -60,7 +61,7 @@ def bootstrap_answers(bootstrap: str, timeout_s: float = 5.0) -> bool:
         return False
     try:
         admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000),
-                                 client_id="stockmax-probe")
+                                 client_id="stockmax-probe", **client_options)
         try:
             admin.list_topics()
             return True
@@ -76,6 +77,9 @@ class LocalKafka:
     jars_dir: Path
     port: int = 9092
     controller_port: int = 0  # 0: a free port
+    # SASL/PLAIN users (name -> password) for a broker that requires authentication; empty: PLAINTEXT.
+    # The broker itself authenticates inter-broker as the first of them.
+    sasl_users: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: Settings, data_dir: Path | None = None) -> "LocalKafka":
@@ -83,11 +87,27 @@ class LocalKafka:
         if host not in ("localhost", "127.0.0.1", ""):
             raise BrokerError(f"the local broker listens on loopback only; STOCKMAX_KAFKA_BOOTSTRAP is "
                               f"{settings.kafka_bootstrap}")
-        return cls(data_dir or settings.data_dir / "kafka", settings.kafka_jars_dir, int(port))
+        users = ({settings.kafka_sasl_username: settings.kafka_sasl_password}
+                 if settings.kafka_security_protocol == "SASL_PLAINTEXT" and settings.kafka_sasl_mechanism == "PLAIN"
+                 else {})
+        if settings.kafka_security_protocol not in ("PLAINTEXT", "SASL_PLAINTEXT") or \
+                settings.kafka_security_protocol == "SASL_PLAINTEXT" and not users:
+            raise BrokerError("the local broker speaks PLAINTEXT, or SASL_PLAINTEXT with the PLAIN mechanism; "
+                              f"STOCKMAX_KAFKA_SECURITY_PROTOCOL is {settings.kafka_security_protocol}")
+        return cls(data_dir or settings.data_dir / "kafka", settings.kafka_jars_dir, int(port), sasl_users=users)
 
     @property
     def bootstrap(self) -> str:
         return f"localhost:{self.port}"
+
+    @property
+    def client_options(self) -> dict:
+        """kafka-python options to talk to this broker."""
+        if not self.sasl_users:
+            return {}
+        user, password = next(iter(self.sasl_users.items()))
+        return {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN", "sasl_plain_username": user,
+                "sasl_plain_password": password}
 
     @property
     def pid_file(self) -> Path:
@@ -109,15 +129,16 @@ class LocalKafka:
         if not self.controller_port:
             self.controller_port = free_port()
         logs = self.data_dir / "logs"
+        protocol = "SASL_PLAINTEXT" if self.sasl_users else "PLAINTEXT"
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "listeners": f"{protocol}://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"{protocol}://127.0.0.1:{self.port}",
             "controller.listener.names": "CONTROLLER",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": f"{protocol}:{protocol},CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": protocol,
             "log.dirs": str(logs),
             "num.partitions": "1",
             # One node: internal topics with one replica, or consumer groups and transactions never start.
@@ -132,8 +153,20 @@ class LocalKafka:
             "auto.create.topics.enable": "false",
             "log.retention.hours": "168",
         }
+        if self.sasl_users:
+            user, password = next(iter(self.sasl_users.items()))
+            props.update({
+                "sasl.enabled.mechanisms": "PLAIN",
+                "sasl.mechanism.inter.broker.protocol": "PLAIN",
+                "listener.name.sasl_plaintext.plain.sasl.jaas.config":
+                    "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                    f"username={jaas_quote(user)} password={jaas_quote(password)} "
+                    + " ".join(f"user_{name}={jaas_quote(secret)}" for name, secret in self.sasl_users.items()) + ";",
+            })
         path = self.data_dir / "server.properties"
-        path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        path.touch(mode=0o600)  # it holds the users' passwords
+        # A .properties file reads a backslash as an escape: write each one doubled.
+        path.write_text("".join(f"{k}={v.replace(chr(92), chr(92) * 2)}\n" for k, v in props.items()))
         (self.data_dir / "log4j.properties").write_text(
             "log4j.rootLogger=INFO, file\n"
             "log4j.appender.file=org.apache.log4j.FileAppender\n"
@@ -154,7 +187,7 @@ class LocalKafka:
     def start(self, timeout_s: float = 60.0) -> None:
         """Format storage if new, start the broker in the background, wait until it answers."""
         if self.running_pid():
-            if bootstrap_answers(self.bootstrap):
+            if bootstrap_answers(self.bootstrap, **self.client_options):
                 return
             raise BrokerError(f"a broker process ({self.running_pid()}) from {self.data_dir} is running but does "
                               f"not answer at {self.bootstrap}; see {self.log_file}")
@@ -178,7 +211,7 @@ class LocalKafka:
             if proc.poll() is not None:
                 raise BrokerError(f"the Kafka broker exited with code {proc.returncode}; see {self.log_file} "
                                   f"and {self.data_dir / 'broker.out'}")
-            if bootstrap_answers(self.bootstrap, timeout_s=2):
+            if bootstrap_answers(self.bootstrap, timeout_s=2, **self.client_options):
                 return
             time.sleep(0.3)
         self.stop()

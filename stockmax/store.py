@@ -67,6 +67,20 @@ class _DirectoryLock:
             self._fd = None
 
 
+def server_options(settings: Settings) -> dict:
+    """Credentials and TLS for a ClickHouse server (none apply to the embedded engine)."""
+    if settings.store_dsn.startswith("chdb://"):
+        return {}
+    options = {}
+    if settings.clickhouse_username:
+        options["username"] = settings.clickhouse_username
+    if settings.clickhouse_password:
+        options["password"] = settings.clickhouse_password
+    if settings.clickhouse_ca_cert:
+        options["ca_cert"] = settings.clickhouse_ca_cert
+    return options
+
+
 class Store:
     """A connection to the configured ClickHouse, with stockmax's database selected."""
 
@@ -78,13 +92,13 @@ class Store:
         if self.dsn.startswith("chdb://"):
             self._lock = _DirectoryLock(Path(self.dsn[len("chdb://"):]))
         try:
-            self.client = clickhouse_connect.get_client(dsn=self.dsn)
+            self.client = clickhouse_connect.get_client(dsn=self.dsn, **server_options(settings))
             self.client.command(f"CREATE DATABASE IF NOT EXISTS `{self.database}`")
             self.client.database = self.database
         except Exception as exc:  # any driver or engine failure at connect time becomes one clear error
             self.close()
             raise StoreError(f"cannot open ClickHouse at {settings.redacted()['clickhouse_dsn'] or self.dsn}: "
-                             f"{str(exc).splitlines()[0][:300]}") from None
+                             f"{settings.scrub(str(exc).splitlines()[0][:300])}") from None
 
     def close(self) -> None:
         client = getattr(self, "client", None)
@@ -123,7 +137,7 @@ class Store:
         try:
             self.client.insert("rollups", data, column_names=ROLLUP_COLUMNS)
         except (ClickHouseError, OSError) as exc:
-            raise StoreError(f"inserting {len(rows)} rollup rows failed: {exc}") from exc
+            raise StoreError(f"inserting {len(rows)} rollup rows failed: {self.settings.scrub(str(exc))}") from exc
 
     # -- reads ------------------------------------------------------------------------------------
     def query(self, name: str, **parameters) -> list[dict]:

@@ -22,7 +22,6 @@ from pure_run import run_processor
 from stockmax import kafka_io, sample
 from stockmax.operators.durations import format_duration
 from stockmax.operators.tick import Tick
-from stockmax.replay import read_tick_file
 from stockmax.store import Store
 
 pytestmark = pytest.mark.e2e

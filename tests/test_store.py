@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from stockmax.store import Store, StoreLockedError
+from stockmax.store import Store, StoreError, StoreLockedError
 
 ROW = {"symbol": "AAPL", "resolution_s": 60, "bucket_start": 1767623400000000, "open": 1.0, "high": 2.0,
        "high_time": 1767623401000000, "low": 0.5, "low_time": 1767623402000000, "close": 1.5, "count": 3,
@@ -65,3 +65,12 @@ def test_cli_reports_a_locked_store_without_a_traceback(store_settings):
     assert done.returncode == 1
     assert "stockmax: error: the embedded ClickHouse store" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_an_unreachable_server_is_a_clear_error_without_the_credentials(store_settings):
+    s = store_settings.with_(clickhouse_dsn="http://analyst:dsn-pass@127.0.0.1:1", clickhouse_password="pw-secret")
+    with pytest.raises(StoreError) as caught:
+        Store(s)
+    text = str(caught.value)
+    assert "cannot open ClickHouse at http://***@127.0.0.1:1" in text
+    assert "dsn-pass" not in text and "pw-secret" not in text
