@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections import Counter
 from typing import Iterator
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -160,13 +161,22 @@ def browse(settings: Settings, kind: str, last: int | None = 20, follow: bool = 
         parts = _partitions(consumer, topic)
         consumer.assign(parts)
         begin, end = consumer.beginning_offsets(parts), consumer.end_offsets(parts)
-        for tp in parts:
-            consumer.seek(tp, begin[tp] if last is None else max(begin[tp], end[tp] - last))
-        backlog, newer = [], []
-        while any(consumer.position(tp) < end[tp] for tp in parts):
-            for records in consumer.poll(timeout_ms=500).values():
-                for r in records:
-                    (backlog if r.offset < end[TopicPartition(r.topic, r.partition)] else newer).append(r)
+        # Transaction markers take offsets too, so a partition's newest N records lie further back than N
+        # offsets: look back twice as far until each partition gave N or its beginning is reached.
+        reach = last or 0
+        while True:
+            backlog, newer = [], []
+            for tp in parts:
+                consumer.seek(tp, begin[tp] if last is None else max(begin[tp], end[tp] - reach))
+            while any(consumer.position(tp) < end[tp] for tp in parts):
+                for records in consumer.poll(timeout_ms=500).values():
+                    for r in records:
+                        (backlog if r.offset < end[TopicPartition(r.topic, r.partition)] else newer).append(r)
+            per_partition = Counter((r.topic, r.partition) for r in backlog)
+            if last is None or all(per_partition[(tp.topic, tp.partition)] >= last or end[tp] - reach <= begin[tp]
+                                   for tp in parts):
+                break
+            reach *= 2
         backlog.sort(key=lambda r: (r.timestamp, r.partition, r.offset))
         shown = backlog if last is None else backlog[-last:] if last else []
         for record in shown + (newer if follow else []):

@@ -10,7 +10,9 @@ from stockmax import config
 
 
 def cli_env(settings: config.Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(config.ENV_PREFIX)}
+    # PYFLINK_*: a job run inside the pytest process (the demo test) leaves PYFLINK_GATEWAY_DISABLED set,
+    # which would stop a child's PyFlink from starting its JVM.
+    env = {k: v for k, v in os.environ.items() if not k.startswith((config.ENV_PREFIX, "PYFLINK_"))}
     for f in dataclasses.fields(settings):
         value = getattr(settings, f.name)
         env[config.ENV_PREFIX + f.name.upper()] = json.dumps(value) if isinstance(value, dict) else str(value)
