@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 
-_UNITS_US = {"ms": 1_000, "s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000}
+_UNITS_US = {"ms": 1_000, "s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000, "d": 86_400_000_000}
 _PATTERN = re.compile(r"^\s*(\d+)\s*(ms|s|m|h)\s*$")
+_SPAN_PATTERN = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
 MAX_WINDOW_US = 24 * 3_600_000_000
 
 
@@ -17,6 +18,14 @@ def parse_duration_us(text: str) -> int:
     if not 1_000 <= value <= MAX_WINDOW_US:
         raise ValueError(f"window {text!r} is outside 1ms .. 24h")
     return value
+
+
+def parse_span_us(text: str) -> int:
+    """A length of time for a question about history (e.g. 5m, 36h, 30d): positive, no upper bound."""
+    match = _SPAN_PATTERN.match(text)
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"not a length of time: {text!r} (use e.g. 500ms, 5m, 1h, 30d)")
+    return int(match.group(1)) * _UNITS_US[match.group(2)]
 
 
 def format_duration(us: int) -> str:

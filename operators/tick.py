@@ -85,7 +85,7 @@ def _compile(schema: dict):
             pattern = spec["pattern"]
             rx = re.compile(pattern[:-1] + r"\Z" if pattern.endswith("$") and not pattern.endswith("\\$") else pattern)
             check("bad_characters", lambda v, rx=rx: not rx.search(v),
-                  lambda v, rx=rx: f"has characters outside {rx.pattern}: {v[:64]!r}")
+                  lambda v, pattern=pattern: f"has characters outside {pattern}: {v[:64]!r}")
         if spec["type"] == "number":
             check("not_finite", lambda v: not math.isfinite(v), lambda v: f"is not finite: {v!r}")
         if "exclusiveMinimum" in spec:
@@ -178,3 +178,13 @@ def check_record_timestamp(tick: Tick, record_timestamp_ms: int | None) -> Rejec
     return Rejection("timestamp_mismatch",
                      f"record timestamp {record_timestamp_ms} ms is not the tick's event_time "
                      f"{tick.event_time} µs; producers must set the Kafka record timestamp to the event time")
+
+
+def symbol_problem(symbol: str) -> str | None:
+    """Why a text cannot be a tick's symbol (the schema's rules for the field), or None when it can."""
+    checks = next(checks for name, _, _, _, checks in _FIELDS if name == "symbol")
+    for check in checks:
+        problem = check(symbol)
+        if problem:
+            return f"symbol {symbol[:40]!r} {problem[1]}"
+    return None

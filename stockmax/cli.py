@@ -97,16 +97,17 @@ def cmd_run(args) -> int:
 def cmd_load(args) -> int:
     import threading
 
-    from .loader import RollupLoader
+    from .loader import StoreLoader
     from .store import Store
 
     settings = _settings(args)
     with Store(settings) as store:
         store.migrate()
-        loader = RollupLoader(settings, store)
+        loader = StoreLoader(settings, store)
         try:
             if args.once:
-                print(f"loaded {loader.drain()} rollup rows")
+                loader.drain()
+                print(f"loaded {loader.loaded} rollup rows and {loader.ticks_loaded} raw ticks")
             else:
                 loader.run(threading.Event())
         finally:
@@ -132,6 +133,97 @@ def _browse(args, kind: str, line) -> int:
     if not shown and not args.json:
         print(f"no committed records in {settings.topic(kind)}", file=sys.stderr)
     return 0
+
+
+def _time_us(text: str, option: str) -> int:
+    from .history import HistoryError
+    from .times import parse_utc_us
+
+    try:
+        return parse_utc_us(text)
+    except ValueError as exc:
+        raise HistoryError(f"{option}: {exc}") from None
+
+
+def cmd_max(args) -> int:
+    import json
+    import time
+
+    from .history import HistoryError, highest
+    from .operators.durations import parse_span_us
+    from .store import Store
+
+    if args.window:
+        if args.start or args.end:
+            raise HistoryError("--window goes with --at (or now), not with --from/--to")
+        try:
+            span = parse_span_us(args.window)
+        except ValueError as exc:
+            raise HistoryError(f"--window: {exc}") from None
+        at = _time_us(args.at, "--at") if args.at else time.time_ns() // 1000
+        # The window ending at `at`, as the job's windows are: (at - W, at].
+        start, end = at - span + 1, at + 1
+    else:
+        if not (args.start and args.end):
+            raise HistoryError("give --from and --to, or --window (with --at)")
+        start, end = _time_us(args.start, "--from"), _time_us(args.end, "--to")
+    with Store(_settings(args)) as store:
+        price, first_at = highest(store, args.symbol, start, end)
+    if args.json:
+        print(json.dumps({"symbol": args.symbol, "from": format_utc(start), "to": format_utc(end), "max": price,
+                          "at": format_utc(first_at)}))
+    else:
+        print(f"{args.symbol}  max {price:g}  first at {format_utc(first_at)}  "
+              f"in [{format_utc(start)}, {format_utc(end)})")
+    return 0
+
+
+def cmd_bars(args) -> int:
+    import csv
+    import json
+
+    from .history import bars
+    from .operators.durations import parse_span_us
+    from .store import Store
+
+    try:
+        resolution_us = parse_span_us(args.resolution)
+    except ValueError as exc:
+        from .history import HistoryError
+
+        raise HistoryError(f"--resolution: {exc}") from None
+    start, end = _time_us(args.start, "--from"), _time_us(args.end, "--to")
+    with Store(_settings(args)) as store:
+        rows = bars(store, args.symbol, resolution_us // 1_000_000, start, end)
+    columns = ["bucket_start", "open", "high", "high_time", "low", "low_time", "close", "count", "volume", "vwap"]
+    out = [{**r, **{c: format_utc(r[c]) for c in ("bucket_start", "high_time", "low_time")}} for r in rows]
+    if args.json:
+        for row in out:
+            print(json.dumps({"symbol": args.symbol, "resolution": args.resolution, **row}))
+    elif args.csv:
+        writer = csv.DictWriter(sys.stdout, fieldnames=["symbol", "resolution", *columns], lineterminator="\n")
+        writer.writeheader()
+        for row in out:
+            writer.writerow({"symbol": args.symbol, "resolution": args.resolution, **row})
+    else:
+        print(f"{'bucket start (UTC)':<27} {'open':>12} {'high':>12} {'low':>12} {'close':>12} {'count':>7} "
+              f"{'volume':>14} {'vwap':>12}")
+        for r in out:
+            vwap = "" if r["vwap"] is None else f"{r['vwap']:.6g}"
+            print(f"{r['bucket_start']:<27} {r['open']:>12g} {r['high']:>12g} {r['low']:>12g} {r['close']:>12g} "
+                  f"{r['count']:>7} {r['volume']:>14g} {vwap:>12}")
+        if not out:
+            print(f"no {args.resolution} bars of {args.symbol} in that range", file=sys.stderr)
+    return 0
+
+
+def cmd_alerts(args) -> int:
+    def line(a: dict) -> str:
+        reference = "" if a.get("reference_price") is None else f" vs {a['reference_price']:g}"
+        return (f"{format_utc(a['event_time'])}  {a['symbol']:<8} {a['kind']:<14} {a['price']:g}{reference} "
+                f"({a['change_pct']:+.2f} %)  {a['rule']}")
+
+    return _browse(args, "alerts", line)
 
 
 def cmd_dead_letters(args) -> int:
@@ -218,6 +310,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="load what is committed now, then stop")
     p.set_defaults(func=cmd_load)
 
+    p = sub.add_parser("max", help="the exact highest price of a symbol over a range of event time, from ClickHouse",
+                       description="Exact for any range: the coarsest rollups that fit inside it, finer ones at "
+                                   "its edges, raw ticks at sub-second edges. Times are ISO-8601 (UTC unless "
+                                   "they say otherwise) or epoch microseconds. The range is [--from, --to); "
+                                   "--window W is the window (at - W, at] like the job's, at = --at or now.")
+    p.add_argument("symbol")
+    p.add_argument("--from", dest="start", metavar="T1", help="start of the range (included)")
+    p.add_argument("--to", dest="end", metavar="T2", help="end of the range (excluded)")
+    p.add_argument("--window", metavar="W", help="instead of --from/--to: the last W (e.g. 5m, 1h, 30d)")
+    p.add_argument("--at", metavar="T", help="with --window: the window's end (default: now)")
+    p.add_argument("--json", action="store_true", help='one object: {"symbol", "from", "to", "max", "at"}')
+    p.set_defaults(func=cmd_max)
+
+    p = sub.add_parser("bars", help="OHLCV bars of a symbol at one rollup resolution, from ClickHouse",
+                       description="Bars whose bucket starts in [--from, --to). Columns: bucket start, open, "
+                                   "high (and when first reached), low (and when), close, count, volume, VWAP.")
+    p.add_argument("symbol")
+    p.add_argument("--resolution", default="1m", help="one of STOCKMAX_ROLLUP_RESOLUTIONS (default 1m)")
+    p.add_argument("--from", dest="start", metavar="T1", required=True)
+    p.add_argument("--to", dest="end", metavar="T2", required=True)
+    form = p.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="one JSON object per bar")
+    form.add_argument("--csv", action="store_true", help="CSV with a header")
+    p.set_defaults(func=cmd_bars)
+
+    p = sub.add_parser("alerts", help="show spike and threshold alerts from the alert topic (read_committed)",
+                       description="A readable line per alert, or one JSON object per line with --json. By default "
+                                   "the newest --limit alerts; --follow keeps printing new ones.")
+    _browse_options(p)
+    p.set_defaults(func=cmd_alerts)
+
     p = sub.add_parser("dead-letters", help="show the ticks the job refused, with reason and source offset",
                        description="Reads the dead-letter topic (read_committed). By default the newest --limit "
                                    "records; each names its reason code, message, source topic, partition and "
@@ -241,12 +364,13 @@ def main(argv: list[str] | None = None) -> int:
     from .kafka_local import BrokerError
     from .replay import TickFileError
     from .runner import ResumeError
+    from .history import HistoryError
     from .store import StoreError
 
     try:
         return args.func(args)
     except (config.ConfigError, KafkaUnavailable, BrokerError, StoreError, TickFileError, ResumeError,
-            FileNotFoundError, TimeoutError) as exc:
+            HistoryError, FileNotFoundError, TimeoutError) as exc:
         print(f"stockmax: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -60,6 +60,9 @@ class Settings:
     clickhouse_username: str = ""  # for a server; overrides a user in the DSN
     clickhouse_password: str = ""  # secret: never printed or logged
     clickhouse_ca_cert: str = ""  # PEM CA file for an https:// server with a private CA
+    # Raw ticks are kept this long after loading (days, 1 .. 3650), for exact `stockmax max` answers at
+    # sub-second range edges; rollups are kept for good.
+    raw_ticks_ttl_days: int = 35
     # What a tick may be; anything else goes to the dead-letter topic with its reason.
     tick_max_bytes: int = 65_536
     event_time_floor: str = "2000-01-01T00:00:00Z"  # ISO-8601 UTC: earlier event times are refused
@@ -296,6 +299,8 @@ def _validate(s: Settings) -> None:
     for name in ("watermark_bound_ms", "max_future_skew_ms"):
         if getattr(s, name) >= 99 * 86_400_000:
             raise ConfigError(f"{name} must be under 99 days, got {getattr(s, name)}")
+    if not 1 <= s.raw_ticks_ttl_days <= 3650:
+        raise ConfigError(f"raw_ticks_ttl_days must be in 1 .. 3650, got {s.raw_ticks_ttl_days}")
     if s.restart_attempts < 0:
         raise ConfigError(f"restart_attempts must be >= 0, got {s.restart_attempts}")
     if s.watermark_bound_ms < 0:

@@ -140,13 +140,12 @@ def read_committed_json(settings: Settings, kind: str, timeout_s: float = 60.0) 
     return [json.loads(r.value) for r in read_committed(settings, settings.topic(kind), timeout_s)]
 
 
-def committed_reader(settings: Settings, topic: str, group_id: str) -> tuple[KafkaConsumer, list[TopicPartition]]:
-    """A read_committed consumer of a whole topic that resumes from the group's committed offsets."""
+def committed_reader(settings: Settings, topics: list[str], group_id: str) -> tuple[KafkaConsumer, list[TopicPartition]]:
+    """A read_committed consumer of whole topics that resumes from the group's committed offsets."""
     consumer = _committed_consumer(settings, group_id=group_id, max_poll_records=5000)
-    parts = _partitions(consumer, topic)
+    parts = [tp for topic in topics for tp in _partitions(consumer, topic)]
     consumer.assign(parts)
     return consumer, parts
-
 
 
 def browse(settings: Settings, kind: str, last: int | None = 20, follow: bool = False,

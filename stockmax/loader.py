@@ -1,8 +1,9 @@
-"""Loads closed rollups from the `rollups` topic into ClickHouse: ClickHouse's usual way in from Kafka.
+"""Loads closed rollups (`rollups` topic) and raw ticks (`ticks`, `ticks-late`) into ClickHouse: ClickHouse's
+usual way in from Kafka.
 
 Reads with read_committed (only rows of completed Flink checkpoints), inserts a batch, then commits the
 consumer offsets. A crash between insert and commit re-inserts rows that are already there; the table
-folds identical rows (sql/migrations/001_rollups.sql), so a row is never doubled nor lost. While the store
+folds identical rows (sql/migrations/001_rollups.sql, 002_ticks.sql), so a row is never doubled nor lost. While the store
 is down or refuses writes, the topic buffers and the loader retries the same batch with backoff: a
 batch is never skipped, and offsets are committed only after its insert.
 """
@@ -16,22 +17,42 @@ import time
 
 from .config import Settings
 from .kafka_io import committed_reader
+from .operators.tick import Tick, check_record_timestamp, parse_tick
 from .store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
 
-class RollupLoader:
+class StoreLoader:
     def __init__(self, settings: Settings, store: Store, batch_rows: int = 10_000, batch_ms: int = 1000) -> None:
         self.settings = settings
         self.store = store
         self.batch_rows = batch_rows
         self.batch_ms = batch_ms
-        self.group_id = f"{settings.job_name}-rollup-loader"
-        self.loaded = 0
+        self.group_id = f"{settings.job_name}-loader"
+        self.limits = settings.tick_limits()
+        self.loaded = 0  # rollup rows
+        self.ticks_loaded = 0
         self.failed_inserts = 0  # batches the store refused (each retried until it took them)
-        self._pending: list[dict] = []  # polled, not yet in the store
-        self.consumer, self.partitions = committed_reader(settings, settings.topic("rollups"), self.group_id)
+        self._pending: list = []  # records polled, not yet in the store
+        self.consumer, self.partitions = committed_reader(
+            settings, [settings.topic(kind) for kind in ("rollups", "ticks", "late")], self.group_id)
+
+    def _rows(self, records) -> tuple[list[dict], list[dict]]:
+        """(rollup rows, raw tick rows) of polled records."""
+        rollups, ticks = [], []
+        rollups_topic, ticks_topic = self.settings.topic("rollups"), self.settings.topic("ticks")
+        for r in records:
+            if r.topic == rollups_topic:
+                rollups.append(json.loads(r.value))
+            elif r.topic == ticks_topic:
+                tick = parse_tick(r.value, self.limits)  # what the job refused is not a tick here either
+                if isinstance(tick, Tick) and check_record_timestamp(tick, r.timestamp) is None:
+                    ticks.append({**tick._asdict(), "applied": 1, "version": 0})
+            else:  # a late tick: the job did not apply it; this row replaces its raw one
+                late = json.loads(r.value)
+                ticks.append({**{f: late[f] for f in Tick._fields}, "applied": 0, "version": 1})
+        return rollups, ticks
 
     def close(self) -> None:
         self.consumer.close()
@@ -43,18 +64,19 @@ class RollupLoader:
             while len(self._pending) < self.batch_rows and time.monotonic() < deadline:
                 for records in self.consumer.poll(timeout_ms=200,
                                                   max_records=self.batch_rows - len(self._pending)).values():
-                    self._pending.extend(json.loads(r.value) for r in records)
-        rows = self._pending
-        if rows:
-            try:
-                self.store.insert_rollups(rows)
-            except StoreError:
-                self.failed_inserts += 1
-                raise
-        self.consumer.commit()  # after the insert: a crash in between re-inserts, which is harmless
+                    self._pending.extend(records)
+        rollups, ticks = self._rows(self._pending)
+        try:
+            self.store.insert_ticks(ticks)
+            self.store.insert_rollups(rollups)
+        except StoreError:
+            self.failed_inserts += 1
+            raise
+        self.consumer.commit()  # after the inserts: a crash in between re-inserts, which is harmless
         self._pending = []
-        self.loaded += len(rows)
-        return len(rows)
+        self.loaded += len(rollups)
+        self.ticks_loaded += len(ticks)
+        return len(rollups) + len(ticks)
 
     def _load_with_backoff(self, stop: threading.Event | None = None) -> int:
         """One batch, retried while the store refuses it: 0.5 s, doubling up to 30 s."""
@@ -63,10 +85,10 @@ class RollupLoader:
             try:
                 loaded = self._load_batch()
                 if delay > 0.5:
-                    log.warning("rollup loader: the store takes rows again")
+                    log.warning("loader: the store takes rows again")
                 return loaded
             except StoreError as exc:
-                log.warning("rollup loader: %d rows wait for the store (%s); retrying in %.1f s",
+                log.warning("loader: %d records wait for the store (%s); retrying in %.1f s",
                             len(self._pending), str(exc).splitlines()[0][:300], delay)
                 if (stop or threading.Event()).wait(delay):  # stop set meanwhile: the batch stays pending
                     return 0
@@ -79,7 +101,7 @@ class RollupLoader:
         before = self.loaded
         while any(self.consumer.position(tp) < end[tp] for tp in self.partitions):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the rollup loader did not reach the end of {self.settings.topic('rollups')} "
+                raise TimeoutError(f"the loader did not reach the end of its topics "
                                    f"within {timeout_s:.0f}s")
             self._load_with_backoff()
         return self.loaded - before
@@ -90,5 +112,5 @@ class RollupLoader:
             try:
                 self._load_with_backoff(stop)
             except Exception:  # e.g. the broker away: keep going, the topic holds the rows
-                log.exception("rollup loader: reading the rollups topic failed; retrying in 5 s")
+                log.exception("loader: reading from Kafka failed; retrying in 5 s")
                 stop.wait(5)

@@ -1,4 +1,4 @@
-"""Runs the job on the local Flink mini-cluster, with the rollup loader beside it."""
+"""Runs the job on the local Flink mini-cluster, with the store loader (rollups, raw ticks) beside it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import kafka_io
 from .config import Settings
-from .loader import RollupLoader
+from .loader import StoreLoader
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def run(settings: Settings, bounded: bool, restore_from: str | Path | None = Non
     with Store(settings) as store:
         store.migrate()
         env = _environment(settings, restore_from, bounded)
-        loader = RollupLoader(settings, store)
+        loader = StoreLoader(settings, store)
         try:
             if bounded:
                 # When the input ends, the job takes a final checkpoint, whose completion commits every
@@ -89,7 +89,7 @@ def run(settings: Settings, bounded: bool, restore_from: str | Path | None = Non
                 loader.drain()
                 return RunResult(rollups_loaded=loader.loaded)
             stop_loader = threading.Event()
-            thread = threading.Thread(target=loader.run, args=(stop_loader,), name="rollup-loader", daemon=True)
+            thread = threading.Thread(target=loader.run, args=(stop_loader,), name="store-loader", daemon=True)
             thread.start()
             try:
                 savepoint = _run_until_stopped(env, settings, say)

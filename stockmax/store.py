@@ -17,7 +17,7 @@ from .config import PROJECT_ROOT, Settings
 SQL_DIR = PROJECT_ROOT / "sql"
 ROLLUP_COLUMNS = ["symbol", "resolution_s", "bucket_start", "open", "high", "high_time", "low", "low_time",
                   "close", "count", "volume", "vwap"]
-_TIME_COLUMNS = {"bucket_start", "high_time", "low_time"}
+TICK_COLUMNS = ["symbol", "event_time", "exchange", "seq", "price", "volume", "applied", "version"]
 
 
 class StoreError(RuntimeError):
@@ -120,10 +120,12 @@ class Store:
 
     # -- schema -----------------------------------------------------------------------------------
     def migrate(self) -> list[str]:
-        """Apply sql/migrations/*.sql in order; each is idempotent (IF NOT EXISTS). Returns what ran."""
+        """Apply sql/migrations/*.sql in order; each is idempotent (IF NOT EXISTS, MODIFY). Returns what ran.
+        {raw_ticks_ttl_days} in a migration is the setting (a validated integer)."""
         applied = []
         for path in sorted((SQL_DIR / "migrations").glob("*.sql")):
-            self.client.command(path.read_text())
+            text = path.read_text().replace("{raw_ticks_ttl_days}", str(int(self.settings.raw_ticks_ttl_days)))
+            self.client.command(text, settings={"materialize_ttl_after_modify": 0})
             applied.append(path.name)
         return applied
 
@@ -131,13 +133,20 @@ class Store:
     def insert_rollups(self, rows: list[dict]) -> None:
         """Insert closed buckets. Idempotent (see sql/migrations/001_rollups.sql), so a caller may retry
         freely; the loader does, with backoff. Raises StoreError when the store refuses them."""
+        self._insert("rollups", ROLLUP_COLUMNS, rows)
+
+    def insert_ticks(self, rows: list[dict]) -> None:
+        """Insert raw ticks (TICK_COLUMNS); idempotent like insert_rollups (sql/migrations/002_ticks.sql)."""
+        self._insert("ticks", TICK_COLUMNS, rows)
+
+    def _insert(self, table: str, columns: list[str], rows: list[dict]) -> None:
         if not rows:
             return
-        data = [[r[c] for c in ROLLUP_COLUMNS] for r in rows]
+        data = [[r[c] for c in columns] for r in rows]
         try:
-            self.client.insert("rollups", data, column_names=ROLLUP_COLUMNS)
+            self.client.insert(table, data, column_names=columns)
         except (ClickHouseError, OSError) as exc:
-            raise StoreError(f"inserting {len(rows)} rollup rows failed: {self.settings.scrub(str(exc))}") from exc
+            raise StoreError(f"inserting {len(rows)} rows into {table} failed: {self.settings.scrub(str(exc))}") from exc
 
     # -- reads ------------------------------------------------------------------------------------
     def query(self, name: str, **parameters) -> list[dict]:

@@ -16,7 +16,7 @@ import pytest
 from running_job import expected_outputs, isolated, rollup_values, run_until, start_job, with_next_ticks
 from stockmax import kafka_io, sample
 from stockmax.kafka_local import LocalKafka, free_port
-from stockmax.loader import RollupLoader
+from stockmax.loader import StoreLoader
 from stockmax.replay import replay
 from stockmax.store import Store
 
@@ -77,7 +77,7 @@ def test_store_refuses_writes_mid_run_and_loses_nothing(settings, tmp_path):
     job = start_job(s, "--no-load")  # the job runs apart; the loader runs here, beside the test's outage
     store = Store(s)
     store.migrate()
-    loader = RollupLoader(s, store, batch_ms=200)
+    loader = StoreLoader(s, store, batch_ms=200)
     stop = threading.Event()
     thread = threading.Thread(target=loader.run, args=(stop,), daemon=True)
     thread.start()
