@@ -234,6 +234,33 @@ def cmd_dead_letters(args) -> int:
     return _browse(args, "dead", line)
 
 
+def cmd_submit(args) -> int:
+    from .cluster import submit
+
+    settings = _settings(args)
+    print(f"submitting to the Flink cluster at {settings.flink_rest_address} ...", file=sys.stderr, flush=True)
+    job_id = submit(settings, bounded=args.bounded)
+    print(job_id)
+    print(f"submitted job {job_id}; stop it with `stockmax savepoint {job_id} --stop` or `stockmax cancel "
+          f"{job_id}`", file=sys.stderr)
+    return 0
+
+
+def cmd_cancel(args) -> int:
+    from .cluster import cancel
+
+    print(f"job {args.job_id}: {cancel(_settings(args), args.job_id)}")
+    return 0
+
+
+def cmd_savepoint(args) -> int:
+    from .cluster import savepoint
+
+    location = savepoint(_settings(args), args.job_id, directory=args.directory, stop=args.stop)
+    print(location)
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import demo
 
@@ -348,6 +375,27 @@ def build_parser() -> argparse.ArgumentParser:
     _browse_options(p)
     p.set_defaults(func=cmd_dead_letters)
 
+    p = sub.add_parser("submit", help="submit the job to a running Flink cluster; prints the job id",
+                       description="Runs `flink run --detached --python jobs/pipeline.py` against "
+                                   "STOCKMAX_FLINK_REST_ADDRESS with the Kafka connector jar and a staged copy of "
+                                   "stockmax's sources. The job takes this machine's STOCKMAX_* settings (Kafka "
+                                   "address, topics, windows, rules) as they must be seen from the cluster; the "
+                                   "cluster's Python (STOCKMAX_CLUSTER_PYTHON) needs stockmax's dependencies. Run "
+                                   "`stockmax load` beside it to fill ClickHouse.")
+    p.add_argument("--bounded", action="store_true", help="stop at the end of what is in the topic now")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("cancel", help="cancel a job on the Flink cluster (its retained checkpoints stay)")
+    p.add_argument("job_id")
+    p.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser("savepoint", help="take a savepoint of a job on the Flink cluster; prints its location")
+    p.add_argument("job_id")
+    p.add_argument("--directory", default=None,
+                   help="where (default: the cluster's execution.checkpointing.savepoint-dir)")
+    p.add_argument("--stop", action="store_true", help="stop the job with the savepoint (to upgrade it)")
+    p.set_defaults(func=cmd_savepoint)
+
     p = sub.add_parser("demo", help="the whole pipeline on a sample (what `make run` does), then a summary")
     p.add_argument("--file", type=Path, default=None, help="a tick file to use instead of a generated sample")
     p.set_defaults(func=cmd_demo)
@@ -364,13 +412,14 @@ def main(argv: list[str] | None = None) -> int:
     from .kafka_local import BrokerError
     from .replay import TickFileError
     from .runner import ResumeError
+    from .cluster import ClusterError
     from .history import HistoryError
     from .store import StoreError
 
     try:
         return args.func(args)
     except (config.ConfigError, KafkaUnavailable, BrokerError, StoreError, TickFileError, ResumeError,
-            HistoryError, FileNotFoundError, TimeoutError) as exc:
+            HistoryError, ClusterError, FileNotFoundError, TimeoutError) as exc:
         print(f"stockmax: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -96,6 +96,10 @@ class Settings:
     # Testing only: make the job fail once at each of these tick counts (per attempt of the keyed
     # operator), e.g. "3000,9000", to prove recovery. Each point fails once; markers under data_dir.
     fail_at_ticks: str = ""
+    # A Flink cluster (`stockmax submit`, `cancel`, `savepoint`): its JobManager's REST address, and the
+    # Python on its TaskManagers that has stockmax's dependencies (the docker-compose image's python3).
+    flink_rest_address: str = "localhost:8081"
+    cluster_python: str = "python3"
     # Where tools/fetch-jars.sh put the Flink Kafka connector.
     flink_jars_dir: Path = PROJECT_ROOT / ".cache" / "jars" / "flink"
     kafka_jars_dir: Path = PROJECT_ROOT / ".cache" / "jars" / "kafka"

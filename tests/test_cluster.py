@@ -1,0 +1,111 @@
+"""`stockmax submit`, `savepoint` and `cancel` against a real standalone Flink cluster (a JobManager and a
+TaskManager started from the apache-flink wheel's own scripts, configured from flink-conf/config.yaml):
+the submitted job's committed outputs equal the oracle's, and `stockmax load` fills ClickHouse from them."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pytest
+import yaml
+
+from cli_env import cli_env
+from running_job import expected_outputs, isolated, kafka_outputs, rollup_values, with_next_ticks
+from stockmax import config, kafka_io, sample
+from stockmax.cluster import flink_command, job_status
+from stockmax.kafka_local import free_port, port_answers
+from stockmax.replay import replay
+from stockmax.store import Store
+
+pytestmark = pytest.mark.e2e
+
+
+@contextlib.contextmanager
+def standalone_flink(folder: Path):
+    """A JobManager and a TaskManager on loopback, with the project's cluster configuration (ports, memory
+    and paths made local). Yields the REST address."""
+    conf_dir, log_dir = folder / "conf", folder / "log"
+    shutil.copytree(flink_command().parent.parent / "conf", conf_dir)
+    log_dir.mkdir()
+    conf = yaml.safe_load((config.PROJECT_ROOT / "flink-conf" / "config.yaml").read_text())
+    rest_port = free_port()
+    conf["jobmanager"].update({"bind-host": "localhost", "rpc": {"address": "localhost", "port": free_port()},
+                               "memory": {"process": {"size": "1024m"}}})
+    conf["taskmanager"].update({"bind-host": "localhost", "host": "localhost", "numberOfTaskSlots": 2,
+                                "memory": {"process": {"size": "2048m"}}})
+    conf["rest"] = {"address": "localhost", "bind-address": "localhost", "port": rest_port}
+    conf["execution"]["checkpointing"].update({"dir": (folder / "checkpoints").as_uri(),
+                                               "savepoint-dir": (folder / "savepoints").as_uri()})
+    conf["python"]["executable"] = conf["python"]["client"]["executable"] = sys.executable
+    (conf_dir / "config.yaml").write_text(yaml.safe_dump(conf))
+    env = {**os.environ, "FLINK_CONF_DIR": str(conf_dir), "FLINK_LOG_DIR": str(log_dir), "FLINK_PID_DIR": str(folder)}
+    env = {k: v for k, v in env.items() if not k.startswith("PYFLINK_")}
+    scripts = flink_command().parent
+    try:
+        for script in ("jobmanager.sh", "taskmanager.sh"):
+            subprocess.run([str(scripts / script), "start"], env=env, check=True, capture_output=True, timeout=120)
+        deadline = time.monotonic() + 120
+        while not port_answers("127.0.0.1", rest_port):
+            assert time.monotonic() < deadline, f"the JobManager did not start; see {log_dir}"
+            time.sleep(0.5)
+        yield f"localhost:{rest_port}"
+    finally:
+        for script in ("taskmanager.sh", "jobmanager.sh"):
+            subprocess.run([str(scripts / script), "stop"], env=env, capture_output=True, timeout=120)
+
+
+def stockmax(settings, *args: str) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "stockmax.cli", *args], env=cli_env(settings),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"stockmax {' '.join(args)}:\n{done.stdout}\n{done.stderr[-3000:]}"
+    return done
+
+
+def test_submit_savepoint_cancel_on_a_standalone_cluster(settings, tmp_path):
+    data = sample.generate(symbols=4, duration_s=180, ticks_per_second=5, spikes_per_symbol=3, seed=71).to_pylist()
+    tick_file = tmp_path / "ticks.csv"
+    pacsv.write_csv(pa.Table.from_pylist(with_next_ticks(data)), tick_file)
+    with standalone_flink(tmp_path / "flink") as rest:
+        s = isolated(settings, tmp_path, "cluster", flink_rest_address=rest, cluster_python=sys.executable)
+        expected = expected_outputs(s, data)
+        kafka_io.create_topics(s)
+        replay(s, tick_file, progress=False)
+
+        job_id = stockmax(s, "submit").stdout.strip()
+        assert len(job_id) == 32, job_id
+        sizes = {k: sum(v.values()) for k, v in expected.items() if isinstance(v, Counter)}
+        deadline = time.monotonic() + 300
+        while not all(sum(kafka_outputs(s)[k].values()) >= n for k, n in sizes.items()):
+            assert job_status(s, job_id) in ("CREATED", "INITIALIZING", "RUNNING", "RESTARTING"), job_status(s, job_id)
+            assert time.monotonic() < deadline, "the cluster job's outputs did not converge"
+            time.sleep(1)
+        time.sleep(2)
+        assert kafka_outputs(s) == expected
+        assert job_status(s, job_id) == "RUNNING"
+
+        location = stockmax(s, "savepoint", job_id).stdout.strip()
+        assert (Path(location.removeprefix("file:")) / "_metadata").is_file(), location
+        assert stockmax(s, "cancel", job_id).stdout.strip() == f"job {job_id}: CANCELED"
+
+    # The loader fills ClickHouse from what the cluster job committed.
+    stockmax(s, "load", "--once")
+    with Store(s) as store:
+        assert Counter(map(rollup_values, store.query("rollups_for_symbols", symbol_prefix=""))) == expected["rollups"]
+
+
+def test_cluster_commands_say_clearly_when_no_cluster_answers(settings, tmp_path):
+    s = settings.with_(data_dir=tmp_path / "d", flink_rest_address=f"localhost:{free_port()}")
+    for args in (["submit"], ["cancel", "0" * 32], ["savepoint", "0" * 32]):
+        done = subprocess.run([sys.executable, "-m", "stockmax.cli", *args], env=cli_env(s), capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 1 and "no Flink cluster answers at" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
