@@ -18,7 +18,6 @@ import shutil
 import statistics
 import sys
 import time
-from pathlib import Path
 
 from stockmax import config
 from stockmax.history import highest
