@@ -182,15 +182,13 @@ def cmd_bars(args) -> int:
     import csv
     import json
 
-    from .history import bars
+    from .history import HistoryError, bars
     from .operators.durations import parse_span_us
     from .store import Store
 
     try:
         resolution_us = parse_span_us(args.resolution)
     except ValueError as exc:
-        from .history import HistoryError
-
         raise HistoryError(f"--resolution: {exc}") from None
     start, end = _time_us(args.start, "--from"), _time_us(args.end, "--to")
     with Store(_settings(args)) as store:

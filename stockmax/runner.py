@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -71,34 +72,30 @@ def run(settings: Settings, bounded: bool, restore_from: str | Path | None = Non
         raise ResumeError(f"a bounded run cannot resume from {restore_from} (Flink's bounded Kafka source never "
                           f"finishes after a restore, FLINK-31006). Resume with `stockmax run` (unbounded), or start "
                           f"over with `stockmax run --bounded --fresh` and a new STOCKMAX_JOB_NAME")
-    if not load:
+    with contextlib.ExitStack() as resources:
+        loader = None
+        if load:
+            store = resources.enter_context(Store(settings))
+            store.migrate()
+            loader = StoreLoader(settings, store)
+            resources.callback(loader.close)
         env = _environment(settings, restore_from, bounded)
         if bounded:
+            # When the input ends, the job takes a final checkpoint, whose completion commits every
+            # output transaction (FLIP-147); then the loader takes what the job committed.
             env.execute(settings.job_name)
-            return RunResult(rollups_loaded=0)
-        return RunResult(rollups_loaded=0, savepoint=_run_until_stopped(env, settings, say))
-    with Store(settings) as store:
-        store.migrate()
-        env = _environment(settings, restore_from, bounded)
-        loader = StoreLoader(settings, store)
-        try:
-            if bounded:
-                # When the input ends, the job takes a final checkpoint, whose completion commits every
-                # output transaction (FLIP-147); then the loader takes what the job committed.
-                env.execute(settings.job_name)
+            if loader:
                 loader.drain()
-                return RunResult(rollups_loaded=loader.loaded)
+            return RunResult(rollups_loaded=loader.loaded if loader else 0)
+        if loader:
             stop_loader = threading.Event()
             thread = threading.Thread(target=loader.run, args=(stop_loader,), name="store-loader", daemon=True)
             thread.start()
-            try:
-                savepoint = _run_until_stopped(env, settings, say)
-            finally:
-                stop_loader.set()
-                thread.join(timeout=30)
-            return RunResult(rollups_loaded=loader.loaded, savepoint=savepoint)
-        finally:
-            loader.close()
+            resources.callback(thread.join, timeout=30)
+            resources.callback(stop_loader.set)  # callbacks run last-in first: set, then join
+        savepoint = _run_until_stopped(env, settings, say)
+        resources.close()  # the loader finishes its batch and stops; then the store closes
+        return RunResult(rollups_loaded=loader.loaded if loader else 0, savepoint=savepoint)
 
 
 def _run_until_stopped(env, settings: Settings, say) -> str | None:
