@@ -6,9 +6,9 @@
 CREATE TABLE IF NOT EXISTS ticks
 (
     symbol      LowCardinality(String),
-    event_time  DateTime64(6, 'UTC'),
+    event_time  DateTime64(6, 'UTC') CODEC(DoubleDelta, ZSTD),  -- sorted within a symbol
     exchange    LowCardinality(String),
-    seq         UInt64,
+    seq         UInt64 CODEC(Delta, ZSTD),
     price       Float64,
     volume      Float64,
     applied     UInt8,
