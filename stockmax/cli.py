@@ -291,7 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["up", "down", "status"])
     p.set_defaults(func=cmd_kafka)
 
-    p = sub.add_parser("topics", help="create stockmax's topics (ticks, alerts, rollups, ticks-late, ticks-dead)")
+    p = sub.add_parser("topics", help="create stockmax's topics (ticks, alerts, max-updates, rollups, ticks-late, ticks-duplicate, "
+                            "ticks-dead), idempotent",
+                       description="Creates the missing ones with STOCKMAX_TOPIC_PARTITIONS partitions and "
+                                   "retention.ms = STOCKMAX_TOPIC_RETENTION_MS (-1, keep: record timestamps are "
+                                   "event times). Names: STOCKMAX_TOPIC_* with STOCKMAX_TOPIC_PREFIX.")
     p.add_argument("action", choices=["create"])
     p.set_defaults(func=cmd_topics)
 
@@ -317,7 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_replay)
 
-    p = sub.add_parser("run", help="run the job on the local Flink mini-cluster, loading rollups into ClickHouse",
+    p = sub.add_parser("run", help="run the job on the local Flink mini-cluster, loading rollups and raw ticks "
+                                   "into ClickHouse",
                        description="Runs until Ctrl-C or SIGTERM, which stop the job with a savepoint (printed) "
                                    "to resume from. Resumes from the newest retained checkpoint or savepoint of its "
                                    "job name unless --fresh.")
@@ -331,7 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not load rollups into ClickHouse here (run `stockmax load` as its own process)")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("load", help="load committed rollups from the rollups topic into ClickHouse")
+    p = sub.add_parser("load", help="load committed rollups and raw ticks into ClickHouse (beside a cluster job)",
+                       description="Reads the rollups, ticks and ticks-late topics (read_committed), inserts in "
+                                   "batches, commits offsets after each insert; retries a refused batch with backoff. "
+                                   "Idempotent: rows written twice fold into one.")
     p.add_argument("--once", action="store_true", help="load what is committed now, then stop")
     p.set_defaults(func=cmd_load)
 
