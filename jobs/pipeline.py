@@ -171,20 +171,23 @@ class SymbolFunction(KeyedProcessFunction):
                 ctx.timer_service().register_event_time_timer(idle_at)
 
 
+def _kafka_options(settings: Settings, topic: str) -> dict[str, str]:
+    """What every Kafka table of the job has: the topic, the brokers, the security settings."""
+    return {"connector": "kafka", "topic": topic, "properties.bootstrap.servers": settings.kafka_bootstrap,
+            **settings.kafka_java_properties()}
+
+
 def add_kafka_sink(t_env: StreamTableEnvironment, statements, settings: Settings, kind: str, records) -> None:
     """An exactly-once Kafka output taking the record key from field k and the value from field v."""
     topic = settings.topic(kind)
     table = f"sink_{kind}"
     options = {
-        "connector": "kafka",
-        "topic": topic,
-        "properties.bootstrap.servers": settings.kafka_bootstrap,
+        **_kafka_options(settings, topic),
         "key.format": "raw", "key.fields": "k",
         "value.format": "raw", "value.fields-include": "EXCEPT_KEY",
         "sink.delivery-guarantee": "exactly-once",
         "sink.transactional-id-prefix": f"{settings.job_name}-{topic}",
         "properties.transaction.timeout.ms": str(settings.kafka_transaction_timeout_ms),
-        **settings.kafka_java_properties(),
     }
     t_env.execute_sql(f"CREATE TEMPORARY TABLE {table} (k STRING, v STRING) WITH ({_sql_options(options)})")
     statements.add_insert(table, t_env.from_data_stream(records))
@@ -201,9 +204,7 @@ def _source_table(t_env: StreamTableEnvironment, settings: Settings, bounded: bo
     # group-offsets: resume where this job name left off when started without a checkpoint; a restore
     # from a checkpoint or savepoint takes the offsets in it.
     options = {
-        "connector": "kafka",
-        "topic": settings.topic("ticks"),
-        "properties.bootstrap.servers": settings.kafka_bootstrap,
+        **_kafka_options(settings, settings.topic("ticks")),
         "properties.group.id": settings.job_name,
         "properties.isolation.level": "read_committed",
         "properties.auto.offset.reset": "earliest",
@@ -211,7 +212,6 @@ def _source_table(t_env: StreamTableEnvironment, settings: Settings, bounded: bo
         "value.format": "raw",
         # a partition silent this long stops holding back the watermark
         "scan.watermark.idle-timeout": f"{settings.source_idleness_ms} ms",
-        **settings.kafka_java_properties(),
     }
     if bounded:
         options["scan.bounded.mode"] = "latest-offset"  # the end of each partition when the job starts
