@@ -145,21 +145,27 @@ def _time_us(text: str, option: str) -> int:
         raise HistoryError(f"{option}: {exc}") from None
 
 
+def _span_us(text: str, option: str) -> int:
+    from .history import HistoryError
+    from .operators.durations import parse_span_us
+
+    try:
+        return parse_span_us(text)
+    except ValueError as exc:
+        raise HistoryError(f"{option}: {exc}") from None
+
+
 def cmd_max(args) -> int:
     import json
     import time
 
     from .history import HistoryError, highest
-    from .operators.durations import parse_span_us
     from .store import Store
 
     if args.window:
         if args.start or args.end:
             raise HistoryError("--window goes with --at (or now), not with --from/--to")
-        try:
-            span = parse_span_us(args.window)
-        except ValueError as exc:
-            raise HistoryError(f"--window: {exc}") from None
+        span = _span_us(args.window, "--window")
         at = _time_us(args.at, "--at") if args.at else time.time_ns() // 1000
         # The window ending at `at`, as the job's windows are: (at - W, at].
         start, end = at - span + 1, at + 1
@@ -182,14 +188,10 @@ def cmd_bars(args) -> int:
     import csv
     import json
 
-    from .history import HistoryError, bars
-    from .operators.durations import parse_span_us
+    from .history import bars
     from .store import Store
 
-    try:
-        resolution_us = parse_span_us(args.resolution)
-    except ValueError as exc:
-        raise HistoryError(f"--resolution: {exc}") from None
+    resolution_us = _span_us(args.resolution, "--resolution")
     start, end = _time_us(args.start, "--from"), _time_us(args.end, "--to")
     with Store(_settings(args)) as store:
         rows = bars(store, args.symbol, resolution_us // 1_000_000, start, end)

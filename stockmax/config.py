@@ -202,10 +202,9 @@ class Settings:
     def scrub(self, text: str) -> str:
         """Text (an error from a client library, say) with every secret of these settings masked."""
         secrets = [getattr(self, name) for name in SECRET_SETTINGS]
-        dsn = self.clickhouse_dsn
-        if "@" in dsn and "://" in dsn:
-            secrets.append(dsn.split("://", 1)[1].rsplit("@", 1)[0])  # user:password of the DSN
-            secrets.extend(secrets[-1].split(":", 1)[1:])
+        userinfo = _dsn_userinfo(self.clickhouse_dsn)
+        if userinfo:
+            secrets += [userinfo, *userinfo.split(":", 1)[1:]]  # user:password, and the password alone
         for secret in sorted(filter(None, secrets), key=len, reverse=True):
             text = text.replace(secret, "***")
         return text
@@ -219,10 +218,18 @@ def jaas_quote(text: str) -> str:
 SECRET_SETTINGS = ("kafka_sasl_password", "clickhouse_password")
 
 
-def _redact_dsn(dsn: str) -> str:
+def _dsn_userinfo(dsn: str) -> str | None:
+    """The user[:password] part of scheme://user:password@host, if any."""
     if "@" in dsn and "://" in dsn:
+        return dsn.split("://", 1)[1].rsplit("@", 1)[0]
+    return None
+
+
+def _redact_dsn(dsn: str) -> str:
+    userinfo = _dsn_userinfo(dsn)
+    if userinfo is not None:
         scheme, rest = dsn.split("://", 1)
-        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+        return f"{scheme}://***@{rest[len(userinfo) + 1:]}"
     return dsn
 
 

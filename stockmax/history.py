@@ -70,37 +70,41 @@ def _highest_sql(pieces: list[Piece]) -> tuple[str, dict]:
     return sql, parameters
 
 
-def check_symbol(symbol: str) -> None:
+def _check_question(symbol: str, start_us: int, end_us: int) -> None:
+    """A symbol a tick could carry, and a range that is not empty."""
     problem = symbol_problem(symbol)
     if problem:
         raise HistoryError(problem)
+    if start_us >= end_us:
+        raise HistoryError(f"the range is empty: from ({format_utc(start_us)}) must be before to ({format_utc(end_us)})")
+
+
+def _check_known(store: Store, symbol: str) -> None:
+    """Called when a question found nothing: tells an unknown symbol from an empty range."""
+    if not store.query("symbol_known", symbol=symbol)[0]["known"]:
+        raise HistoryError(f"unknown symbol {symbol!r}: the store holds no tick or rollup of it")
 
 
 def highest(store: Store, symbol: str, start_us: int, end_us: int) -> tuple[float, int]:
     """(highest price, first event time it was reached, µs) of `symbol` over [start_us, end_us)."""
-    check_symbol(symbol)
-    if start_us >= end_us:
-        raise HistoryError(f"the range is empty: from ({format_utc(start_us)}) must be before to ({format_utc(end_us)})")
+    _check_question(symbol, start_us, end_us)
     resolutions = [s * 1_000_000 for s in store.settings.rollup_resolutions_seconds()]
     sql, parameters = _highest_sql(cover(start_us, end_us, resolutions))
     rows = store.client.query(sql, parameters={"symbol": symbol, **parameters}).result_rows
     if rows:
         return float(rows[0][0]), int(rows[0][1])
-    if not store.query("symbol_known", symbol=symbol)[0]["known"]:
-        raise HistoryError(f"unknown symbol {symbol!r}: the store holds no tick or rollup of it")
+    _check_known(store, symbol)
     raise HistoryError(f"no ticks of {symbol} in [{format_utc(start_us)}, {format_utc(end_us)})")
 
 
 def bars(store: Store, symbol: str, resolution_s: int, start_us: int, end_us: int) -> list[dict]:
     """The rollup rows of `symbol` at one resolution whose buckets start in [start_us, end_us)."""
-    check_symbol(symbol)
-    if start_us >= end_us:
-        raise HistoryError(f"the range is empty: from ({format_utc(start_us)}) must be before to ({format_utc(end_us)})")
+    _check_question(symbol, start_us, end_us)
     stored = store.settings.rollup_resolutions_seconds()
     if resolution_s not in stored:
         raise HistoryError(f"no rollups at {resolution_s} s; the resolutions are "
                            f"{', '.join(f'{r} s' for r in stored)} (STOCKMAX_ROLLUP_RESOLUTIONS)")
     rows = store.query("bars", symbol=symbol, resolution_s=resolution_s, from_us=start_us, to_us=end_us)
-    if not rows and not store.query("symbol_known", symbol=symbol)[0]["known"]:
-        raise HistoryError(f"unknown symbol {symbol!r}: the store holds no tick or rollup of it")
+    if not rows:
+        _check_known(store, symbol)
     return rows
