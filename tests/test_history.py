@@ -19,7 +19,7 @@ from hypothesis import given, strategies as st
 
 from cli_env import cli_env
 from oracle import alert_key, expected_alerts, expected_rollups
-from stockmax import sample
+from stockmax import kafka_io, sample
 from stockmax.history import HistoryError, cover, highest
 from stockmax.store import Store
 from stockmax.times import format_utc
@@ -61,7 +61,8 @@ def brute_max(applied: list[dict], symbol: str, start: int, end: int):
 
 @pytest.mark.e2e
 def test_max_bars_and_alerts_against_the_oracle(settings, tmp_path):
-    s = settings.with_(data_dir=tmp_path / "data")
+    # One partition: the watermark follows the file's own order, so the late ticks are late (see below).
+    s = settings.with_(data_dir=tmp_path / "data", topic_partitions=1)
     start = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
     # Three days of sparse ticks and, in the middle, two minutes of dense ones (sub-second structure).
     sparse = sample.generate(symbols=3, duration_s=3 * 86400, ticks_per_second=0.01, spikes_per_symbol=2,
@@ -70,15 +71,20 @@ def test_max_bars_and_alerts_against_the_oracle(settings, tmp_path):
     burst = [{**t, "seq": t["seq"] + 10**6} for t in sample.generate(
         symbols=3, duration_s=120, ticks_per_second=20, spikes_per_symbol=2, seed=62,
         start=datetime.fromtimestamp(burst_start, timezone.utc)).to_pylist()]
-    applied = sorted(sparse + burst, key=lambda t: t["event_time"])
-    # Late ticks at the burst's time with a price above everything: the job does not apply them, so no
-    # answer may contain them.
+    in_order = sorted(sparse + burst, key=lambda t: t["event_time"])
+    # Ticks at the burst's time with a price above everything, sent after the rest: the watermark has
+    # passed them when they arrive, unless the job read the whole file before it emitted one. The job
+    # reports the ones it did not apply on ticks-late, and no answer may contain those.
     late = [{**burst[i], "price": 10_000.0 + i, "seq": 10**7 + i} for i in (10, 500)]
     tick_file = tmp_path / "ticks.csv"
-    pacsv.write_csv(pa.Table.from_pylist(applied + late), tick_file)
+    pacsv.write_csv(pa.Table.from_pylist(in_order + late), tick_file)
     stockmax(s, "topics", "create")
     stockmax(s, "replay", str(tick_file), "--no-progress")
     stockmax(s, "run", "--bounded")
+    reported_late = {(t["symbol"], t["seq"]) for t in kafka_io.read_committed_json(s, "late")}
+    assert reported_late <= {(t["symbol"], t["seq"]) for t in late}, "only the late ticks may be late"
+    applied = sorted(in_order + [t for t in late if (t["symbol"], t["seq"]) not in reported_late],
+                     key=lambda t: t["event_time"])
 
     symbols = sorted({t["symbol"] for t in applied})
     first, last = applied[0]["event_time"], applied[-1]["event_time"] + 1
