@@ -23,7 +23,6 @@ Run locally through `stockmax run` (mini-cluster), or submit this file to a clus
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import sys
@@ -31,21 +30,23 @@ import time
 
 from pyflink.common import Configuration, Row, Types
 from pyflink.datastream import KeyedProcessFunction, OutputTag, ProcessFunction, StreamExecutionEnvironment
-from pyflink.datastream.state import ValueStateDescriptor
-from pyflink.table import StreamTableEnvironment
+from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
+from pyflink.table import StreamTableEnvironment, Table
 
 from stockmax import config as stockmax_config
 from stockmax.config import Settings
-from stockmax.operators.symbol import Rules, SymbolProcessor, frontier_from_watermark_ms
-from stockmax.operators.tick import REASON_CODES, Rejection, TickLimits, check_record_timestamp, parse_tick
+from stockmax.operators.records import dead_letter, decode_record
+from stockmax.operators.schedule import DueSchedule
+from stockmax.operators.symbol import Rules, SymbolProcessor, frontier_from_watermark_ms, watermark_ms_for_frontier
+from stockmax.operators.tick import REASON_CODES, TickLimits
 
 # Every output record is (key, value): both text, the value a JSON object.
 RECORD = Types.ROW_NAMED(["k", "v"], [Types.STRING(), Types.STRING()])
 DEAD = OutputTag("dead", RECORD)
-ALERTS = OutputTag("alerts", RECORD)
-ROLLUPS = OutputTag("rollups", RECORD)
-LATE = OutputTag("late", RECORD)
-DUPLICATES = OutputTag("duplicates", RECORD)
+# The keyed function's outputs of one call, one array per kind: one element crosses from Python to the JVM
+# per call instead of one per output record (SQL's UNNEST splits them again, in the JVM).
+OUTPUT_KINDS = ("max_updates", "alerts", "rollups", "late", "duplicates")
+OUTPUTS = Types.ROW_NAMED(list(OUTPUT_KINDS), [Types.OBJECT_ARRAY(RECORD)] * len(OUTPUT_KINDS))
 
 
 def _record(key: str | None, value: dict) -> Row:
@@ -53,8 +54,9 @@ def _record(key: str | None, value: dict) -> Row:
 
 
 class ParseTicks(ProcessFunction):
-    """A Kafka record (value bytes, partition, offset) -> Tick; anything unusable goes to the dead-letter
-    output with its reason, its original bytes and where it was read from."""
+    """A Kafka record (value bytes, partition, offset) -> (partition, its ticks): one JSON tick or an Arrow
+    batch of them. Anything unusable goes to the dead-letter output with its reason, its original bytes and
+    where it was read from."""
 
     def __init__(self, source_topic: str, limits: TickLimits) -> None:
         self.source_topic = source_topic
@@ -67,22 +69,14 @@ class ParseTicks(ProcessFunction):
         self.dead_letters = {code: group.add_group("reason", code).counter("deadLetters") for code in REASON_CODES}
 
     def process_element(self, record: Row, ctx):
-        raw = record.value
-        parsed = parse_tick(raw, self.limits)
-        if not isinstance(parsed, Rejection):
-            parsed = check_record_timestamp(parsed, ctx.timestamp()) or parsed
-        if isinstance(parsed, Rejection):
-            self.dead_letters[parsed.code].inc()
-            yield DEAD, _record(f"{record.partition}:{record.offset}", {
-                "reason": parsed.code, "message": parsed.message, "source_topic": self.source_topic,
-                "source_partition": record.partition, "source_offset": record.offset,
-                "record_timestamp_ms": ctx.timestamp(),
-                "raw_base64": base64.b64encode(raw).decode("ascii"),
-                "raw_text": raw[:1024].decode("utf-8", "replace"),
-                "rejected_at": int(time.time() * 1_000_000),
-            })
-        else:
-            yield parsed
+        ticks, refused = decode_record(record.value, ctx.timestamp(), self.limits)
+        for item in refused:
+            self.dead_letters[item.rejection.code].inc()
+            key, value = dead_letter(item, self.source_topic, record.partition, record.offset, ctx.timestamp(),
+                                     int(time.time() * 1_000_000))
+            yield DEAD, _record(key, value)
+        if ticks:
+            yield record.partition, ticks
 
 
 class InjectedFailure(RuntimeError):
@@ -109,66 +103,103 @@ class FailureInjector:
 
 
 class SymbolFunction(KeyedProcessFunction):
-    """Keyed by symbol: buffers ticks until the watermark passes them, then applies them in order."""
+    """Keyed by the ticks topic's partition (a symbol's ticks all share one): a SymbolProcessor per symbol
+    in a MapState, applied in event-time order as the watermark passes its ticks.
+
+    Why not keyed by symbol: PyFlink commits each key's dirty state with a round trip at every bundle's end
+    (~0.7 ms), and a timer per tick or per symbol makes bundles end often; with thousands of symbols that,
+    not the work, set the pace. Keyed by partition, a bundle commits a handful of keys, a MapState entry is
+    pickled once per bundle however often its symbol ticks, and one timer per key (at the earliest symbol's
+    due point, DueSchedule) replaces a timer per tick."""
 
     def __init__(self, rules: Rules, failures: FailureInjector | None = None) -> None:
         self.rules = rules
         self.failures = failures
-        self.state = None
+        self.processors = None
+        self.schedule = None
 
     def open(self, runtime_context) -> None:
-        # One pickled SymbolProcessor per symbol: exact and simple; its layout is the performance issue's.
-        self.state = runtime_context.get_state(ValueStateDescriptor("symbol", Types.PICKLED_BYTE_ARRAY()))
+        self.processors = runtime_context.get_map_state(
+            MapStateDescriptor("symbols", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
+        self.schedule = runtime_context.get_state(ValueStateDescriptor("schedule", Types.PICKLED_BYTE_ARRAY()))
         metrics = runtime_context.get_metrics_group()
         self.late_ticks = metrics.counter("lateTicks")
         self.duplicate_ticks = metrics.counter("duplicateTicks")
         self.expired_symbols = metrics.counter("expiredSymbolStates")
 
-    def process_element(self, tick, ctx):
-        if self.failures:
-            self.failures.tick()
-        processor = self.state.value() or SymbolProcessor(self.rules.for_symbol(tick.symbol))
+    def process_element(self, batch, ctx):
+        _, ticks = batch
         watermark = ctx.timer_service().current_watermark()
-        rejected = processor.accept(tick, frontier_from_watermark_ms(watermark))
-        if rejected:
-            (self.late_ticks if rejected == "late" else self.duplicate_ticks).inc()
-            yield (LATE if rejected == "late" else DUPLICATES), _record(
-                tick.symbol, {**tick._asdict(), "reason": rejected, "watermark_ms": watermark})
-            return
-        timers = ctx.timer_service()
-        # Fires once the watermark guarantees every tick up to this one has arrived (Flink keeps one
-        # timer per key and time, so ticks within one ms share it) ...
-        timers.register_event_time_timer(tick.event_time // 1000)
-        # ... and once each of the tick's rollup buckets can be closed.
-        for end in processor.bucket_ends(tick.event_time):
-            timers.register_event_time_timer(end // 1000 - 1)
-        self.state.update(processor)
+        frontier = frontier_from_watermark_ms(watermark)
+        outputs = {kind: [] for kind in OUTPUT_KINDS}
+        touched: dict[str, SymbolProcessor] = {}
+        for tick in ticks:
+            if self.failures:
+                self.failures.tick()
+            processor = touched.get(tick.symbol)
+            if processor is None:
+                processor = self.processors.get(tick.symbol) or SymbolProcessor(self.rules.for_symbol(tick.symbol))
+                touched[tick.symbol] = processor
+            rejected = processor.accept(tick, frontier)
+            if rejected:
+                (self.late_ticks if rejected == "late" else self.duplicate_ticks).inc()
+                outputs["late" if rejected == "late" else "duplicates"].append(_record(
+                    tick.symbol, {**tick._asdict(), "reason": rejected, "watermark_ms": watermark}))
+        schedule = self.schedule.value() or DueSchedule()
+        for symbol, processor in touched.items():
+            due = processor.next_due()
+            if due is None:  # only refused ticks: nothing to keep
+                continue
+            self.processors.put(symbol, processor)
+            schedule.set(symbol, due)
+        self._arm(schedule, ctx)
+        yield from _emit(outputs)
 
     def on_timer(self, timestamp: int, ctx):
-        processor = self.state.value()
-        if processor is None:
+        schedule = self.schedule.value()
+        if schedule is None:
             return
+        if schedule.armed_ms is not None and timestamp >= schedule.armed_ms:
+            schedule.armed_ms = None
         frontier = frontier_from_watermark_ms(max(timestamp, ctx.timer_service().current_watermark()))
-        out = processor.advance(frontier)
-        symbol = ctx.get_current_key()
-        for update in out.max_updates:
-            yield _record(f"{symbol}|{update['window']}", update)
-        for alert in out.alerts:
-            yield ALERTS, _record(symbol, alert)
-        for row in out.rollups:
-            yield ROLLUPS, _record(symbol, row)
-        if processor.expired(frontier):
-            # Nothing kept can change an output any more: memory follows the active symbols.
-            self.state.clear()
-            self.expired_symbols.inc()
+        outputs = {kind: [] for kind in OUTPUT_KINDS}
+        for symbol in schedule.pop_due(frontier):
+            processor = self.processors.get(symbol)
+            out = processor.advance(frontier)
+            outputs["max_updates"] += [_record(f"{symbol}|{u['window']}", u) for u in out.max_updates]
+            outputs["alerts"] += [_record(symbol, a) for a in out.alerts]
+            outputs["rollups"] += [_record(symbol, r) for r in out.rollups]
+            if processor.expired(frontier):
+                # Nothing kept can change an output any more: memory follows the active symbols.
+                self.processors.remove(symbol)
+                self.expired_symbols.inc()
+            else:
+                self.processors.put(symbol, processor)
+                schedule.set(symbol, processor.next_due())
+        self._arm(schedule, ctx)
+        yield from _emit(outputs)
+
+    def _arm(self, schedule: DueSchedule, ctx) -> None:
+        """One timer per key, at the earliest due symbol (Flink fires it once the watermark gets there)."""
+        earliest = schedule.earliest()
+        if earliest is None:
+            self.schedule.clear()
             return
-        self.state.update(processor)
-        if processor.last_applied is not None:
-            # A timer to drop the state if the symbol goes quiet. When that point has passed already, a
-            # rollup bucket is still open, and the timer at its end does the check.
-            idle_at = (processor.last_applied + processor.rules.idle_gap_us) // 1000 + 1
-            if idle_at > ctx.timer_service().current_watermark():
-                ctx.timer_service().register_event_time_timer(idle_at)
+        at = watermark_ms_for_frontier(earliest)
+        if schedule.armed_ms is None or at < schedule.armed_ms:
+            ctx.timer_service().register_event_time_timer(at)
+            schedule.armed_ms = at
+        self.schedule.update(schedule)
+
+
+OUTPUTS_PER_ROW = 2000  # a watermark jump may release thousands of ticks at once: keep each row small
+
+
+def _emit(outputs: dict[str, list]):
+    """The outputs as rows of arrays, at most OUTPUTS_PER_ROW records per array."""
+    chunks = max(len(records) for records in outputs.values())
+    for start in range(0, chunks, OUTPUTS_PER_ROW):
+        yield Row(*(outputs[kind][start:start + OUTPUTS_PER_ROW] for kind in OUTPUT_KINDS))
 
 
 def _kafka_options(settings: Settings, topic: str) -> dict[str, str]:
@@ -177,10 +208,16 @@ def _kafka_options(settings: Settings, topic: str) -> dict[str, str]:
             **settings.kafka_java_properties()}
 
 
-def add_kafka_sink(t_env: StreamTableEnvironment, statements, settings: Settings, kind: str, records) -> None:
-    """An exactly-once Kafka output taking the record key from field k and the value from field v."""
+def add_kafka_sink(t_env: StreamTableEnvironment, statements, settings: Settings, kind: str, records: Table,
+                   discard: bool = False) -> None:
+    """An exactly-once Kafka output taking the record key from field k and the value from field v.
+    discard: a blackhole instead (the benchmark's job without its output cost)."""
     topic = settings.topic(kind)
     table = f"sink_{kind}"
+    if discard:
+        t_env.execute_sql(f"CREATE TEMPORARY TABLE {table} (k STRING, v STRING) WITH ('connector' = 'blackhole')")
+        statements.add_insert(table, records)
+        return
     options = {
         **_kafka_options(settings, topic),
         "key.format": "raw", "key.fields": "k",
@@ -190,7 +227,7 @@ def add_kafka_sink(t_env: StreamTableEnvironment, statements, settings: Settings
         "properties.transaction.timeout.ms": str(settings.kafka_transaction_timeout_ms),
     }
     t_env.execute_sql(f"CREATE TEMPORARY TABLE {table} (k STRING, v STRING) WITH ({_sql_options(options)})")
-    statements.add_insert(table, t_env.from_data_stream(records))
+    statements.add_insert(table, records)
 
 
 def _source_table(t_env: StreamTableEnvironment, settings: Settings, bounded: bool) -> str:
@@ -248,8 +285,9 @@ def _sql_options(options: dict[str, str]) -> str:
     return ", ".join(f"{quote(k)} = {quote(v)}" for k, v in options.items())
 
 
-def build(env: StreamExecutionEnvironment, settings: Settings, bounded: bool) -> None:
-    """Add the stockmax pipeline to an environment."""
+def build(env: StreamExecutionEnvironment, settings: Settings, bounded: bool, discard_outputs: bool = False) -> None:
+    """Add the stockmax pipeline to an environment. discard_outputs: every output goes to a blackhole
+    (bench/throughput.py measures the job without its sinks)."""
     t_env = StreamTableEnvironment.create(env)
     # The rowtime column stays in the projection: without it, records would carry no timestamp while
     # watermarks still flowed, and every tick would look late.
@@ -261,15 +299,17 @@ def build(env: StreamExecutionEnvironment, settings: Settings, bounded: bool) ->
     failures = None
     if settings.failure_points():
         failures = FailureInjector(settings.failure_points(), str(settings.data_dir / "injected-failures"))
-    updates = (parsed.key_by(lambda tick: tick.symbol, key_type=Types.STRING())
-               .process(SymbolFunction(settings.rules(), failures), output_type=RECORD)
+    outputs = (parsed.key_by(lambda batch: batch[0], key_type=Types.INT())
+               .process(SymbolFunction(settings.rules(), failures), output_type=OUTPUTS)
                .name("sliding max/min, rules, rollups").uid("symbol-state"))
+    t_env.create_temporary_view("outputs", t_env.from_data_stream(outputs))
 
     statements = t_env.create_statement_set()
-    add_kafka_sink(t_env, statements, settings, "max_updates", updates)
-    for kind, tag in (("alerts", ALERTS), ("rollups", ROLLUPS), ("late", LATE), ("duplicates", DUPLICATES)):
-        add_kafka_sink(t_env, statements, settings, kind, updates.get_side_output(tag))
-    add_kafka_sink(t_env, statements, settings, "dead", parsed.get_side_output(DEAD))
+    for kind in OUTPUT_KINDS:
+        add_kafka_sink(t_env, statements, settings, kind, t_env.sql_query(
+            f"SELECT r.k, r.v FROM outputs CROSS JOIN UNNEST(outputs.{kind}) AS r(k, v)"), discard_outputs)
+    add_kafka_sink(t_env, statements, settings, "dead", t_env.from_data_stream(parsed.get_side_output(DEAD)),
+                   discard_outputs)
     statements.attach_as_datastream()
 
 
@@ -300,8 +340,15 @@ def local_configuration(settings: Settings, restore_from: str | None = None) -> 
         "python.executable": sys.executable,  # the worker must run this venv's Python, not PATH's
         "python.client.executable": sys.executable,
         "parallelism.default": str(settings.parallelism),
+        # Operators chained in the JVM hand records on without a defensive copy (each output row goes to
+        # five UNNESTs; nothing here keeps a record after passing it on).
+        "pipeline.object-reuse": "true",
         "python.fn-execution.bundle.size": str(settings.python_bundle_size),
         "python.fn-execution.bundle.time": str(settings.python_bundle_time_ms),
+        # Every symbol of a partition stays in the worker's state cache (as objects, not pickles): reads
+        # never wait on the JVM, and writes go out once per bundle.
+        "python.map-state.read-cache-size": "1000000",
+        "python.map-state.write-cache-size": "1000000",
         "execution.checkpointing.interval": f"{settings.checkpoint_interval_ms} ms",
         "execution.checkpointing.mode": "EXACTLY_ONCE",
         "execution.checkpointing.dir": settings.checkpoint_dir.resolve().as_uri(),

@@ -21,6 +21,10 @@ class ReorderBuffer:
     def push(self, tick: Tick) -> None:
         heapq.heappush(self._heap, (tick.event_time, tick.seq, next(self._arrivals), tick))
 
+    def earliest(self) -> int | None:
+        """The event time of the earliest held tick."""
+        return self._heap[0][0] if self._heap else None
+
     def release_before(self, frontier_us: int) -> list[Tick]:
         """Every held tick with event_time < frontier_us, in order."""
         out = []

@@ -55,6 +55,11 @@ class RollupBuilder:
         out, self._closed = self._closed, []
         return out
 
+    def open_end(self) -> int | None:
+        """The end of the open bucket (µs), if one is open."""
+        b = self._open_bucket
+        return None if b is None else b[1] + self.resolution_us
+
     def is_empty(self) -> bool:
         return self._open_bucket is None and not self._closed
 

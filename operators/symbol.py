@@ -139,9 +139,19 @@ class SymbolProcessor:
         return (not self.pending and all(b.is_empty() for b in self.rollups) and len(self.duplicates) == 0
                 and self.last_applied is not None and frontier_us > self.last_applied + self.rules.idle_gap_us)
 
-    def bucket_ends(self, time_us: int) -> list[int]:
-        """The end of the bucket holding time_us, at every rollup resolution."""
-        return [builder.bucket_end(time_us) for builder in self.rollups]
+    def next_due(self) -> int | None:
+        """The lowest frontier (µs) at which `advance` has something to do: release the earliest buffered
+        tick, close the earliest open rollup bucket, or (with neither) let the state expire. None: the
+        processor holds nothing. After advance(f), the answer is above f, so a caller that advances at each
+        due point never spins."""
+        due = [end for end in (b.open_end() for b in self.rollups) if end is not None]
+        if self.pending:
+            due.append(self.pending.earliest() + 1)
+        if due:
+            return min(due)
+        if self.last_applied is not None:
+            return self.last_applied + self.rules.idle_gap_us + 1
+        return None
 
     def state_size(self) -> dict:
         """What the state holds (for measurements)."""
@@ -151,3 +161,8 @@ class SymbolProcessor:
 
 def frontier_from_watermark_ms(watermark_ms: int) -> int:
     return (watermark_ms + 1) * 1000
+
+
+def watermark_ms_for_frontier(frontier_us: int) -> int:
+    """The lowest watermark (ms) whose frontier reaches frontier_us: where to set an event-time timer."""
+    return -(-frontier_us // 1000) - 1

@@ -109,7 +109,8 @@ if {f[0] for f in _FIELDS} != set(Tick._fields):
 DEFAULT_LIMITS = TickLimits()
 
 # Every reason a message can be refused with; the dead-letter topic carries one of these.
-REASON_CODES = ("message_too_large", "not_utf8", "not_json", "not_object", "missing_field", "wrong_type",
+REASON_CODES = ("message_too_large", "not_utf8", "not_json", "not_object", "not_arrow_batch", "missing_field",
+                "wrong_type",
                 *_FIELD_CODES, "event_time_in_seconds", "event_time_in_milliseconds", "event_time_in_nanoseconds",
                 "event_time_before_floor", "event_time_in_future", "timestamp_mismatch")
 
@@ -149,14 +150,19 @@ def parse_tick(raw: bytes | str, limits: TickLimits = DEFAULT_LIMITS) -> Tick | 
         return Rejection("not_json", f"not JSON: {str(exc)[:200]}")
     if not isinstance(obj, dict):
         return Rejection("not_object", f"a tick is a JSON object, got {type(obj).__name__}")
+    return tick_from_fields(obj, limits)
+
+
+def tick_from_fields(obj: dict, limits: TickLimits = DEFAULT_LIMITS) -> Tick | Rejection:
+    """A tick from its fields (a JSON object's, or a row of an Arrow batch), checked against the schema."""
     values = {}
     for name, kind, required, default, checks in _FIELDS:
-        if name not in obj or obj[name] is None:
+        value = obj.get(name)
+        if value is None:
             if required:
                 return Rejection("missing_field", f"field {name!r} is missing")
             values[name] = default
             continue
-        value = obj[name]
         if not _type_ok(kind, value):
             return Rejection("wrong_type", f"field {name!r} must be {kind}, got {type(value).__name__}")
         for check in checks:

@@ -77,7 +77,9 @@ def cmd_replay(args) -> int:
     from .replay import replay
 
     settings = _settings(args)
-    n = replay(settings, args.file, speed=args.speed, progress=not args.no_progress)
+    if args.batch_ticks < 1:
+        raise SystemExit("stockmax replay: --batch-ticks must be at least 1")
+    n = replay(settings, args.file, speed=args.speed, progress=not args.no_progress, batch_ticks=args.batch_ticks)
     print(f"published {n} ticks to {settings.topic('ticks')} at {settings.kafka_bootstrap}")
     return 0
 
@@ -315,11 +317,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("replay", help="publish a CSV or Parquet tick file to the ticks topic",
                        description="Columns: symbol, price, event_time (ISO-8601 UTC or integer epoch µs); "
-                                   "optional volume, exchange, seq (numbered by row when absent). Each tick is "
-                                   "keyed by symbol and stamped with its event time.")
+                                   "optional volume, exchange, seq (numbered by row when absent). As fast as "
+                                   "possible, ticks go as Arrow batches (one per record, to the partition of "
+                                   "their symbol, stamped with the newest event time); paced (--speed) or "
+                                   "with --batch-ticks 1, as one JSON record per tick, keyed by symbol and "
+                                   "stamped with its event time.")
     p.add_argument("file", type=Path)
     p.add_argument("--speed", type=float, default=None,
                    help="replay at N x recorded time (default: as fast as possible)")
+    p.add_argument("--batch-ticks", type=int, default=1000,
+                   help="ticks per Kafka record when as fast as possible (default 1000; 1: JSON records)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_replay)
 

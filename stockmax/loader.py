@@ -17,7 +17,8 @@ import time
 
 from .config import Settings
 from .kafka_io import committed_reader
-from .operators.tick import Tick, check_record_timestamp, parse_tick
+from .operators.records import decode_record
+from .operators.tick import Tick
 from .store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -46,8 +47,8 @@ class StoreLoader:
             if r.topic == rollups_topic:
                 rollups.append(json.loads(r.value))
             elif r.topic == ticks_topic:
-                tick = parse_tick(r.value, self.limits)  # what the job refused is not a tick here either
-                if isinstance(tick, Tick) and check_record_timestamp(tick, r.timestamp) is None:
+                # one tick or a batch; what the job refused is not a tick here either
+                for tick in decode_record(r.value, r.timestamp, self.limits)[0]:
                     ticks.append({**tick._asdict(), "applied": 1, "version": 0})
             else:  # a late tick: the job did not apply it; this row replaces its raw one
                 late = json.loads(r.value)

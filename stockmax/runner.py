@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 class RunResult:
     rollups_loaded: int
     savepoint: str | None = None
+    job_seconds: float | None = None  # a bounded run's time in Flink, from start to the last commit
 
 
 class ResumeError(RuntimeError):
@@ -83,10 +84,11 @@ def run(settings: Settings, bounded: bool, restore_from: str | Path | None = Non
         if bounded:
             # When the input ends, the job takes a final checkpoint, whose completion commits every
             # output transaction (FLIP-147); then the loader takes what the job committed.
-            env.execute(settings.job_name)
+            result = env.execute(settings.job_name)
             if loader:
                 loader.drain()
-            return RunResult(rollups_loaded=loader.loaded if loader else 0)
+            return RunResult(rollups_loaded=loader.loaded if loader else 0,
+                             job_seconds=result.get_net_runtime() / 1000)
         if loader:
             stop_loader = threading.Event()
             thread = threading.Thread(target=loader.run, args=(stop_loader,), name="store-loader", daemon=True)

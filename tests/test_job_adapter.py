@@ -1,10 +1,11 @@
-"""The PyFlink adapter around SymbolProcessor, driven directly: timers registered, state dropped when idle."""
+"""The PyFlink adapter around SymbolProcessor, driven directly: one timer per key, outputs in arrays, state
+dropped when idle."""
 
 from __future__ import annotations
 
 import json
 
-from stockmax.jobs.pipeline import ALERTS, LATE, SymbolFunction
+from stockmax.jobs.pipeline import OUTPUT_KINDS, SymbolFunction
 from stockmax.operators.symbol import Rules
 from stockmax.operators.tick import Tick
 
@@ -25,6 +26,20 @@ class FakeState:
         self._value = None
 
 
+class FakeMapState:
+    def __init__(self):
+        self.entries = {}
+
+    def get(self, key):
+        return self.entries.get(key)
+
+    def put(self, key, value):
+        self.entries[key] = value
+
+    def remove(self, key):
+        self.entries.pop(key, None)
+
+
 class FakeCounter:
     def __init__(self):
         self.count = 0
@@ -36,10 +51,14 @@ class FakeCounter:
 class FakeRuntime:
     def __init__(self):
         self.state = FakeState()
+        self.map = FakeMapState()
         self.counters = {}
 
     def get_state(self, descriptor):
         return self.state
+
+    def get_map_state(self, descriptor):
+        return self.map
 
     def get_metrics_group(self):
         return self
@@ -76,33 +95,42 @@ def fire_timers(function, ctx, up_to_ms):
     return outputs
 
 
+def records(outputs, kind):
+    """The JSON values of one output kind, from the adapter's array rows."""
+    return [json.loads(record[1]) for row in outputs for record in row[OUTPUT_KINDS.index(kind)]]
+
+
 def test_ticks_wait_for_the_watermark_and_idle_state_is_dropped():
     rules = Rules(windows_us=(1_000_000, 60_000_000), levels=(100.0,))
     runtime = FakeRuntime()
     function = SymbolFunction(rules)
     function.open(runtime)
     ctx = FakeContext(watermark_ms=START_MS - 10_000)
-    for i, price in enumerate([99.5, 100.5]):
-        assert list(function.process_element(Tick("S", price, 1.0, "X", i, (START_MS + i) * 1000), ctx)) == []
-    assert runtime.state.value() is not None and START_MS in ctx.timers
+    ticks = [Tick("S", price, 1.0, "X", i, (START_MS + i) * 1000) for i, price in enumerate([99.5, 100.5])]
+    ticks.append(Tick("T", 10.0, 1.0, "X", 0, (START_MS + 5) * 1000))
+    assert list(function.process_element((0, ticks), ctx)) == []
+    assert set(runtime.map.entries) == {"S", "T"}
+    assert ctx.timers == {START_MS}  # one timer for the key, at the earliest tick, not one per tick
 
-    outputs = fire_timers(function, ctx, START_MS + 1)  # the watermark passes both ticks
-    alerts = [json.loads(row[1]) for tag, row in (o for o in outputs if isinstance(o, tuple)) if tag == ALERTS]
-    assert [a["kind"] for a in alerts] == ["threshold_down", "threshold_up"]
-    assert any(not isinstance(o, tuple) for o in outputs)  # max updates on the main output
+    outputs = fire_timers(function, ctx, START_MS + 1)  # the watermark passes S's ticks, not T's
+    assert [a["kind"] for a in records(outputs, "alerts")] == ["threshold_down", "threshold_up"]
+    assert {u["symbol"] for u in records(outputs, "max_updates")} == {"S"}
+    assert START_MS + 5 in ctx.timers  # re-armed at T's tick
 
     # A late tick is reported, counted, and changes nothing.
-    late = list(function.process_element(Tick("S", 50.0, 1.0, "X", 9, (START_MS - 5) * 1000), ctx))
-    assert late[0][0] == LATE and runtime.counters["lateTicks"].count == 1
+    late = list(function.process_element((0, [Tick("S", 50.0, 1.0, "X", 9, (START_MS - 5) * 1000)]), ctx))
+    assert [t["seq"] for t in records(late, "late")] == [9] and runtime.counters["lateTicks"].count == 1
+    # A symbol seen only in late ticks leaves nothing behind.
+    list(function.process_element((0, [Tick("U", 5.0, 1.0, "X", 1, (START_MS - 5) * 1000)]), ctx))
+    assert "U" not in runtime.map.entries
 
     # Quiet past the longest window + bound, but the hour's rollup bucket is still open: the state stays.
-    idle_end_ms = START_MS + 1 + rules.idle_gap_us // 1000 + 1
+    idle_end_ms = START_MS + 5 + rules.idle_gap_us // 1000 + 1
     fire_timers(function, ctx, idle_end_ms)
-    assert runtime.state.value() is not None
+    assert set(runtime.map.entries) == {"S", "T"}
     # Once that bucket closes too, the state goes, by timers the adapter registered itself.
     hour_end_ms = (START_MS // 3_600_000 + 1) * 3_600_000
     outputs = fire_timers(function, ctx, hour_end_ms + 2 * rules.idle_gap_us // 1000)
-    assert any(tag != ALERTS and json.loads(row[1]).get("resolution_s") == 3600
-               for tag, row in (o for o in outputs if isinstance(o, tuple)))
-    assert runtime.state.value() is None
-    assert runtime.counters["expiredSymbolStates"].count == 1
+    assert {(r["symbol"], r["resolution_s"]) for r in records(outputs, "rollups")} >= {("S", 3600), ("T", 3600)}
+    assert runtime.map.entries == {} and runtime.state.value() is None and ctx.timers == set()
+    assert runtime.counters["expiredSymbolStates"].count == 2

@@ -1,0 +1,512 @@
+"""`make bench`: stockmax's throughput, latency and memory, side by side with a Flink SQL baseline.
+
+    .venv/bin/python bench/throughput.py [--ticks 1000000] [--symbols 1000] [--runs 3] [--scaling-ticks 300000]
+
+On one generated input (random walk, spikes, 2 % of ticks out of order; reproducible for a seed), in one run:
+  (1) pure      the operators alone (stockmax.operators.symbol.SymbolProcessor), no Flink
+  (2) job       the Flink job with our Python operators, Kafka in, every output to a blackhole sink;
+                from per-tick JSON records, and from Arrow batch records (what `stockmax replay` writes)
+  (3) sql-hop   the baseline a user would write instead: Flink SQL HOP(60 s, 1 s) MAX per symbol, JVM only,
+                from the same per-tick JSON records, into a blackhole
+  (4) full      the whole pipeline: Kafka in, every output to Kafka exactly-once, rollups and raw ticks
+                loaded into ClickHouse (embedded); and its tick -> alert latency at a paced rate
+Then scaling: symbols 100 / 1 k / 10 k (1 min window) and window 1 min / 1 h / 24 h (1 k symbols).
+
+Each run is its own process; its peak memory is the peak RSS of its whole process tree (the Python client,
+the Flink JVM, the Python worker). Throughput of a Flink run is ticks / the job's net runtime in Flink (job
+start to the last record; it includes a few seconds of start-up for every variant alike). Writes
+bench/results.md and bench/results.png. Inputs are cached in .cache/bench/ (keyed by their parameters).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import platform
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / ".cache" / "bench"
+BENCH_DIR = ROOT / "bench"
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# -- inputs ---------------------------------------------------------------------------------------------------
+
+def input_file(ticks: int, symbols: int, window_s: int, seed: int = 11) -> Path:
+    """A generated tick file: `ticks` ticks over `symbols` symbols, spanning 1.25 windows (at least 10 min)
+    of event time, so that the longest window fills. Cached by its parameters."""
+    path = CACHE / f"input-{ticks}-{symbols}-{window_s}-{seed}.parquet"
+    if path.exists():
+        return path
+    from stockmax import sample
+
+    duration_s = max(600.0, 1.25 * window_s)
+    rate = ticks / symbols / duration_s
+    say(f"generating {ticks:,} ticks, {symbols:,} symbols, {duration_s:,.0f} s of event time ...")
+    table = sample.generate(symbols=symbols, duration_s=duration_s, ticks_per_second=rate,
+                            spikes_per_symbol=2, out_of_order_share=0.02, max_delay_ms=1500, seed=seed)
+    sample.write(table, path.with_suffix(".tmp.parquet")).rename(path)
+    return path
+
+
+# -- one measured run: a child process ------------------------------------------------------------------------
+
+def child_settings(args):
+    from stockmax import config
+
+    settings = config.load().with_(data_dir=Path(args.data_dir), kafka_bootstrap=args.bootstrap,
+                                   topic_prefix=args.topic_prefix, job_name=f"bench-{uuid.uuid4().hex[:8]}",
+                                   windows=args.windows)
+    return settings
+
+
+def run_pure(args) -> dict:
+    """The operators alone: ticks in arrival order, a frontier that trails the newest event time by the
+    watermark bound, advanced every 1000 ticks (as a bundle of the job would)."""
+    import pyarrow.parquet as pq
+
+    from stockmax.operators.symbol import SymbolProcessor, frontier_from_watermark_ms
+    from stockmax.operators.tick import Tick
+
+    settings = child_settings(args)
+    rules = settings.rules()
+    rows = pq.read_table(args.input).to_pylist()
+    ticks = [Tick(r["symbol"], r["price"], r["volume"], r["exchange"], r["seq"], r["event_time"]) for r in rows]
+    bound_ms = settings.watermark_bound_ms
+    processors: dict[str, SymbolProcessor] = {}
+    dirty: set[str] = set()
+    outputs = 0
+    newest_ms = -1
+    watermark_ms = -(2**62)
+    started = time.perf_counter()
+    for i, tick in enumerate(ticks):
+        processor = processors.get(tick.symbol)
+        if processor is None:
+            processor = processors[tick.symbol] = SymbolProcessor(rules)
+        processor.accept(tick, frontier_from_watermark_ms(watermark_ms))
+        dirty.add(tick.symbol)
+        newest_ms = max(newest_ms, tick.event_time // 1000)
+        if i % 1000 == 999:
+            watermark_ms = newest_ms - bound_ms - 1
+            frontier = frontier_from_watermark_ms(watermark_ms)
+            for symbol in dirty:
+                out = processors[symbol].advance(frontier)
+                outputs += len(out.alerts) + len(out.max_updates) + len(out.rollups)
+            dirty = {s for s in dirty if processors[s].pending}
+    elapsed = time.perf_counter() - started
+    sizes = [len(pickle.dumps(p, protocol=pickle.HIGHEST_PROTOCOL)) for p in processors.values()]
+    return {"ticks": len(ticks), "seconds": elapsed, "outputs": outputs,
+            "state_bytes_per_symbol": statistics.mean(sizes)}
+
+
+def _flink_result_seconds(job_result) -> float:
+    return job_result.get_net_runtime() / 1000
+
+
+def run_job(args) -> dict:
+    """(2): the job's operators, outputs discarded."""
+    from pyflink.datastream import StreamExecutionEnvironment
+
+    from stockmax.jobs.pipeline import build, local_configuration
+
+    settings = child_settings(args)
+    env = StreamExecutionEnvironment.get_execution_environment(local_configuration(settings))
+    build(env, settings, bounded=True, discard_outputs=True)
+    seconds = _flink_result_seconds(env.execute(settings.job_name))
+    return {"ticks": args.ticks, "seconds": seconds}
+
+
+def run_sql_hop(args) -> dict:
+    """(3): Flink SQL HOP(60 s, 1 s) MAX(price) per symbol over the same topic, JVM only."""
+    from pyflink.table import EnvironmentSettings, TableEnvironment
+
+    from stockmax.jobs.pipeline import _kafka_options, _sql_interval, _sql_options, local_configuration
+
+    settings = child_settings(args)
+    conf = local_configuration(settings)
+    t_env = TableEnvironment.create(EnvironmentSettings.new_instance().in_streaming_mode().with_configuration(conf)
+                                    .build())
+    options = {**_kafka_options(settings, settings.topic("ticks")), "properties.group.id": settings.job_name,
+               "scan.startup.mode": "earliest-offset", "scan.bounded.mode": "latest-offset", "value.format": "json",
+               "scan.watermark.idle-timeout": f"{settings.source_idleness_ms} ms"}
+    t_env.execute_sql(f"""
+        CREATE TEMPORARY TABLE ticks (
+          symbol STRING, price DOUBLE,
+          event_ts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp',
+          WATERMARK FOR event_ts AS event_ts - {_sql_interval(settings.watermark_bound_ms + 1)}
+        ) WITH ({_sql_options(options)})""")
+    t_env.execute_sql("CREATE TEMPORARY TABLE maxima (symbol STRING, window_end TIMESTAMP(3), high DOUBLE) "
+                      "WITH ('connector' = 'blackhole')")
+    result = t_env.execute_sql(f"""
+        INSERT INTO maxima
+        SELECT symbol, window_end, MAX(price) FROM TABLE(
+          HOP(TABLE ticks, DESCRIPTOR(event_ts), INTERVAL '1' SECOND, INTERVAL '{args.hop_window_s}' SECOND))
+        GROUP BY symbol, window_start, window_end""")
+    seconds = _flink_result_seconds(result.get_job_client().get_job_execution_result().result())
+    return {"ticks": args.ticks, "seconds": seconds}
+
+
+def run_full(args) -> dict:
+    """(4): `stockmax run --bounded`: every output to Kafka exactly-once, loaded into ClickHouse."""
+    from stockmax import runner
+
+    settings = child_settings(args)
+    started = time.perf_counter()
+    result = runner.run(settings, bounded=True, fresh=True, say=lambda _: None)
+    return {"ticks": args.ticks, "seconds": result.job_seconds, "with_load_seconds": time.perf_counter() - started,
+            "rollups_loaded": result.rollups_loaded}
+
+
+CHILDREN = {"pure": run_pure, "job": run_job, "sql-hop": run_sql_hop, "full": run_full}
+
+
+def child_main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("variant", choices=sorted(CHILDREN))
+    for name in ("--input", "--data-dir", "--bootstrap", "--topic-prefix", "--windows"):
+        parser.add_argument(name, required=True)
+    parser.add_argument("--ticks", type=int, required=True)
+    parser.add_argument("--hop-window-s", type=int, default=60)
+    args = parser.parse_args(argv)
+    result = CHILDREN[args.variant](args)
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def measured(variant: str, inp: "Input", windows: str, data_dir: Path, bootstrap: str, topic_prefix: str,
+             hop_window_s: int = 60, timeout_s: float = 900) -> dict:
+    """Run one variant in a child process; its result plus the peak RSS of its process tree."""
+    import psutil
+
+    command = [sys.executable, __file__, "child", variant, "--input", str(inp.path), "--data-dir", str(data_dir),
+               "--bootstrap", bootstrap, "--topic-prefix", topic_prefix, "--windows", windows,
+               "--ticks", str(inp.ticks), "--hop-window-s", str(hop_window_s)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STOCKMAX_", "PYFLINK_"))}
+    child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    peak = 0
+    stop = threading.Event()
+
+    def poll():
+        nonlocal peak
+        root = psutil.Process(child.pid)
+        while not stop.wait(0.25):
+            try:
+                tree = [root, *root.children(recursive=True)]
+                peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+            except psutil.Error:
+                pass
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    try:
+        out, err = child.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        raise RuntimeError(f"{variant} did not finish in {timeout_s:.0f} s")
+    finally:
+        stop.set()
+        poller.join()
+    lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
+    if child.returncode != 0 or not lines:
+        raise RuntimeError(f"{variant} failed (exit {child.returncode}):\n{err[-4000:]}")
+    result = json.loads(lines[-1][len("RESULT "):])
+    result["peak_rss"] = peak
+    result["ticks_per_s"] = result["ticks"] / result["seconds"]
+    return result
+
+
+# -- the parent: inputs in Kafka, the runs, the report ----------------------------------------------------------
+
+class Input:
+    def __init__(self, path: Path, ticks: int, symbols: int, window_s: int, topic_prefix: str, batched: bool):
+        self.path, self.ticks, self.symbols, self.window_s = path, ticks, symbols, window_s
+        self.topic_prefix, self.batched = topic_prefix, batched
+
+
+def publish(settings, path: Path, ticks: int, symbols: int, window_s: int, batched: bool) -> Input:
+    """The file in its own ticks topic: per-tick JSON records, or Arrow batch records."""
+    from stockmax import kafka_io, replay
+
+    prefix = f"b{uuid.uuid4().hex[:6]}-"
+    topic_settings = settings.with_(topic_prefix=prefix)
+    kafka_io.create_topics(topic_settings)
+    started = time.perf_counter()
+    replay.replay(topic_settings, path, progress=False, **({"batch_ticks": 1000} if batched else {"batch_ticks": 1}))
+    say(f"  published {ticks:,} ticks as {'Arrow batches' if batched else 'JSON records'} in "
+        f"{time.perf_counter() - started:.0f} s")
+    return Input(path, ticks, symbols, window_s, prefix, batched)
+
+
+def median_run(variant: str, inp: Input, runs: int, **kwargs) -> dict:
+    results = [measured(variant, inp, **kwargs) for _ in range(runs)]
+    best = sorted(results, key=lambda r: r["ticks_per_s"])[len(results) // 2]
+    best = dict(best)
+    best["runs"] = [round(r["ticks_per_s"]) for r in results]
+    best["peak_rss"] = max(r["peak_rss"] for r in results)
+    return best
+
+
+def latency(settings, inp: Input, rate: int, seconds: float) -> dict:
+    """Tick -> alert (and tick -> max update) wall-clock latency: the job runs unbounded (`stockmax run`), ticks
+    are published at `rate` per second, and a read_committed consumer notes when each output that a tick caused
+    becomes readable."""
+    import pyarrow.parquet as pq
+
+    from stockmax import kafka_io
+    from stockmax.replay import tick_record
+
+    prefix = f"l{uuid.uuid4().hex[:6]}-"
+    s = settings.with_(topic_prefix=prefix, job_name=f"bench-latency-{uuid.uuid4().hex[:6]}")
+    kafka_io.create_topics(s)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STOCKMAX_", "PYFLINK_"))}
+    env.update({"STOCKMAX_DATA_DIR": str(s.data_dir), "STOCKMAX_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
+                "STOCKMAX_TOPIC_PREFIX": prefix, "STOCKMAX_JOB_NAME": s.job_name})
+    job = subprocess.Popen([sys.executable, "-m", "stockmax.cli", "run", "--fresh"], env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    sent: dict[tuple[str, int], float] = {}
+    seen: dict[str, list[float]] = {"alerts": [], "max_updates": []}
+    stop = threading.Event()
+    consumer, _ = kafka_io.committed_reader(s, [s.topic("alerts"), s.topic("max_updates")], f"lat-{prefix}")
+
+    def consume():
+        first = set()
+        while not stop.is_set():
+            for tp, records in consumer.poll(timeout_ms=200).items():
+                now = time.time()
+                kind = "alerts" if tp.topic == s.topic("alerts") else "max_updates"
+                for r in records:
+                    value = json.loads(r.value)
+                    key = (value["symbol"], value["seq"])
+                    if key in sent and (kind, key) not in first:
+                        first.add((kind, key))
+                        seen[kind].append(now - sent[key])
+
+    reader = threading.Thread(target=consume, daemon=True)
+    reader.start()
+    try:
+        time.sleep(15)  # the job starts (JVM, Python worker) before the clock starts
+        rows = pq.read_table(inp.path).slice(0, int(rate * seconds)).to_pylist()
+        producer = kafka_io.producer(s, linger_ms=5)
+        started = time.monotonic()
+        for i, row in enumerate(rows):
+            due = started + i / rate
+            wait = due - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            key, value, timestamp_ms = tick_record(row)
+            sent[(row["symbol"], row["seq"])] = time.time()
+            producer.send(s.topic("ticks"), key=key, value=value, timestamp_ms=timestamp_ms)
+        producer.flush()
+        time.sleep(15)  # the last ticks' outputs: watermark, bundle, checkpoint
+    finally:
+        stop.set()
+        reader.join()
+        consumer.close()
+        job.send_signal(signal.SIGINT)
+        try:
+            job.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(job.pid, signal.SIGKILL)
+
+    def pct(values, q):
+        return statistics.quantiles(values, n=100)[q - 1] if len(values) >= 2 else float("nan")
+
+    return {kind: {"n": len(v), "p50": pct(v, 50), "p99": pct(v, 99)} for kind, v in seen.items()} | \
+        {"rate": rate, "ticks": len(rows)}
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["child"]:
+        child_main(sys.argv[2:])
+        return
+    parser = argparse.ArgumentParser(description="stockmax throughput, latency and memory vs Flink SQL")
+    parser.add_argument("--ticks", type=int, default=1_000_000, help="ticks in the main input (100 k .. 10 M)")
+    parser.add_argument("--symbols", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=3, help="runs per variant on the main input (median)")
+    parser.add_argument("--scaling-ticks", type=int, default=300_000, help="ticks per scaling input (0: skip)")
+    parser.add_argument("--latency-rate", type=int, default=2000, help="ticks/s published for the latency run")
+    parser.add_argument("--latency-seconds", type=float, default=30)
+    parser.add_argument("--out", type=Path, default=BENCH_DIR / "results.md")
+    args = parser.parse_args()
+
+    from stockmax import config
+    from stockmax.kafka_local import LocalKafka, free_port
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    run_dir = CACHE / "run"
+    subprocess.run(["rm", "-rf", str(run_dir)], check=True)
+    base = config.load(env={})
+    broker = LocalKafka(run_dir / "kafka", base.kafka_jars_dir, port=free_port())
+    say(f"starting a Kafka broker on {broker.bootstrap} ...")
+    broker.start()
+    settings = base.with_(data_dir=run_dir / "data", kafka_bootstrap=broker.bootstrap)
+    started = time.perf_counter()
+    report = Report(args, settings)
+    try:
+        main_file = input_file(args.ticks, args.symbols, 60)
+        json_in = publish(settings, main_file, args.ticks, args.symbols, 60, batched=False)
+        batch_in = publish(settings, main_file, args.ticks, args.symbols, 60, batched=True)
+        common = {"windows": settings.windows, "data_dir": run_dir / "data", "bootstrap": broker.bootstrap}
+        for name, variant, inp in (("(1) pure operators", "pure", json_in),
+                                   ("(2) job, JSON records", "job", json_in),
+                                   ("(2) job, Arrow batches", "job", batch_in),
+                                   ("(3) Flink SQL HOP(60 s, 1 s) MAX", "sql-hop", json_in)):
+            say(f"{name}: {args.runs} runs ...")
+            report.main[name] = median_run(variant, inp, args.runs, topic_prefix=inp.topic_prefix, **common)
+            say(f"  {report.main[name]['ticks_per_s']:,.0f} ticks/s (runs: {report.main[name]['runs']})")
+        say("(4) full pipeline, Arrow batches ...")
+        report.main["(4) full pipeline, Arrow batches"] = median_run(
+            "full", batch_in, 1, topic_prefix=batch_in.topic_prefix, **common)
+        say(f"  {report.main['(4) full pipeline, Arrow batches']['ticks_per_s']:,.0f} ticks/s")
+        say(f"(4) latency at {args.latency_rate} ticks/s for {args.latency_seconds:g} s ...")
+        report.latency = latency(settings, json_in, args.latency_rate, args.latency_seconds)
+        say(f"  {report.latency}")
+        if args.scaling_ticks:
+            for symbols, window_s in ((100, 60), (1000, 60), (10_000, 60), (1000, 3600), (1000, 86_400)):
+                path = input_file(args.scaling_ticks, symbols, window_s)
+                inp = publish(settings, path, args.scaling_ticks, symbols, window_s, batched=True)
+                json_scaled = publish(settings, path, args.scaling_ticks, symbols, window_s, batched=False)
+                windows = _window_text(window_s)
+                row = {}
+                for variant, source in (("pure", inp), ("job", inp), ("sql-hop", json_scaled)):
+                    say(f"scaling: {symbols:,} symbols, {windows} window, {variant} ...")
+                    row[variant] = measured(variant, source, windows=windows, data_dir=run_dir / "data",
+                                            bootstrap=broker.bootstrap, topic_prefix=source.topic_prefix,
+                                            hop_window_s=window_s)
+                report.scaling[(symbols, windows)] = row
+    finally:
+        broker.stop()
+    report.seconds = time.perf_counter() - started
+    report.write(args.out)
+    say(f"wrote {args.out} and {args.out.with_suffix('.png')} in {report.seconds / 60:.1f} min")
+
+
+def _window_text(seconds: int) -> str:
+    return {60: "1m", 3600: "1h", 86_400: "24h"}[seconds]
+
+
+class Report:
+    def __init__(self, args, settings):
+        self.args, self.settings = args, settings
+        self.main: dict[str, dict] = {}
+        self.latency: dict = {}
+        self.scaling: dict[tuple[int, str], dict] = {}
+        self.seconds = 0.0
+
+    def write(self, path: Path) -> None:
+        mib = lambda b: f"{b / 2**20:,.0f} MiB"
+        s = self.settings
+        lines = [
+            "# stockmax benchmark results", "",
+            f"Written by `make bench` (bench/throughput.py) on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+            f"in {self.seconds / 60:.1f} min. Machine: {os.cpu_count()} cores, "
+            f"{_memory_gib():.0f} GiB, Python {platform.python_version()}, {_java_version()}.", "",
+            f"Main input: {self.args.ticks:,} ticks, {self.args.symbols:,} symbols, random walk with spikes, 2 % out "
+            f"of order (up to 1.5 s), windows {s.windows}, rollups {s.rollup_resolutions}, parallelism "
+            f"{s.parallelism}, Python bundle {s.python_bundle_size:,} / {s.python_bundle_time_ms} ms, checkpoints "
+            f"every {s.checkpoint_interval_ms} ms. Ticks/s is the median of {self.args.runs} runs (each run's "
+            "figure in brackets); peak RSS is the whole process tree's (client, Flink JVM, Python worker).", "",
+            "| variant | ticks/s | runs | peak RSS | state bytes / symbol |", "|---|---:|---|---:|---:|"]
+        for name, r in self.main.items():
+            state = f"{r['state_bytes_per_symbol']:,.0f}" if "state_bytes_per_symbol" in r else ""
+            lines.append(f"| {name} | {r['ticks_per_s']:,.0f} | {r.get('runs', '')} | {mib(r['peak_rss'])} | {state} |")
+        ratio = self._ratio()
+        if ratio:
+            lines += ["", *ratio]
+        if self.latency:
+            lat = self.latency
+            lines += ["", f"Latency, wall clock from produce to read_committed read, {lat['ticks']:,} ticks published at "
+                      f"{lat['rate']:,}/s into `stockmax run` (watermark bound {s.watermark_bound_ms} ms, checkpoints "
+                      f"every {s.checkpoint_interval_ms} ms: an output is readable when the checkpoint after it commits):",
+                      "", "| output | samples | p50 | p99 |", "|---|---:|---:|---:|"]
+            for kind in ("alerts", "max_updates"):
+                v = lat[kind]
+                lines.append(f"| tick → {kind.replace('_', ' ')} | {v['n']:,} | {v['p50']:.2f} s | {v['p99']:.2f} s |")
+        if self.scaling:
+            lines += ["", f"Scaling ({self.args.scaling_ticks:,} ticks each; job from Arrow batches, SQL from JSON "
+                      "records; one run each):", "",
+                      "| symbols | window | pure ticks/s | job ticks/s | SQL HOP ticks/s | job / SQL | job peak RSS "
+                      "| SQL peak RSS | state bytes / symbol |",
+                      "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+            for (symbols, window), row in self.scaling.items():
+                lines.append(
+                    f"| {symbols:,} | {window} | {row['pure']['ticks_per_s']:,.0f} | {row['job']['ticks_per_s']:,.0f} | "
+                    f"{row['sql-hop']['ticks_per_s']:,.0f} | {row['job']['ticks_per_s'] / row['sql-hop']['ticks_per_s']:.2f} | "
+                    f"{mib(row['job']['peak_rss'])} | {mib(row['sql-hop']['peak_rss'])} | "
+                    f"{row['pure']['state_bytes_per_symbol']:,.0f} |")
+        lines += ["", "Reproduce: `make bench` (options: `.venv/bin/python bench/throughput.py --help`).", ""]
+        path.write_text("\n".join(lines))
+        self._plot(path.with_suffix(".png"))
+
+    def _ratio(self) -> list[str]:
+        sql = self.main.get("(3) Flink SQL HOP(60 s, 1 s) MAX")
+        if not sql:
+            return []
+        out = []
+        for name in ("(2) job, JSON records", "(2) job, Arrow batches"):
+            if name in self.main:
+                out.append(f"- {name} / (3) SQL HOP: **{self.main[name]['ticks_per_s'] / sql['ticks_per_s']:.2f}**")
+        full = self.main.get("(4) full pipeline, Arrow batches")
+        if full:
+            out.append(f"- (4) full pipeline: **{full['ticks_per_s']:,.0f} ticks/s** in the job "
+                       f"({full['ticks'] / full['with_load_seconds']:,.0f} ticks/s with start-up and the "
+                       f"ClickHouse load); target 50,000")
+        return out
+
+    def _plot(self, path: Path) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        panels = 2 if self.scaling else 1
+        fig, axes = plt.subplots(1, panels, figsize=(7 * panels, 4.5), squeeze=False)
+        ax = axes[0][0]
+        names = list(self.main)
+        ax.barh(names, [self.main[n]["ticks_per_s"] for n in names], color="#4477aa")
+        ax.invert_yaxis()
+        ax.set_xlabel("ticks/s (median)")
+        ax.set_title(f"{self.args.ticks:,} ticks, {self.args.symbols:,} symbols")
+        if self.scaling:
+            ax = axes[0][1]
+            labels = [f"{s:,} sym\n{w}" for s, w in self.scaling]
+            x = range(len(labels))
+            for offset, (variant, color) in enumerate((("job", "#4477aa"), ("sql-hop", "#ee6677"))):
+                ax.bar([i + offset * 0.4 for i in x], [r[variant]["ticks_per_s"] for r in self.scaling.values()],
+                       width=0.4, label={"job": "(2) job, Arrow batches", "sql-hop": "(3) SQL HOP"}[variant],
+                       color=color)
+            ax.set_xticks([i + 0.2 for i in x], labels, fontsize=8)
+            ax.set_ylabel("ticks/s")
+            ax.set_title("scaling with symbols and window")
+            ax.legend()
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+
+
+def _memory_gib() -> float:
+    import psutil
+
+    return psutil.virtual_memory().total / 2**30
+
+
+def _java_version() -> str:
+    out = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.splitlines()
+    return out[0] if out else "java"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""What a record of the ticks topic holds: one tick as JSON, or a batch of ticks as an Arrow IPC stream.
+
+A batch moves many ticks through one Python call of the job (the per-record cost of PyFlink, ~20-40 µs,
+dwarfs the per-tick work); `stockmax replay` writes batches. Both kinds may share a topic: an Arrow stream
+starts with 0xFFFFFFFF, which no UTF-8 text does.
+
+The Kafka record timestamp drives event time and watermarks. For a JSON tick it is the tick's event time
+(ms); for a batch it is the newest event time (ms) of its ticks, so that the watermark after the batch is
+the one that the same ticks sent one by one would give.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import NamedTuple
+
+import pyarrow as pa
+
+from .tick import _FIELDS, DEFAULT_LIMITS, Rejection, Tick, TickLimits, check_record_timestamp, parse_tick, \
+    tick_from_fields
+
+ARROW_STREAM_START = b"\xff\xff\xff\xff"
+_ARROW_TYPES = {"string": pa.string(), "number": pa.float64(), "integer": pa.int64()}
+# The batch's columns, from schemas/tick.schema.json (the one definition of a tick).
+BATCH_SCHEMA = pa.schema([pa.field(name, _ARROW_TYPES[kind], nullable=not required)
+                          for name, kind, required, _, _ in _FIELDS])
+
+
+class RefusedTick(NamedTuple):
+    """A record, or one row of a batch record, that is not a tick: why, and its content."""
+    rejection: Rejection
+    raw: bytes  # the record's bytes; for a batch row, the row as JSON
+    row: int | None  # the row within a batch record
+
+
+def is_batch(raw: bytes) -> bool:
+    return raw[:4] == ARROW_STREAM_START
+
+
+def encode_batch(table: pa.Table) -> bytes:
+    """Ticks (columns as in BATCH_SCHEMA) as one Arrow IPC stream."""
+    sink = pa.BufferOutputStream()
+    table = table.select(BATCH_SCHEMA.names).cast(BATCH_SCHEMA)
+    with pa.ipc.new_stream(sink, BATCH_SCHEMA) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def decode_record(raw: bytes, record_timestamp_ms: int | None,
+                  limits: TickLimits = DEFAULT_LIMITS) -> tuple[list[Tick], list[RefusedTick]]:
+    """The ticks of one ticks-topic record, and what in it is not a tick (never raises on content)."""
+    if not is_batch(raw):
+        tick = parse_tick(raw, limits)
+        if isinstance(tick, Tick):
+            tick = check_record_timestamp(tick, record_timestamp_ms) or tick
+        return ([tick], []) if isinstance(tick, Tick) else ([], [RefusedTick(tick, raw, None)])
+    try:
+        table = pa.ipc.open_stream(raw).read_all()
+    except (pa.ArrowInvalid, OSError, ValueError) as exc:
+        return [], [RefusedTick(Rejection("not_arrow_batch", f"not an Arrow IPC stream: {str(exc)[:200]}"), raw, None)]
+    columns = {}
+    for field in BATCH_SCHEMA:
+        if field.name not in table.column_names:
+            if not field.nullable:
+                return [], [RefusedTick(Rejection("missing_field", f"the batch has no column {field.name!r}"), raw, None)]
+            columns[field.name] = [None] * table.num_rows
+        elif table.schema.field(field.name).type != field.type:
+            return [], [RefusedTick(Rejection(
+                "wrong_type", f"column {field.name!r} must be {field.type}, got {table.schema.field(field.name).type}"),
+                raw, None)]
+        else:
+            columns[field.name] = table.column(field.name).to_pylist()
+    names = list(columns)
+    ticks, rows, refused = [], [], []
+    for row, values in enumerate(zip(*columns.values())):
+        fields = dict(zip(names, values))
+        tick = tick_from_fields(fields, limits)
+        if isinstance(tick, Tick) and record_timestamp_ms is not None and tick.event_time // 1000 > record_timestamp_ms:
+            tick = Rejection("timestamp_mismatch", f"event_time {tick.event_time} µs is after the batch's record "
+                             f"timestamp {record_timestamp_ms} ms; a batch is stamped with its newest event time")
+        if isinstance(tick, Tick):
+            ticks.append(tick)
+            rows.append(row)
+        else:
+            refused.append(RefusedTick(tick, _row_json(fields), row))
+    if ticks and record_timestamp_ms is not None and max(t.event_time for t in ticks) // 1000 != record_timestamp_ms:
+        # Stamped later than its newest tick, the batch would push the watermark past ticks still to come.
+        rejection = Rejection("timestamp_mismatch", f"the batch's record timestamp {record_timestamp_ms} ms is not "
+                              "the newest event time of its ticks; a batch is stamped with its newest event time")
+        refused += [RefusedTick(rejection, _row_json(t._asdict()), row) for t, row in zip(ticks, rows)]
+        ticks = []
+    return ticks, refused
+
+
+def _row_json(fields: dict) -> bytes:
+    safe = {k: (v if not isinstance(v, float) or v == v and abs(v) != float("inf") else str(v)) for k, v in fields.items()}
+    return json.dumps(safe, ensure_ascii=False).encode("utf-8", "surrogatepass")
+
+
+def dead_letter(refused: RefusedTick, source_topic: str, partition: int, offset: int, record_timestamp_ms,
+                rejected_at_us: int) -> tuple[str, dict]:
+    """(key, value) of a dead letter: the reason, the content, and where it was read."""
+    key = f"{partition}:{offset}" if refused.row is None else f"{partition}:{offset}:{refused.row}"
+    return key, {
+        "reason": refused.rejection.code, "message": refused.rejection.message, "source_topic": source_topic,
+        "source_partition": partition, "source_offset": offset, "batch_row": refused.row,
+        "record_timestamp_ms": record_timestamp_ms,
+        "raw_base64": base64.b64encode(refused.raw).decode("ascii"),
+        "raw_text": refused.raw[:1024].decode("utf-8", "replace"),
+        "rejected_at": rejected_at_us,
+    }

@@ -1,0 +1,160 @@
+"""What the fast path adds around the operators: Arrow batch records, and advancing each symbol only at its
+due points (one timer per job key). Each against an independent reference: per-tick JSON parsing, advancing
+every symbol at every watermark step, a plain dict."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import pyarrow as pa
+from hypothesis import given, settings as hyp_settings, strategies as st
+
+from oracle import alert_key, update_key
+from stockmax.operators.records import BATCH_SCHEMA, decode_record, encode_batch
+from stockmax.operators.schedule import DueSchedule
+from stockmax.operators.symbol import SymbolProcessor, frontier_from_watermark_ms, watermark_ms_for_frontier
+from stockmax.operators.tick import Rejection, Tick, parse_tick
+from test_operators import END_OF_INPUT, market
+
+NOW_US = 1_767_623_400_000_000
+
+
+# -- Arrow batches --------------------------------------------------------------------------------------
+
+row_values = st.fixed_dictionaries({
+    "symbol": st.sampled_from(["AAPL", "BRK.B", "", "aapl", "X" * 40, "A\n", None]),
+    "price": st.sampled_from([187.25, 0.0, -1.0, math.inf, math.nan, 1e-9, None]),
+    "volume": st.sampled_from([0.0, 10.0, -5.0, None]),
+    "exchange": st.sampled_from(["XNAS", "", None]),
+    "seq": st.sampled_from([0, 7, -1, 2**63 - 1, None]),
+    "event_time": st.sampled_from([NOW_US, NOW_US + 1, NOW_US + 999, 1_767_623_400, 1_767_623_400_000, None]),
+})
+
+
+@given(st.lists(row_values, min_size=1, max_size=30))
+@hyp_settings(max_examples=300, deadline=None)
+def test_a_batch_row_is_a_tick_exactly_when_the_same_json_is(rows):
+    # nulls where the schema forbids them too: a producer's batch may have them
+    table = pa.Table.from_pylist(rows, schema=pa.schema([f.with_nullable(True) for f in BATCH_SCHEMA]))
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    want = [parse_tick(json.dumps({k: v for k, v in row.items() if v is not None})) for row in rows]
+    good = [t for t in want if isinstance(t, Tick)]
+    stamp = max(t.event_time for t in good) // 1000 if good else 0
+    ticks, refused = decode_record(sink.getvalue().to_pybytes(), stamp)
+    assert ticks == good
+    assert [(r.row, r.rejection.code) for r in refused] == [
+        (i, t.code) for i, t in enumerate(want) if isinstance(t, Rejection)]
+
+
+def _ticks(n, seed=3):
+    rng = random.Random(seed)
+    return [Tick(rng.choice(["A", "B", "C"]), round(rng.uniform(1, 100), 4), float(rng.randint(0, 9)), "X", i,
+                 NOW_US + rng.randint(0, 3_000_000)) for i in range(n)]
+
+
+def test_a_batch_round_trips_and_is_refused_when_stamped_wrongly():
+    ticks = _ticks(200)
+    raw = encode_batch(pa.Table.from_pylist([t._asdict() for t in ticks]))
+    newest_ms = max(t.event_time for t in ticks) // 1000
+    assert decode_record(raw, newest_ms) == (ticks, [])
+    # Stamped later than its newest tick, the batch would push the watermark too far: all of it is refused.
+    got, refused = decode_record(raw, newest_ms + 1)
+    assert got == [] and {r.rejection.code for r in refused} == {"timestamp_mismatch"} and len(refused) == 200
+    # Stamped earlier, at a tick's time: the ticks after the stamp are refused, one by one, with their row.
+    stamp = sorted(t.event_time // 1000 for t in ticks)[100]
+    got, refused = decode_record(raw, stamp)
+    assert [r.row for r in refused] == [i for i, t in enumerate(ticks) if t.event_time // 1000 > stamp]
+    assert got == [t for t in ticks if t.event_time // 1000 <= stamp]
+
+
+def test_broken_batches_are_refused_whole_with_a_reason():
+    good = encode_batch(pa.Table.from_pylist([t._asdict() for t in _ticks(5)]))
+    assert decode_record(good[:40], 0)[1][0].rejection.code == "not_arrow_batch"
+    wrong = pa.table({"symbol": ["A"], "price": ["1.0"], "event_time": [NOW_US]})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, wrong.schema) as writer:
+        writer.write_table(wrong)
+    (refused,) = decode_record(sink.getvalue().to_pybytes(), NOW_US // 1000)[1]
+    assert refused.rejection.code == "wrong_type" and refused.row is None
+    no_price = pa.table({"symbol": ["A"], "event_time": [NOW_US]})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, no_price.schema) as writer:
+        writer.write_table(no_price)
+    assert decode_record(sink.getvalue().to_pybytes(), NOW_US // 1000)[1][0].rejection.code == "missing_field"
+
+
+# -- due points -----------------------------------------------------------------------------------------
+
+@given(st.lists(st.tuples(st.sampled_from("abcdef"), st.one_of(st.none(), st.integers(0, 50))), max_size=200),
+       st.lists(st.integers(0, 60), max_size=20))
+@hyp_settings(max_examples=300, deadline=None)
+def test_due_schedule_equals_a_dict(sets, pops):
+    schedule, reference = DueSchedule(), {}
+    for (symbol, due), frontier in zip(sets, pops + [None] * len(sets)):
+        schedule.set(symbol, due)
+        if due is None:
+            reference.pop(symbol, None)
+        else:
+            reference[symbol] = due
+        assert schedule.earliest() == (min(reference.values()) if reference else None)
+        if frontier is not None:
+            want = sorted((d, s) for s, d in reference.items() if d <= frontier)
+            assert schedule.pop_due(frontier) == [s for _, s in want]
+            for _, s in want:
+                del reference[s]
+        assert len(schedule) == len(reference)
+
+
+def test_a_timer_at_the_due_watermark_reaches_the_due_frontier_and_no_earlier_one_does():
+    for due in (1, 999, 1000, 1001, 1_767_623_400_123_457, 1_767_623_401_000_000):
+        at = watermark_ms_for_frontier(due)
+        assert frontier_from_watermark_ms(at) >= due > frontier_from_watermark_ms(at - 1)
+
+
+@given(market(), st.randoms(use_true_random=False))
+@hyp_settings(max_examples=300, deadline=None)
+def test_advancing_only_at_due_points_gives_what_advancing_everything_always_gives(case, rng):
+    """The job advances a symbol only when its due point is reached (and drops it when it expires); the
+    reference advances every symbol at every watermark step and keeps everything."""
+    arrivals, rules = case
+    bound = rules.watermark_bound_us
+    everything: dict[str, SymbolProcessor] = {}
+    scheduled: dict[str, SymbolProcessor] = {}
+    schedule = DueSchedule()
+    want, got = [], []
+    newest, frontier = None, -END_OF_INPUT
+
+    def collect(out, into):
+        into += [("alert", alert_key(a)) for a in out.alerts] + [("update", update_key(u)) for u in out.max_updates]
+        into += [("rollup", tuple(sorted(r.items(), key=str))) for r in out.rollups]
+
+    def step(to):
+        for p in everything.values():
+            collect(p.advance(to), want)
+        for symbol in schedule.pop_due(to):
+            p = scheduled[symbol]
+            collect(p.advance(to), got)
+            if p.expired(to):
+                del scheduled[symbol]
+            else:
+                schedule.set(symbol, p.next_due())
+
+    for tick in arrivals:
+        if newest is not None and rng.random() < 0.3:
+            frontier = max(frontier, newest - bound)
+            step(frontier)
+        ref = everything.setdefault(tick.symbol, SymbolProcessor(rules.for_symbol(tick.symbol)))
+        reason = ref.accept(tick, frontier)
+        p = scheduled.get(tick.symbol) or SymbolProcessor(rules.for_symbol(tick.symbol))
+        assert p.accept(tick, frontier) == reason
+        if p.next_due() is not None:
+            scheduled[tick.symbol] = p
+            schedule.set(tick.symbol, p.next_due())
+        newest = tick.event_time if newest is None else max(newest, tick.event_time)
+    step(END_OF_INPUT)
+    assert sorted(got, key=repr) == sorted(want, key=repr)
+    assert scheduled == {} and len(schedule) == 0
