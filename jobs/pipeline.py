@@ -23,11 +23,12 @@ Run locally through `stockmax run` (mini-cluster), or submit this file to a clus
 from __future__ import annotations
 
 import argparse
-import json
+import gc
 import os
 import sys
 import time
 
+import orjson
 from pyflink.common import Configuration, Row, Types
 from pyflink.datastream import KeyedProcessFunction, OutputTag, ProcessFunction, StreamExecutionEnvironment
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
@@ -50,7 +51,9 @@ OUTPUTS = Types.ROW_NAMED(list(OUTPUT_KINDS), [Types.OBJECT_ARRAY(RECORD)] * len
 
 
 def _record(key: str | None, value: dict) -> Row:
-    return Row(key, json.dumps(value, separators=(",", ":"), allow_nan=False))
+    # orjson: the same compact JSON as json.dumps, ~10x faster (it was a quarter of the job's Python time).
+    # Every number here is finite: the parser refuses non-finite prices and volumes.
+    return Row(key, orjson.dumps(value).decode())
 
 
 class ParseTicks(ProcessFunction):
@@ -119,6 +122,10 @@ class SymbolFunction(KeyedProcessFunction):
         self.schedule = None
 
     def open(self, runtime_context) -> None:
+        # The worker holds every symbol's state as objects; a full collection walks all of them, and with
+        # the default thresholds it ran every few thousand allocations (~10 % of the time). The state has no
+        # reference cycles to collect.
+        gc.set_threshold(50_000, 20, 100)
         self.processors = runtime_context.get_map_state(
             MapStateDescriptor("symbols", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
         self.schedule = runtime_context.get_state(ValueStateDescriptor("schedule", Types.PICKLED_BYTE_ARRAY()))

@@ -3,6 +3,7 @@ outputs read back until they reach the oracle's sizes, then stopped with a savep
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -54,16 +55,22 @@ def kafka_outputs(settings) -> dict:
 
 
 def run_until(settings, expected: dict, job: subprocess.Popen) -> dict:
-    """Wait until the committed outputs reach the expected sizes, then stop the job (SIGINT)."""
+    """Wait until the committed outputs reach the expected sizes, then stop the job (SIGINT). On failure the
+    job's process group is killed: a failed test leaves nothing running."""
     sizes = {k: sum(v.values()) for k, v in expected.items() if isinstance(v, Counter)}
     deadline = time.monotonic() + CONVERGE_S
-    while True:
-        assert job.poll() is None, f"the job stopped: {job.stderr.read()[-3000:]}"
-        got = kafka_outputs(settings)
-        if all(sum(got[k].values()) >= n for k, n in sizes.items()):
-            break
-        assert time.monotonic() < deadline, f"outputs did not converge: { {k: sum(got[k].values()) for k in sizes} } of {sizes}"
-        time.sleep(1)
+    try:
+        while True:
+            assert job.poll() is None, f"the job stopped: {job.stderr.read()[-3000:]}"
+            got = kafka_outputs(settings)
+            if all(sum(got[k].values()) >= n for k, n in sizes.items()):
+                break
+            assert time.monotonic() < deadline, f"outputs did not converge: { {k: sum(got[k].values()) for k in sizes} } of {sizes}"
+            time.sleep(1)
+    except BaseException:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+        raise
     time.sleep(3 * settings.checkpoint_interval_ms / 1000)  # anything still to come would be committed by now
     got = kafka_outputs(settings)
     job.send_signal(signal.SIGINT)  # stops the job with a savepoint

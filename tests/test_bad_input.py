@@ -11,12 +11,14 @@ import sys
 import time
 from collections import Counter
 
+import pyarrow as pa
 import pytest
 
 from cli_env import cli_env
 from running_job import expected_outputs, isolated, run_until, start_job, with_next_ticks
 from stockmax import kafka_io, sample
 from stockmax.operators.tick import REASON_CODES
+from stockmax.operators.records import encode_batch
 from stockmax.replay import tick_record
 
 pytestmark = pytest.mark.e2e
@@ -62,6 +64,8 @@ def _bad_messages(row: dict) -> list[tuple[bytes, str, int | None]]:
         (_json({**t, "event_time": 915_148_800_000_000}), "event_time_before_floor", 915_148_800_000),
         (_json({**t, "note": "x" * 100_000}), "message_too_large", None),
         (_json(t), "timestamp_mismatch", t["event_time"] // 1000 + 7),
+        # An Arrow batch cut short (the start of a real one); batch rows are tested in test_batches_and_schedule
+        (encode_batch(pa.Table.from_pylist([t]))[:60], "not_arrow_batch", None),
     ]
 
 

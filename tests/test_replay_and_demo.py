@@ -10,23 +10,46 @@ import pytest
 from oracle import expected_alerts, expected_rollups
 from stockmax import kafka_io, sample
 from stockmax.demo import BAD_TICKS, demo
+from stockmax.operators.records import decode_record
+from stockmax.operators.tick import Tick
 from stockmax.replay import read_tick_file, replay
 
 
 def test_replay_stamps_records_with_event_time_and_keys_by_symbol(settings, tmp_path):
     path = sample.write(sample.generate(symbols=3, duration_s=20, ticks_per_second=3, seed=3), tmp_path / "t.parquet")
+    file_ticks = [Tick(**row) for row in read_tick_file(path).to_pylist()]
     kafka_io.create_topics(settings)
-    n = replay(settings, path, progress=False)
+    n = replay(settings, path, progress=False, batch_ticks=1)
     records = list(kafka_io.read_committed(settings, settings.topic("ticks")))
-    assert len(records) == n == read_tick_file(path).num_rows
+    assert len(records) == n == len(file_ticks)
     for record in records:
         tick = json.loads(record.value)
         assert record.timestamp == tick["event_time"] // 1000
         assert record.key == tick["symbol"].encode()
-    partitions_of = {}
+    partition_of = {}
     for record in records:
-        partitions_of.setdefault(record.key, set()).add(record.partition)
-    assert all(len(p) == 1 for p in partitions_of.values())  # a symbol's ticks stay in one partition, in order
+        partition_of.setdefault(record.key.decode(), set()).add(record.partition)
+    assert all(len(p) == 1 for p in partition_of.values())  # a symbol's ticks stay in one partition, in order
+    assert [Tick(**json.loads(r.value)) for r in sorted(records, key=lambda r: (r.partition, r.offset))] == \
+           sorted(file_ticks, key=lambda t: (next(iter(partition_of[t.symbol])), file_ticks.index(t)))
+
+    # As Arrow batches (the default): the same ticks, each in its symbol's partition in file order, each
+    # batch stamped with its newest event time.
+    batched = settings.with_(topic_prefix=settings.topic_prefix + "b-")
+    kafka_io.create_topics(batched)
+    assert replay(batched, path, progress=False, batch_ticks=7) == n
+    records = list(kafka_io.read_committed(batched, batched.topic("ticks")))
+    got = {}
+    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+        ticks, refused = decode_record(record.value, record.timestamp)
+        assert refused == [] and 1 <= len(ticks) <= 7
+        assert record.timestamp == max(t.event_time for t in ticks) // 1000
+        for tick in ticks:
+            assert partition_of[tick.symbol] == {record.partition}
+            got.setdefault(record.partition, []).append(tick)
+    for partition, ticks in got.items():
+        assert ticks == [t for t in file_ticks if partition_of[t.symbol] == {partition}]
+    assert sum(map(len, got.values())) == n
 
 
 def test_replay_speed_follows_recorded_time(settings, tmp_path):
