@@ -341,6 +341,8 @@ def local_configuration(settings: Settings, restore_from: str | None = None) -> 
     if not jars:
         raise FileNotFoundError(f"the Flink Kafka connector jar is not in {settings.flink_jars_dir}: "
                                 f"run `make setup` (tools/fetch-jars.sh)")
+    # Read when PyFlink starts its JVM, i.e. at the first Configuration() of the process (no effect later).
+    os.environ.setdefault("JVM_ARGS", f"-Xmx{settings.local_jvm_heap_mb}m")
     conf = Configuration()
     for key, value in {
         "pipeline.jars": ";".join(jar.resolve().as_uri() for jar in jars),
@@ -352,6 +354,7 @@ def local_configuration(settings: Settings, restore_from: str | None = None) -> 
         "pipeline.object-reuse": "true",
         "python.fn-execution.bundle.size": str(settings.python_bundle_size),
         "python.fn-execution.bundle.time": str(settings.python_bundle_time_ms),
+        "pipeline.auto-watermark-interval": f"{settings.watermark_interval_ms} ms",
         # Every symbol of a partition stays in the worker's state cache (as objects, not pickles): reads
         # never wait on the JVM, and writes go out once per bundle.
         "python.map-state.read-cache-size": "1000000",

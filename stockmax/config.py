@@ -92,6 +92,12 @@ class Settings:
     restart_attempts: int = 30
     python_bundle_size: int = 10_000
     python_bundle_time_ms: int = 1000
+    # How often sources emit watermarks. Each one ends the Python operator's bundle, and each bundle end
+    # pickles every symbol changed in it: Flink's 200 ms default made that a third of the job's time.
+    watermark_interval_ms: int = 1000
+    # Heap of the local mini-cluster's JVM (`stockmax run`): the keyed state lives there. Without a cap
+    # the JVM takes a quarter of the machine and lets garbage pile up to it.
+    local_jvm_heap_mb: int = 1024
     job_name: str = "stockmax"
     # Testing only: make the job fail once at each of these tick counts (per attempt of the keyed
     # operator), e.g. "3000,9000", to prove recovery. Each point fails once; markers under data_dir.
@@ -299,7 +305,7 @@ def load(config_file: str | os.PathLike | None = None, env: dict[str, str] | Non
 def _validate(s: Settings) -> None:
     positive = ["tick_max_bytes", "max_future_skew_ms", "topic_partitions", "spike_window_ms", "parallelism",
                 "checkpoint_interval_ms", "kafka_transaction_timeout_ms", "python_bundle_size",
-                "python_bundle_time_ms"]
+                "python_bundle_time_ms", "watermark_interval_ms", "local_jvm_heap_mb"]
     for name in positive:
         if getattr(s, name) <= 0:
             raise ConfigError(f"{name} must be positive, got {getattr(s, name)}")

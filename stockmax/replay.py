@@ -146,15 +146,17 @@ def _send_batches(kafka, topic: str, table: pa.Table, batch_ticks: int, bar) -> 
     by_partition: dict[int, list[int]] = {}
     for row, symbol in enumerate(symbols):
         by_partition.setdefault(of_symbol[symbol], []).append(row)
-    # Interleave the partitions' batches in file order: a consumer sees the stream advance evenly.
-    cuts = []
+    # One take groups the rows by partition (file order kept within each); batches are slices of it,
+    # sent interleaved in file order so that a consumer sees the stream advance evenly.
+    order, cuts = [], []
     for partition, rows in by_partition.items():
         for i in range(0, len(rows), batch_ticks):
-            cuts.append((rows[i], partition, rows[i:i + batch_ticks]))
-    cuts.sort()
-    event_times = table["event_time"]
-    for _, partition, rows in cuts:
-        batch = table.take(rows)
-        newest_ms = pc.max(event_times.take(rows)).as_py() // 1000
-        kafka.send(topic, value=encode_batch(batch), partition=partition, timestamp_ms=newest_ms)
-        bar.update(len(rows))
+            cuts.append((rows[i], partition, len(order) + i, min(batch_ticks, len(rows) - i)))
+        order += rows
+    grouped = table.take(pa.array(order, pa.int64())).combine_chunks()
+    event_times = grouped["event_time"]
+    for _, partition, offset, length in sorted(cuts):
+        newest_ms = pc.max(event_times.slice(offset, length)).as_py() // 1000
+        kafka.send(topic, value=encode_batch(grouped.slice(offset, length)), partition=partition,
+                   timestamp_ms=newest_ms)
+        bar.update(length)
