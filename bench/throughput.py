@@ -1,6 +1,6 @@
 """`make bench`: stockmax's throughput, latency and memory, side by side with a Flink SQL baseline.
 
-    .venv/bin/python bench/throughput.py [--ticks 1000000] [--symbols 1000] [--runs 3] [--scaling-ticks 200000]
+    .venv/bin/python bench/throughput.py [--ticks 1000000] [--symbols 1000] [--runs 3] [--scaling-ticks 100000]
 
 On one generated input (random walk, spikes, 2 % of ticks out of order; reproducible for a seed), in one run:
   (1) pure      the operators alone (stockmax.operators.symbol.SymbolProcessor), no Flink
@@ -155,7 +155,7 @@ def run_sql_hop(args) -> dict:
     result = t_env.execute_sql(f"""
         INSERT INTO maxima
         SELECT symbol, window_end, MAX(price) FROM TABLE(
-          HOP(TABLE ticks, DESCRIPTOR(event_ts), INTERVAL '1' SECOND, INTERVAL '{args.hop_window_s}' SECOND))
+          HOP(TABLE ticks, DESCRIPTOR(event_ts), INTERVAL '1' SECOND, {_sql_interval(args.hop_window_s * 1000)}))
         GROUP BY symbol, window_start, window_end""")
     seconds = _flink_result_seconds(result.get_job_client().get_job_execution_result().result())
     return {"ticks": args.ticks, "seconds": seconds}
@@ -345,12 +345,12 @@ def main() -> None:
     parser.add_argument("--ticks", type=int, default=1_000_000, help="ticks in the main input (100 k .. 10 M)")
     parser.add_argument("--symbols", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=3, help="runs per variant on the main input (median)")
-    parser.add_argument("--json-job-ticks", type=int, default=200_000,
+    parser.add_argument("--json-job-ticks", type=int, default=100_000,
                         help="ticks of the input the job takes as per-tick JSON records (one run)")
-    parser.add_argument("--scaling-timeout", type=float, default=60, help="seconds a scaling run may take")
-    parser.add_argument("--scaling-ticks", type=int, default=200_000, help="ticks per scaling input (0: skip)")
+    parser.add_argument("--scaling-timeout", type=float, default=40, help="seconds a scaling run may take")
+    parser.add_argument("--scaling-ticks", type=int, default=100_000, help="ticks per scaling input (0: skip)")
     parser.add_argument("--latency-rate", type=int, default=2000, help="ticks/s published for the latency run")
-    parser.add_argument("--latency-seconds", type=float, default=30)
+    parser.add_argument("--latency-seconds", type=float, default=20)
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results.md")
     args = parser.parse_args()
 
@@ -411,9 +411,10 @@ def main() -> None:
                 report.scaling[(symbols, windows)] = row
     finally:
         broker.stop()
-    report.seconds = time.perf_counter() - started
-    report.write(args.out)
-    say(f"wrote {args.out} and {args.out.with_suffix('.png')} in {report.seconds / 60:.1f} min")
+        # what was measured is written even when a run failed (the failure is raised after)
+        report.seconds = time.perf_counter() - started
+        report.write(args.out)
+        say(f"wrote {args.out} and {args.out.with_suffix('.png')} in {report.seconds / 60:.1f} min")
 
 
 def _window_text(seconds: int) -> str:

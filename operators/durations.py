@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 _UNITS_US = {"ms": 1_000, "s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000, "d": 86_400_000_000}
@@ -28,6 +29,7 @@ def parse_span_us(text: str) -> int:
     return int(match.group(1)) * _UNITS_US[match.group(2)]
 
 
+@functools.lru_cache(maxsize=256)  # called for every max update, with a handful of distinct windows
 def format_duration(us: int) -> str:
     for unit in ("h", "m", "s", "ms"):
         if us % _UNITS_US[unit] == 0:
