@@ -10,7 +10,8 @@ On one generated input (random walk, spikes, 2 % of ticks out of order; reproduc
                 from the same per-tick JSON records, into a blackhole
   (4) full      the whole pipeline: Kafka in, every output to Kafka exactly-once, rollups and raw ticks
                 loaded into ClickHouse (embedded); and its tick -> alert latency at a paced rate
-Then scaling: symbols 100 / 1 k / 10 k (1 min window) and window 1 min / 1 h / 24 h (1 k symbols).
+Then scaling: symbols 100 / 1 k / 10 k (1 min window), window 1 min / 1 h / 24 h (1 k symbols), and 10 k
+symbols with a 1 h window.
 
 Each run is its own process; its peak memory is the peak RSS of its whole process tree (the Python client,
 the Flink JVM, the Python worker). Throughput of a Flink run is ticks / the job's net runtime in Flink (job
@@ -397,7 +398,9 @@ def main() -> None:
         report.latency = latency(settings, json_in, args.latency_rate, args.latency_seconds)
         say(f"  {report.latency}")
         if args.scaling_ticks:
-            for symbols, window_s in ((100, 60), (1000, 60), (10_000, 60), (1000, 3600), (1000, 86_400)):
+            # 10 k symbols with a 1 h window: the memory case
+            for symbols, window_s in ((100, 60), (1000, 60), (10_000, 60), (1000, 3600), (1000, 86_400),
+                                      (10_000, 3600)):
                 path = input_file(args.scaling_ticks, symbols, window_s)
                 inp = publish(settings, path, args.scaling_ticks, symbols, window_s, batched=True)
                 json_scaled = publish(settings, path, args.scaling_ticks, symbols, window_s, batched=False)

@@ -1,10 +1,12 @@
 """The stockmax job: ticks (Kafka) -> parse -> per symbol -> alerts, max updates, rollups (Kafka).
 
-    ticks ──Kafka source──▶ ParseTicks ──key_by(symbol)──▶ SymbolFunction ──▶ max-updates   key symbol|window
-      event time = record      │                               ├────────────▶ alerts        key symbol
-      timestamp, watermarks    └─▶ ticks-dead (reason,         ├────────────▶ rollups       key symbol
-      per partition                 partition, offset)         ├────────────▶ ticks-late    key symbol
-                                                               └────────────▶ ticks-duplicate key symbol
+    ticks ──Kafka source──▶ ParseTicks ──key_by(partition)──▶ SymbolFunction ──UNNEST──▶ max-updates  key symbol|window
+      event time = record      │   (a JSON tick or an        (MapState symbol →      ├──▶ alerts       key symbol
+      timestamp, watermarks    │    Arrow batch per record)   SymbolProcessor,       ├──▶ rollups      key symbol
+      per partition            │                              one timer per key;     ├──▶ ticks-late   key symbol
+                               │                              a row of arrays        └──▶ ticks-duplicate key symbol
+                               │                              per call)
+                               └─▶ ticks-dead (reason, partition, offset[, batch row])
 
 Every output is written exactly once: Flink's KafkaSink with transactions committed at checkpoints, so
 records become visible to read_committed readers when the checkpoint that covers them completes. The

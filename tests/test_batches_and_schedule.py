@@ -4,6 +4,7 @@ every symbol at every watermark step, a plain dict."""
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import random
@@ -12,7 +13,7 @@ import pyarrow as pa
 from hypothesis import given, settings as hyp_settings, strategies as st
 
 from oracle import alert_key, update_key
-from stockmax.operators.records import BATCH_SCHEMA, decode_record, encode_batch
+from stockmax.operators.records import BATCH_SCHEMA, dead_letter, decode_record, encode_batch
 from stockmax.operators.schedule import DueSchedule
 from stockmax.operators.symbol import SymbolProcessor, frontier_from_watermark_ms, watermark_ms_for_frontier
 from stockmax.operators.tick import Rejection, Tick, parse_tick
@@ -69,6 +70,18 @@ def test_a_batch_round_trips_and_is_refused_when_stamped_wrongly():
     got, refused = decode_record(raw, stamp)
     assert [r.row for r in refused] == [i for i, t in enumerate(ticks) if t.event_time // 1000 > stamp]
     assert got == [t for t in ticks if t.event_time // 1000 <= stamp]
+
+
+def test_a_bad_batch_row_is_a_dead_letter_of_its_own():
+    ticks = _ticks(3)
+    rows = [t._asdict() for t in ticks]
+    rows[1]["price"] = -4.0
+    raw = encode_batch(pa.Table.from_pylist(rows))
+    good, (refused,) = decode_record(raw, max(t.event_time for t in ticks) // 1000)
+    assert good == [ticks[0], ticks[2]] and refused.row == 1
+    key, value = dead_letter(refused, "ticks", 1, 42, 5, 7)
+    assert key == "1:42:1" and value["batch_row"] == 1 and value["reason"] == "price_not_positive"
+    assert json.loads(base64.b64decode(value["raw_base64"])) == rows[1]
 
 
 def test_broken_batches_are_refused_whole_with_a_reason():
