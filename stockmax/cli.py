@@ -317,16 +317,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("replay", help="publish a CSV or Parquet tick file to the ticks topic",
                        description="Columns: symbol, price, event_time (ISO-8601 UTC or integer epoch µs); "
-                                   "optional volume, exchange, seq (numbered by row when absent). As fast as "
-                                   "possible, ticks go as Arrow batches (one per record, to the partition of "
-                                   "their symbol, stamped with the newest event time); paced (--speed) or "
-                                   "with --batch-ticks 1, as one JSON record per tick, keyed by symbol and "
-                                   "stamped with its event time.")
+                                   "optional volume, exchange, seq (numbered by row when absent). Each tick "
+                                   "goes as one JSON record, keyed by symbol and stamped with its event time; "
+                                   "with --batch-ticks N (as fast as possible only), as Arrow batches of N "
+                                   "ticks per record, each to its symbols' partition and stamped with its "
+                                   "newest event time: the job's fast path.")
     p.add_argument("file", type=Path)
     p.add_argument("--speed", type=float, default=None,
                    help="replay at N x recorded time (default: as fast as possible)")
-    p.add_argument("--batch-ticks", type=int, default=1000,
-                   help="ticks per Kafka record when as fast as possible (default 1000; 1: JSON records)")
+    p.add_argument("--batch-ticks", type=int, default=1,
+                   help="ticks per Kafka record, as Arrow batches (default 1: one JSON record per tick; "
+                        "1000 is the fast path)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_replay)
 

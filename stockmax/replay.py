@@ -95,12 +95,12 @@ def tick_record(row: dict) -> tuple[bytes, bytes, int]:
 
 
 def replay(settings: Settings, path: str | Path, speed: float | None = None, progress: bool = True,
-           batch_ticks: int = 1000) -> int:
+           batch_ticks: int = 1) -> int:
     """Publish every tick of the file, in file order, with the Kafka record timestamp set to the tick's
     event time. `speed`: N x recorded time (None: as fast as possible), one JSON record per tick.
-    As fast as possible, ticks go as Arrow batches of up to `batch_ticks` per record (1: one JSON record
-    each): the ticks of one partition in file order, to the partition their symbol's records go to, stamped
-    with the batch's newest event time. Returns the number of ticks published."""
+    As fast as possible with batch_ticks > 1, ticks go as Arrow batches of up to `batch_ticks` per record
+    (the fast path of the job): the ticks of one partition in file order, to the partition their symbol's
+    records go to, stamped with the batch's newest event time. Returns the number of ticks published."""
     table = read_tick_file(path)
     n = table.num_rows
     kafka = producer(settings)

@@ -67,6 +67,10 @@ def run_until(settings, expected: dict, job: subprocess.Popen) -> dict:
                 break
             assert time.monotonic() < deadline, f"outputs did not converge: { {k: sum(got[k].values()) for k in sizes} } of {sizes}"
             time.sleep(1)
+    except AssertionError as failure:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+        raise AssertionError(f"{failure}\n--- the job's stderr, last lines:\n{job.stderr.read()[-3000:]}") from None
     except BaseException:
         if job.poll() is None:
             os.killpg(job.pid, signal.SIGKILL)

@@ -90,10 +90,10 @@ def test_replay_run_bounded_read_back(settings, tmp_path):
     applied_input = idle + generated + idle_back  # what the job applies: everything but the late ticks
 
     stockmax(settings, "topics", "create")
-    # One JSON record per tick, as a live feed sends them (batches: test_history, test_faults, the demo). The
-    # late ticks must reach the job after a watermark has passed them: in a few large batches, all of the
-    # input may be read before the first periodic watermark.
-    stockmax(settings, "replay", str(tick_file), "--no-progress", "--batch-ticks", "1")
+    # One JSON record per tick, as a live feed sends them (batches: test_history, test_faults). The late
+    # ticks must reach the job after a watermark has passed them: in a few large batches, all of the input
+    # may be read before the first periodic watermark.
+    stockmax(settings, "replay", str(tick_file), "--no-progress")
     producer = kafka_io.producer(settings)
     for raw in BAD:  # malformed ticks mixed into the stream: they must not stop the job
         producer.send(settings.topic("ticks"), raw, key=b"AAPL")

@@ -50,7 +50,7 @@ def test_broker_stops_and_restarts_mid_run(settings, tmp_path):
         data, (first, second) = _halves(tmp_path, seed=41)
         expected = expected_outputs(s, data)
         kafka_io.create_topics(s)
-        replay(s, first, progress=False)
+        replay(s, first, progress=False, batch_ticks=1000)
         job = start_job(s)
         try:
             _wait_for(lambda: kafka_io.read_committed_json(s, "max_updates"), job, "the first outputs")
@@ -58,7 +58,7 @@ def test_broker_stops_and_restarts_mid_run(settings, tmp_path):
             time.sleep(15)
             assert job.poll() is None, "the job must ride out the outage"
             broker.start()
-            replay(s, second, progress=False)
+            replay(s, second, progress=False, batch_ticks=1000)
             assert run_until(s, expected, job) == expected
         finally:
             if job.poll() is None:
@@ -73,7 +73,7 @@ def test_store_refuses_writes_mid_run_and_loses_nothing(settings, tmp_path):
     data, (first, second) = _halves(tmp_path, seed=43)
     expected = expected_outputs(s, data)
     kafka_io.create_topics(s)
-    replay(s, first, progress=False)
+    replay(s, first, progress=False, batch_ticks=1000)
     job = start_job(s, "--no-load")  # the job runs apart; the loader runs here, beside the test's outage
     store = Store(s)
     store.migrate()
@@ -90,7 +90,7 @@ def test_store_refuses_writes_mid_run_and_loses_nothing(settings, tmp_path):
         operator.command(f"SYSTEM STOP MERGES {table}")
         operator.command(f"ALTER TABLE {table} MODIFY SETTING parts_to_throw_insert = 1")
         loaded_before = loader.loaded
-        replay(s, second, progress=False)
+        replay(s, second, progress=False, batch_ticks=1000)
         _wait_for(lambda: loader.failed_inserts >= 3, job, "inserts to be refused")
         assert loader.loaded == loaded_before, "the store was refusing writes"
         operator.command(f"ALTER TABLE {table} MODIFY SETTING parts_to_throw_insert = 3000")

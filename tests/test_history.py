@@ -79,7 +79,7 @@ def test_max_bars_and_alerts_against_the_oracle(settings, tmp_path):
     tick_file = tmp_path / "ticks.csv"
     pacsv.write_csv(pa.Table.from_pylist(in_order + late), tick_file)
     stockmax(s, "topics", "create")
-    stockmax(s, "replay", str(tick_file), "--no-progress")
+    stockmax(s, "replay", str(tick_file), "--no-progress", "--batch-ticks", "1000")  # the fast path
     stockmax(s, "run", "--bounded")
     reported_late = {(t["symbol"], t["seq"]) for t in kafka_io.read_committed_json(s, "late")}
     assert reported_late <= {(t["symbol"], t["seq"]) for t in late}, "only the late ticks may be late"
