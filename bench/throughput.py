@@ -27,7 +27,6 @@ import json
 import os
 import pickle
 import platform
-import resource
 import signal
 import statistics
 import subprocess
@@ -36,6 +35,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache" / "bench"
@@ -83,7 +83,9 @@ def run_pure(args) -> dict:
     from stockmax.operators.symbol import SymbolProcessor, frontier_from_watermark_ms
     from stockmax.operators.tick import Tick
 
-    gc.set_threshold(50_000, 20, 100)  # as the job's worker does (SymbolFunction.open)
+    from stockmax.jobs.pipeline import WORKER_GC_THRESHOLDS
+
+    gc.set_threshold(*WORKER_GC_THRESHOLDS)  # as the job's worker does (SymbolFunction.open)
     settings = child_settings(args)
     rules = settings.rules()
     rows = pq.read_table(args.input).to_pylist()
@@ -188,6 +190,11 @@ def child_main(argv: list[str]) -> None:
     print("RESULT " + json.dumps(result), flush=True)
 
 
+def _clean_env() -> dict[str, str]:
+    """This environment without stockmax's settings and PyFlink's state: a child sees only what it is given."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("STOCKMAX_", "PYFLINK_"))}
+
+
 def measured(variant: str, inp: "Input", windows: str, data_dir: Path, bootstrap: str, topic_prefix: str,
              hop_window_s: int = 60, timeout_s: float = 900) -> dict:
     """Run one variant in a child process; its result plus the peak RSS of its process tree."""
@@ -196,8 +203,7 @@ def measured(variant: str, inp: "Input", windows: str, data_dir: Path, bootstrap
     command = [sys.executable, __file__, "child", variant, "--input", str(inp.path), "--data-dir", str(data_dir),
                "--bootstrap", bootstrap, "--topic-prefix", topic_prefix, "--windows", windows,
                "--ticks", str(inp.ticks), "--hop-window-s", str(hop_window_s)]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STOCKMAX_", "PYFLINK_"))}
-    child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    child = subprocess.Popen(command, env=_clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              start_new_session=True)
     peak = 0
     stop = threading.Event()
@@ -235,13 +241,14 @@ def measured(variant: str, inp: "Input", windows: str, data_dir: Path, bootstrap
 
 # -- the parent: inputs in Kafka, the runs, the report ----------------------------------------------------------
 
-class Input:
-    def __init__(self, path: Path, ticks: int, symbols: int, window_s: int, topic_prefix: str, batched: bool):
-        self.path, self.ticks, self.symbols, self.window_s = path, ticks, symbols, window_s
-        self.topic_prefix, self.batched = topic_prefix, batched
+class Input(NamedTuple):
+    """A tick file, published in its own ticks topic."""
+    path: Path
+    ticks: int
+    topic_prefix: str
 
 
-def publish(settings, path: Path, ticks: int, symbols: int, window_s: int, batched: bool) -> Input:
+def publish(settings, path: Path, ticks: int, batched: bool) -> Input:
     """The file in its own ticks topic: per-tick JSON records, or Arrow batch records."""
     from stockmax import kafka_io, replay
 
@@ -249,10 +256,10 @@ def publish(settings, path: Path, ticks: int, symbols: int, window_s: int, batch
     topic_settings = settings.with_(topic_prefix=prefix)
     kafka_io.create_topics(topic_settings)
     started = time.perf_counter()
-    replay.replay(topic_settings, path, progress=False, **({"batch_ticks": 1000} if batched else {"batch_ticks": 1}))
+    replay.replay(topic_settings, path, progress=False, batch_ticks=1000 if batched else 1)
     say(f"  published {ticks:,} ticks as {'Arrow batches' if batched else 'JSON records'} in "
         f"{time.perf_counter() - started:.0f} s")
-    return Input(path, ticks, symbols, window_s, prefix, batched)
+    return Input(path, ticks, prefix)
 
 
 def median_run(variant: str, inp: Input, runs: int, **kwargs) -> dict:
@@ -279,7 +286,7 @@ def latency(settings, inp: Input, rate: int, seconds: float) -> dict:
     prefix = f"l{uuid.uuid4().hex[:6]}-"
     s = settings.with_(topic_prefix=prefix, job_name=f"bench-latency-{uuid.uuid4().hex[:6]}")
     kafka_io.create_topics(s)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STOCKMAX_", "PYFLINK_"))}
+    env = _clean_env()
     # A low spike threshold: the random walk then gives alerts every few seconds per symbol, enough samples.
     env.update({"STOCKMAX_DATA_DIR": str(s.data_dir), "STOCKMAX_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
                 "STOCKMAX_TOPIC_PREFIX": prefix, "STOCKMAX_JOB_NAME": s.job_name,
@@ -370,8 +377,8 @@ def main() -> None:
     report = Report(args, settings)
     try:
         main_file = input_file(args.ticks, args.symbols, 60)
-        json_in = publish(settings, main_file, args.ticks, args.symbols, 60, batched=False)
-        batch_in = publish(settings, main_file, args.ticks, args.symbols, 60, batched=True)
+        json_in = publish(settings, main_file, args.ticks, batched=False)
+        batch_in = publish(settings, main_file, args.ticks, batched=True)
         # Per-tick JSON records through the job are slow (two PyFlink calls and a state round per tick): a
         # prefix of the input, one run, keeps `make bench` short.
         prefix_ticks = min(args.ticks, args.json_job_ticks)
@@ -380,7 +387,7 @@ def main() -> None:
             import pyarrow.parquet as pq
 
             pq.write_table(pq.read_table(main_file).slice(0, prefix_ticks), prefix_file)
-        json_prefix_in = publish(settings, prefix_file, prefix_ticks, args.symbols, 60, batched=False)
+        json_prefix_in = publish(settings, prefix_file, prefix_ticks, batched=False)
         common = {"windows": settings.windows, "data_dir": run_dir / "data", "bootstrap": broker.bootstrap}
         for name, variant, inp, runs in (
                 ("(1) pure operators", "pure", json_in, args.runs),
@@ -402,8 +409,8 @@ def main() -> None:
             for symbols, window_s in ((100, 60), (1000, 60), (10_000, 60), (1000, 3600), (1000, 86_400),
                                       (10_000, 3600)):
                 path = input_file(args.scaling_ticks, symbols, window_s)
-                inp = publish(settings, path, args.scaling_ticks, symbols, window_s, batched=True)
-                json_scaled = publish(settings, path, args.scaling_ticks, symbols, window_s, batched=False)
+                inp = publish(settings, path, args.scaling_ticks, batched=True)
+                json_scaled = publish(settings, path, args.scaling_ticks, batched=False)
                 windows = _window_text(window_s)
                 row = {}
                 for variant, source in (("pure", inp), ("job", inp), ("sql-hop", json_scaled)):

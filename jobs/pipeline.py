@@ -50,6 +50,9 @@ DEAD = OutputTag("dead", RECORD)
 # per call instead of one per output record (SQL's UNNEST splits them again, in the JVM).
 OUTPUT_KINDS = ("max_updates", "alerts", "rollups", "late", "duplicates")
 OUTPUTS = Types.ROW_NAMED(list(OUTPUT_KINDS), [Types.OBJECT_ARRAY(RECORD)] * len(OUTPUT_KINDS))
+# The worker holds every symbol's state as objects; a full collection walks all of them, and with the default
+# thresholds it ran every few thousand allocations (~10 % of the time). The state has no reference cycles.
+WORKER_GC_THRESHOLDS = (50_000, 20, 100)
 
 
 def _record(key: str | None, value: dict) -> Row:
@@ -124,10 +127,7 @@ class SymbolFunction(KeyedProcessFunction):
         self.schedule = None
 
     def open(self, runtime_context) -> None:
-        # The worker holds every symbol's state as objects; a full collection walks all of them, and with
-        # the default thresholds it ran every few thousand allocations (~10 % of the time). The state has no
-        # reference cycles to collect.
-        gc.set_threshold(50_000, 20, 100)
+        gc.set_threshold(*WORKER_GC_THRESHOLDS)
         self.processors = runtime_context.get_map_state(
             MapStateDescriptor("symbols", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
         self.schedule = runtime_context.get_state(ValueStateDescriptor("schedule", Types.PICKLED_BYTE_ARRAY()))

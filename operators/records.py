@@ -1,8 +1,8 @@
 """What a record of the ticks topic holds: one tick as JSON, or a batch of ticks as an Arrow IPC stream.
 
 A batch moves many ticks through one Python call of the job (the per-record cost of PyFlink, ~20-40 µs,
-dwarfs the per-tick work); `stockmax replay` writes batches. Both kinds may share a topic: an Arrow stream
-starts with 0xFFFFFFFF, which no UTF-8 text does.
+dwarfs the per-tick work); `stockmax replay --batch-ticks N` writes batches. Both kinds may share a topic:
+an Arrow stream starts with 0xFFFFFFFF, which no UTF-8 text does.
 
 The Kafka record timestamp drives event time and watermarks. For a JSON tick it is the tick's event time
 (ms); for a batch it is the newest event time (ms) of its ticks, so that the watermark after the batch is
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from typing import NamedTuple
 
 import pyarrow as pa
@@ -94,7 +95,8 @@ def decode_record(raw: bytes, record_timestamp_ms: int | None,
 
 
 def _row_json(fields: dict) -> bytes:
-    safe = {k: (v if not isinstance(v, float) or v == v and abs(v) != float("inf") else str(v)) for k, v in fields.items()}
+    """A batch row as JSON; NaN and infinities as text (JSON has no such numbers)."""
+    safe = {k: str(v) if isinstance(v, float) and not math.isfinite(v) else v for k, v in fields.items()}
     return json.dumps(safe, ensure_ascii=False).encode("utf-8", "surrogatepass")
 
 

@@ -11,9 +11,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-from tqdm import tqdm
-
 from kafka.partitioner import murmur2
+from tqdm import tqdm
 
 from .config import Settings
 from .operators.records import encode_batch
