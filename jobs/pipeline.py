@@ -66,17 +66,27 @@ class ParseTicks(ProcessFunction):
     batch of them. Anything unusable goes to the dead-letter output with its reason, its original bytes and
     where it was read from."""
 
-    def __init__(self, source_topic: str, limits: TickLimits) -> None:
+    def __init__(self, source_topic: str, limits: TickLimits, partitions: int) -> None:
         self.source_topic = source_topic
         self.limits = limits
+        self.partitions = partitions
         self.dead_letters = None
+        self.wake_keys = False
 
     def open(self, runtime_context) -> None:
         # One counter per reason (metric group reason=<code>), registered up front as PyFlink requires.
         group = runtime_context.get_metrics_group()
         self.dead_letters = {code: group.add_group("reason", code).counter("deadLetters") for code in REASON_CODES}
+        self.wake_keys = True
 
     def process_element(self, record: Row, ctx):
+        if self.wake_keys:
+            # Once per attempt, an empty batch to every partition key: a restored key sets its timer again
+            # on its first call (SymbolFunction.open says why), and a partition whose input all came before
+            # the checkpoint would otherwise never make that call, its buffered ticks held forever.
+            self.wake_keys = False
+            for partition in range(self.partitions):
+                yield partition, []
         ticks, refused = decode_record(record.value, ctx.timestamp(), self.limits)
         for item in refused:
             self.dead_letters[item.rejection.code].inc()
@@ -125,9 +135,16 @@ class SymbolFunction(KeyedProcessFunction):
         self.failures = failures
         self.processors = None
         self.schedule = None
+        self.armed: dict[int, int] = {}
 
     def open(self, runtime_context) -> None:
         gc.set_threshold(*WORKER_GC_THRESHOLDS)
+        # key -> the earliest timer this attempt has set and not yet seen fire. Deliberately not in Flink
+        # state: PyFlink 2.0 hands a Python timer registration to the task's mailbox, which runs it after
+        # the pre-checkpoint flush, so a checkpoint can hold the state a bundle wrote but not the timers it
+        # set. After a restore each key sets its timer again on its first call (ParseTicks makes sure
+        # every partition key gets one).
+        self.armed = {}
         self.processors = runtime_context.get_map_state(
             MapStateDescriptor("symbols", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
         self.schedule = runtime_context.get_state(ValueStateDescriptor("schedule", Types.PICKLED_BYTE_ARRAY()))
@@ -161,15 +178,16 @@ class SymbolFunction(KeyedProcessFunction):
                 continue
             self.processors.put(symbol, processor)
             schedule.set(symbol, due)
-        self._arm(schedule, ctx)
+        self._arm(batch[0], schedule, ctx)
         yield from _emit(outputs)
 
     def on_timer(self, timestamp: int, ctx):
+        key = ctx.get_current_key()
+        if timestamp >= self.armed.get(key, timestamp + 1):  # the armed timer (not an older one) fired
+            del self.armed[key]
         schedule = self.schedule.value()
         if schedule is None:
             return
-        if schedule.armed_ms is not None and timestamp >= schedule.armed_ms:
-            schedule.armed_ms = None
         frontier = frontier_from_watermark_ms(max(timestamp, ctx.timer_service().current_watermark()))
         outputs = {kind: [] for kind in OUTPUT_KINDS}
         for symbol in schedule.pop_due(frontier):
@@ -185,19 +203,19 @@ class SymbolFunction(KeyedProcessFunction):
             else:
                 self.processors.put(symbol, processor)
                 schedule.set(symbol, processor.next_due())
-        self._arm(schedule, ctx)
+        self._arm(key, schedule, ctx)
         yield from _emit(outputs)
 
-    def _arm(self, schedule: DueSchedule, ctx) -> None:
+    def _arm(self, key: int, schedule: DueSchedule, ctx) -> None:
         """One timer per key, at the earliest due symbol (Flink fires it once the watermark gets there)."""
         earliest = schedule.earliest()
         if earliest is None:
             self.schedule.clear()
             return
         at = watermark_ms_for_frontier(earliest)
-        if schedule.armed_ms is None or at < schedule.armed_ms:
+        if at < self.armed.get(key, at + 1):
             ctx.timer_service().register_event_time_timer(at)
-            schedule.armed_ms = at
+            self.armed[key] = at
         self.schedule.update(schedule)
 
 
@@ -303,7 +321,7 @@ def build(env: StreamExecutionEnvironment, settings: Settings, bounded: bool, di
     raw = t_env.to_data_stream(t_env.from_path(_source_table(t_env, settings, bounded)))
     # Stable uids: a restarted job maps its checkpointed state (keyed state, the sinks' transactions) back
     # onto these operators.
-    parsed = (raw.process(ParseTicks(settings.topic("ticks"), settings.tick_limits()))
+    parsed = (raw.process(ParseTicks(settings.topic("ticks"), settings.tick_limits(), settings.topic_partitions))
               .name("parse ticks").uid("parse-ticks"))
     failures = None
     if settings.failure_points():

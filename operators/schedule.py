@@ -13,12 +13,11 @@ class DueSchedule:
     """symbol -> the frontier (µs) at which it is due. A heap with lazy deletion: a symbol's newer due point
     supersedes the older heap entry, which is skipped when it surfaces."""
 
-    __slots__ = ("_due", "_heap", "armed_ms")
+    __slots__ = ("_due", "_heap")
 
     def __init__(self) -> None:
         self._due: dict[str, int] = {}
         self._heap: list[tuple[int, str]] = []
-        self.armed_ms: int | None = None  # the earliest event-time timer set and not yet fired
 
     def __len__(self) -> int:
         return len(self._due)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 
-from stockmax.jobs.pipeline import OUTPUT_KINDS, SymbolFunction
+from pyflink.common import Row
+
+from stockmax.jobs.pipeline import OUTPUT_KINDS, ParseTicks, SymbolFunction
 from stockmax.operators.symbol import Rules
-from stockmax.operators.tick import Tick
+from stockmax.operators.tick import Tick, TickLimits
 
 START_MS = 1_767_623_400_000
 
@@ -66,6 +68,9 @@ class FakeRuntime:
     def counter(self, name):
         return self.counters.setdefault(name, FakeCounter())
 
+    def add_group(self, name, value):
+        return self
+
 
 class FakeContext:
     def __init__(self, watermark_ms):
@@ -82,7 +87,18 @@ class FakeContext:
         self.timers.add(ms)
 
     def get_current_key(self):
-        return "S"
+        return 0  # the partition the tests' batches come from
+
+
+class FakeRecordContext:
+    def __init__(self, timestamp_ms):
+        self._timestamp = timestamp_ms
+
+    def timestamp(self):
+        return self._timestamp
+
+
+TICK_JSON = {"symbol": "AAPL", "price": 1.5, "volume": 2.0, "exchange": "X", "seq": 1, "ts_us": START_MS * 1000}
 
 
 def fire_timers(function, ctx, up_to_ms):
@@ -134,3 +150,30 @@ def test_ticks_wait_for_the_watermark_and_idle_state_is_dropped():
     assert {(r["symbol"], r["resolution_s"]) for r in records(outputs, "rollups")} >= {("S", 3600), ("T", 3600)}
     assert runtime.map.entries == {} and runtime.state.value() is None and ctx.timers == set()
     assert runtime.counters["expiredSymbolStates"].count == 2
+
+
+def test_a_restored_function_sets_its_key_timer_again():
+    """PyFlink 2.0 can checkpoint the state a bundle wrote without the timers it set (they reach the JVM
+    through the task's mailbox, after the pre-checkpoint flush). After a restore the function must not
+    assume its key has a timer: its first call sets one at the earliest due point again."""
+    rules = Rules(windows_us=(1_000_000,), levels=())
+    runtime = FakeRuntime()
+    before = SymbolFunction(rules)
+    before.open(runtime)
+    ctx = FakeContext(watermark_ms=START_MS - 10_000)
+    list(before.process_element((0, [Tick("S", 10.0, 1.0, "X", 0, START_MS * 1000)]), ctx))
+    assert ctx.timers == {START_MS}
+
+    restored = SymbolFunction(rules)  # the same state, a new attempt, and the timer lost
+    restored.open(runtime)
+    ctx = FakeContext(watermark_ms=START_MS - 10_000)
+    parse = ParseTicks("ticks", TickLimits(), partitions=2)
+    parse.open(FakeRuntime())
+    record = Row(value=json.dumps(TICK_JSON).encode(), partition=1, offset=7)
+    first = list(parse.process_element(record, FakeRecordContext(TICK_JSON["ts_us"] // 1000)))
+    assert first[:2] == [(0, []), (1, [])] and len(first) == 3  # every partition key woken, then the tick
+    assert len(list(parse.process_element(record, FakeRecordContext(TICK_JSON["ts_us"] // 1000)))) == 1
+    assert list(restored.process_element(first[0], ctx)) == []  # the wake-up of this key: no input at all
+    assert ctx.timers == {START_MS}
+    outputs = fire_timers(restored, ctx, START_MS + 100)
+    assert [u["max"] for u in records(outputs, "max_updates")] == [10.0]
