@@ -88,13 +88,17 @@ def isolated(settings, tmp_path, name: str, **changes):
                           checkpoint_interval_ms=500, **changes)
 
 
-def with_next_ticks(data: list[dict]) -> list[dict]:
-    """The ticks, then every symbol's next tick two hours on (every partition moves on, as a live feed's
-    would): an unbounded job then releases all of `data`."""
+def next_ticks(data: list[dict]) -> list[dict]:
+    """Every symbol's next tick two hours after `data` (every partition moves on, as a live feed's would):
+    an unbounded job that reads them releases all of `data`, and none of them."""
     later = max(t["event_time"] for t in data) + 2 * 3_600_000_000
     symbols = sorted({t["symbol"] for t in data})
-    return data + [{"symbol": sym, "price": 1.0, "volume": 0.0, "exchange": "X", "seq": 10**9, "event_time": later + i}
-                   for i, sym in enumerate(symbols)]
+    return [{"symbol": sym, "price": 1.0, "volume": 0.0, "exchange": "X", "seq": 10**9, "event_time": later + i}
+            for i, sym in enumerate(symbols)]
+
+
+def with_next_ticks(data: list[dict]) -> list[dict]:
+    return data + next_ticks(data)
 
 
 def expected_outputs(settings, data: list[dict]) -> dict:
@@ -109,9 +113,12 @@ def expected_outputs(settings, data: list[dict]) -> dict:
 
 
 def input_and_expected(settings, tmp_path):
+    """A sample as two tick files, its ticks and then next_ticks (the feed moving on), and the oracle's
+    outputs."""
     data = sample.generate(symbols=10, duration_s=600, ticks_per_second=5, spikes_per_symbol=4, seed=21).to_pylist()
-    tick_file = tmp_path / "ticks.csv"
-    pacsv.write_csv(pa.Table.from_pylist(with_next_ticks(data)), tick_file)
+    tick_file, next_file = tmp_path / "ticks.csv", tmp_path / "next-ticks.csv"
+    pacsv.write_csv(pa.Table.from_pylist(data), tick_file)
+    pacsv.write_csv(pa.Table.from_pylist(next_ticks(data)), next_file)
     expected = expected_outputs(settings, data)
     assert expected["alerts"], "the sample should contain spikes"
-    return tick_file, expected
+    return tick_file, next_file, expected

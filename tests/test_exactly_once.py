@@ -5,8 +5,10 @@ its process is killed once (SIGKILL of the whole process group, Python and JVM, 
 would). Started again, it resumes from the latest retained checkpoint. Its committed outputs must converge
 to exactly the oracle's (nothing missing, nothing twice) and equal those of a run with no failures.
 
-The input ends with every symbol's next tick two hours later, as a live feed's would: event time moves past
-every bucket on every partition, so that an unbounded job releases all of the data before those ticks.
+The feed then moves on, as a live one would: every symbol's next tick two hours later, which takes event
+time past every bucket on every partition, so that an unbounded job releases all of the data before those
+ticks. They arrive while the killed job is down: Flink does not checkpoint watermarks, so a job restored
+after its whole input was read would hold its buffered ticks until newer ones came.
 """
 
 from __future__ import annotations
@@ -35,12 +37,13 @@ FAILURE_POINTS = (2000, 5000, 8000)
 
 
 def test_three_failures_and_a_kill_change_no_output(settings, tmp_path):
-    tick_file, expected = input_and_expected(settings, tmp_path)
+    tick_file, next_file, expected = input_and_expected(settings, tmp_path)
     failing = isolated(settings, tmp_path, "failing", fail_at_ticks=",".join(map(str, FAILURE_POINTS)))
     clean = isolated(settings, tmp_path, "clean")
     for s in (failing, clean):
         kafka_io.create_topics(s)
         replay(s, tick_file, progress=False)
+    replay(clean, next_file, progress=False)
 
     # Run 1 fails on purpose at the first two points, then dies by SIGKILL after a later checkpoint.
     markers = failing.data_dir / "injected-failures"
@@ -69,7 +72,8 @@ def test_three_failures_and_a_kill_change_no_output(settings, tmp_path):
         assert time.monotonic() < gone_by, "a process of the killed job is still alive"
         time.sleep(0.2)
 
-    # Run 2: the same command resumes from the latest retained checkpoint.
+    # Run 2: the feed has moved on meanwhile; the same command resumes from the latest retained checkpoint.
+    replay(failing, next_file, progress=False)
     resumed = start_job(failing)
     got = run_until(failing, expected, resumed)
     assert "resuming from" in resumed.stdout.read()
@@ -91,7 +95,7 @@ def test_three_failures_and_a_kill_change_no_output(settings, tmp_path):
 
 
 def test_stop_with_savepoint_and_resume_for_an_upgrade(settings, tmp_path):
-    tick_file, expected = input_and_expected(settings, tmp_path)
+    tick_file, next_file, expected = input_and_expected(settings, tmp_path)
     s = isolated(settings, tmp_path, "upgrade")
     kafka_io.create_topics(s)
     # The feed keeps flowing while the job is down for its upgrade: half the ticks before, half after.
@@ -119,6 +123,7 @@ def test_stop_with_savepoint_and_resume_for_an_upgrade(settings, tmp_path):
     assert (Path(savepoint) / "_metadata").is_file()
     assert sum(kafka_outputs(s)["max_updates"].values()) < total  # it really stopped mid-stream
     replay(s, second, progress=False)
+    replay(s, next_file, progress=False)
 
     # The new version starts from the savepoint and ends with exactly the oracle's outputs.
     resumed = subprocess.Popen([sys.executable, "-m", "stockmax.cli", "run", "--from-savepoint", savepoint],
