@@ -112,8 +112,13 @@ def fire_timers(function, ctx, up_to_ms):
 
 
 def records(outputs, kind):
-    """The JSON values of one output kind, from the adapter's array rows."""
-    return [json.loads(record[1]) for row in outputs for record in row[OUTPUT_KINDS.index(kind)]]
+    """The JSON values of one output kind, from the adapter's rows of "key<TAB>value" lines."""
+    return [json.loads(value) for key, value in keyed_records(outputs, kind)]
+
+
+def keyed_records(outputs, kind):
+    lines = [line for row in outputs for line in row[OUTPUT_KINDS.index(kind)].split("\n") if line]
+    return [tuple(line.split("\t", 1)) for line in lines]
 
 
 def test_ticks_wait_for_the_watermark_and_idle_state_is_dropped():
@@ -131,6 +136,7 @@ def test_ticks_wait_for_the_watermark_and_idle_state_is_dropped():
     outputs = fire_timers(function, ctx, START_MS + 1)  # the watermark passes S's ticks, not T's
     assert [a["kind"] for a in records(outputs, "alerts")] == ["threshold_down", "threshold_up"]
     assert {u["symbol"] for u in records(outputs, "max_updates")} == {"S"}
+    assert {key for key, _ in keyed_records(outputs, "max_updates")} == {"S|1s", "S|1m"}
     assert START_MS + 5 in ctx.timers  # re-armed at T's tick
 
     # A late tick is reported, counted, and changes nothing.
