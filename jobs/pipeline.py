@@ -38,7 +38,7 @@ from pyflink.table import StreamTableEnvironment, Table
 
 from stockmax import config as stockmax_config
 from stockmax.config import Settings
-from stockmax.operators.records import dead_letter, decode_record
+from stockmax.operators.records import dead_letter, decode_record, pack_ticks, unpack_ticks
 from stockmax.operators.schedule import DueSchedule
 from stockmax.operators.symbol import Rules, SymbolProcessor, frontier_from_watermark_ms, watermark_ms_for_frontier
 from stockmax.operators.tick import REASON_CODES, TickLimits
@@ -69,9 +69,12 @@ def _line(key: str, value: dict) -> bytes:
     return key.encode() + b"\t" + orjson.dumps(value)
 
 
+NO_TICKS = pack_ticks([])
+
+
 class ParseTicks(ProcessFunction):
-    """A Kafka record (value bytes, partition, offset) -> (partition, its ticks): one JSON tick or an Arrow
-    batch of them. Anything unusable goes to the dead-letter output with its reason, its original bytes and
+    """A Kafka record (value bytes, partition, offset) -> (partition, its ticks, packed): one JSON tick or an
+    Arrow batch of them. Anything unusable goes to the dead-letter output with its reason, its original bytes and
     where it was read from."""
 
     def __init__(self, source_topic: str, limits: TickLimits, partitions: int) -> None:
@@ -94,7 +97,7 @@ class ParseTicks(ProcessFunction):
             # the checkpoint would otherwise never make that call, its buffered ticks held forever.
             self.wake_keys = False
             for partition in range(self.partitions):
-                yield partition, []
+                yield partition, NO_TICKS
         ticks, refused = decode_record(record.value, ctx.timestamp(), self.limits)
         for item in refused:
             self.dead_letters[item.rejection.code].inc()
@@ -102,7 +105,7 @@ class ParseTicks(ProcessFunction):
                                      int(time.time() * 1_000_000))
             yield DEAD, _record(key, value)
         if ticks:
-            yield record.partition, ticks
+            yield record.partition, pack_ticks(ticks)
 
 
 class InjectedFailure(RuntimeError):
@@ -162,7 +165,8 @@ class SymbolFunction(KeyedProcessFunction):
         self.expired_symbols = metrics.counter("expiredSymbolStates")
 
     def process_element(self, batch, ctx):
-        _, ticks = batch
+        _, packed = batch
+        ticks = unpack_ticks(packed)
         watermark = ctx.timer_service().current_watermark()
         frontier = frontier_from_watermark_ms(watermark)
         outputs = {kind: [] for kind in OUTPUT_KINDS}

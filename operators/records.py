@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import pickle
 from typing import NamedTuple
 
 import pyarrow as pa
@@ -112,3 +113,15 @@ def dead_letter(refused: RefusedTick, source_topic: str, partition: int, offset:
         "raw_text": refused.raw[:1024].decode("utf-8", "replace"),
         "rejected_at": rejected_at_us,
     }
+
+
+def pack_ticks(ticks: list[Tick]) -> bytes:
+    """Ticks as the job hands them from its parse step to its keyed step. Plain tuples through C pickle:
+    PyFlink would otherwise cloudpickle each Tick (a Python-level pickler, and a Python call per namedtuple),
+    which took a tenth of the job's Python time."""
+    return pickle.dumps([tuple(t) for t in ticks], protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def unpack_ticks(packed: bytes) -> list[Tick]:
+    make = Tick._make
+    return [make(fields) for fields in pickle.loads(packed)]

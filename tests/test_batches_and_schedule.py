@@ -13,7 +13,8 @@ import pyarrow as pa
 from hypothesis import given, settings as hyp_settings, strategies as st
 
 from oracle import alert_key, update_key
-from stockmax.operators.records import BATCH_SCHEMA, dead_letter, decode_record, encode_batch
+from stockmax.operators.records import BATCH_SCHEMA, dead_letter, decode_record, encode_batch, pack_ticks, \
+    unpack_ticks
 from stockmax.operators.schedule import DueSchedule
 from stockmax.operators.symbol import SymbolProcessor, frontier_from_watermark_ms, watermark_ms_for_frontier
 from stockmax.operators.tick import Rejection, Tick, parse_tick
@@ -55,6 +56,13 @@ def _ticks(n, seed=3):
     rng = random.Random(seed)
     return [Tick(rng.choice(["A", "B", "C"]), round(rng.uniform(1, 100), 4), float(rng.randint(0, 9)), "X", i,
                  NOW_US + rng.randint(0, 3_000_000)) for i in range(n)]
+
+
+def test_ticks_packed_for_the_keyed_step_come_back_equal_and_typed():
+    ticks = _ticks(50)
+    back = unpack_ticks(pack_ticks(ticks))
+    assert back == ticks and all(type(t) is Tick for t in back)
+    assert unpack_ticks(pack_ticks([])) == []
 
 
 def test_a_batch_round_trips_and_is_refused_when_stamped_wrongly():

@@ -7,7 +7,8 @@ import json
 
 from pyflink.common import Row
 
-from stockmax.jobs.pipeline import OUTPUT_KINDS, ParseTicks, SymbolFunction
+from stockmax.jobs.pipeline import NO_TICKS, OUTPUT_KINDS, ParseTicks, SymbolFunction
+from stockmax.operators.records import pack_ticks, unpack_ticks
 from stockmax.operators.symbol import Rules
 from stockmax.operators.tick import Tick, TickLimits
 
@@ -98,7 +99,7 @@ class FakeRecordContext:
         return self._timestamp
 
 
-TICK_JSON = {"symbol": "AAPL", "price": 1.5, "volume": 2.0, "exchange": "X", "seq": 1, "ts_us": START_MS * 1000}
+TICK_JSON = {"symbol": "AAPL", "price": 1.5, "volume": 2.0, "exchange": "X", "seq": 1, "event_time": START_MS * 1000}
 
 
 def fire_timers(function, ctx, up_to_ms):
@@ -129,7 +130,7 @@ def test_ticks_wait_for_the_watermark_and_idle_state_is_dropped():
     ctx = FakeContext(watermark_ms=START_MS - 10_000)
     ticks = [Tick("S", price, 1.0, "X", i, (START_MS + i) * 1000) for i, price in enumerate([99.5, 100.5])]
     ticks.append(Tick("T", 10.0, 1.0, "X", 0, (START_MS + 5) * 1000))
-    assert list(function.process_element((0, ticks), ctx)) == []
+    assert list(function.process_element((0, pack_ticks(ticks)), ctx)) == []
     assert set(runtime.map.entries) == {"S", "T"}
     assert ctx.timers == {START_MS}  # one timer for the key, at the earliest tick, not one per tick
 
@@ -140,10 +141,10 @@ def test_ticks_wait_for_the_watermark_and_idle_state_is_dropped():
     assert START_MS + 5 in ctx.timers  # re-armed at T's tick
 
     # A late tick is reported, counted, and changes nothing.
-    late = list(function.process_element((0, [Tick("S", 50.0, 1.0, "X", 9, (START_MS - 5) * 1000)]), ctx))
+    late = list(function.process_element((0, pack_ticks([Tick("S", 50.0, 1.0, "X", 9, (START_MS - 5) * 1000)])), ctx))
     assert [t["seq"] for t in records(late, "late")] == [9] and runtime.counters["lateTicks"].count == 1
     # A symbol seen only in late ticks leaves nothing behind.
-    list(function.process_element((0, [Tick("U", 5.0, 1.0, "X", 1, (START_MS - 5) * 1000)]), ctx))
+    list(function.process_element((0, pack_ticks([Tick("U", 5.0, 1.0, "X", 1, (START_MS - 5) * 1000)])), ctx))
     assert "U" not in runtime.map.entries
 
     # Quiet past the longest window + bound, but the hour's rollup bucket is still open: the state stays.
@@ -167,7 +168,7 @@ def test_a_restored_function_sets_its_key_timer_again():
     before = SymbolFunction(rules)
     before.open(runtime)
     ctx = FakeContext(watermark_ms=START_MS - 10_000)
-    list(before.process_element((0, [Tick("S", 10.0, 1.0, "X", 0, START_MS * 1000)]), ctx))
+    list(before.process_element((0, pack_ticks([Tick("S", 10.0, 1.0, "X", 0, START_MS * 1000)])), ctx))
     assert ctx.timers == {START_MS}
 
     restored = SymbolFunction(rules)  # the same state, a new attempt, and the timer lost
@@ -176,9 +177,10 @@ def test_a_restored_function_sets_its_key_timer_again():
     parse = ParseTicks("ticks", TickLimits(), partitions=2)
     parse.open(FakeRuntime())
     record = Row(value=json.dumps(TICK_JSON).encode(), partition=1, offset=7)
-    first = list(parse.process_element(record, FakeRecordContext(TICK_JSON["ts_us"] // 1000)))
-    assert first[:2] == [(0, []), (1, [])] and len(first) == 3  # every partition key woken, then the tick
-    assert len(list(parse.process_element(record, FakeRecordContext(TICK_JSON["ts_us"] // 1000)))) == 1
+    first = list(parse.process_element(record, FakeRecordContext(TICK_JSON["event_time"] // 1000)))
+    assert first[:2] == [(0, NO_TICKS), (1, NO_TICKS)] and len(first) == 3  # every partition key woken, then
+    assert unpack_ticks(first[2][1])[0].symbol == "AAPL"                     # the tick
+    assert len(list(parse.process_element(record, FakeRecordContext(TICK_JSON["event_time"] // 1000)))) == 1
     assert list(restored.process_element(first[0], ctx)) == []  # the wake-up of this key: no input at all
     assert ctx.timers == {START_MS}
     outputs = fire_timers(restored, ctx, START_MS + 100)
