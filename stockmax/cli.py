@@ -79,6 +79,9 @@ def cmd_replay(args) -> int:
     settings = _settings(args)
     if args.batch_ticks < 1:
         raise SystemExit("stockmax replay: --batch-ticks must be at least 1")
+    if args.speed and args.batch_ticks > 1:
+        raise SystemExit("stockmax replay: --speed sends one JSON record per tick, at recorded time; "
+                         "--batch-ticks is for replays as fast as possible: use one or the other")
     n = replay(settings, args.file, speed=args.speed, progress=not args.no_progress, batch_ticks=args.batch_ticks)
     print(f"published {n} ticks to {settings.topic('ticks')} at {settings.kafka_bootstrap}")
     return 0

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 
 import pytest
 
+from cli_env import cli_env
 from oracle import expected_alerts, expected_rollups
 from stockmax import kafka_io, sample
 from stockmax.demo import BAD_TICKS, demo
@@ -60,6 +63,15 @@ def test_replay_speed_follows_recorded_time(settings, tmp_path):
     started = time.monotonic()
     replay(settings, path, speed=4.0, progress=False)
     assert time.monotonic() - started >= 0.5
+
+
+def test_paced_replay_refuses_batches_with_one_clear_line(settings, tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("symbol,price,event_time\nA,1,1767623400000000\n")
+    done = subprocess.run([sys.executable, "-m", "stockmax.cli", "replay", str(path), "--speed", "2",
+                           "--batch-ticks", "1000"], env=cli_env(settings), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "use one or the other" in done.stderr
+    assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1, done.stderr
 
 
 @pytest.mark.e2e
