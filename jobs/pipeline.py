@@ -73,9 +73,9 @@ NO_TICKS = pack_ticks([])
 
 
 class ParseTicks(ProcessFunction):
-    """A Kafka record (value bytes, partition, offset) -> (partition, its ticks, packed): one JSON tick or an
-    Arrow batch of them. Anything unusable goes to the dead-letter output with its reason, its original bytes and
-    where it was read from."""
+    """A Kafka record (value bytes, partition, offset) -> (partition, its ticks as pack_ticks makes them): one
+    JSON tick or an Arrow batch of them. Anything unusable goes to the dead-letter output with its reason,
+    its original bytes and where it was read from."""
 
     def __init__(self, source_topic: str, limits: TickLimits, partitions: int) -> None:
         self.source_topic = source_topic
