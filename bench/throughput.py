@@ -493,8 +493,7 @@ class Report:
             return []
         out = []
         for name in [n for n in self.main if n.startswith("(2)")]:
-            if name in self.main:
-                out.append(f"- {name} / (3) SQL HOP: **{self.main[name]['ticks_per_s'] / sql['ticks_per_s']:.2f}**")
+            out.append(f"- {name} / (3) SQL HOP: **{self.main[name]['ticks_per_s'] / sql['ticks_per_s']:.2f}**")
         full = self.main.get("(4) full pipeline, Arrow batches")
         if full:
             out.append(f"- (4) full pipeline: **{full['ticks_per_s']:,.0f} ticks/s** in the job "

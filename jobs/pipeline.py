@@ -165,7 +165,7 @@ class SymbolFunction(KeyedProcessFunction):
         self.expired_symbols = metrics.counter("expiredSymbolStates")
 
     def process_element(self, batch, ctx):
-        _, packed = batch
+        partition, packed = batch
         ticks = unpack_ticks(packed)
         watermark = ctx.timer_service().current_watermark()
         frontier = frontier_from_watermark_ms(watermark)
@@ -190,7 +190,7 @@ class SymbolFunction(KeyedProcessFunction):
                 continue
             self.processors.put(symbol, processor)
             schedule.set(symbol, due)
-        self._arm(batch[0], schedule, ctx)
+        self._arm(partition, schedule, ctx)
         yield from _emit(outputs)
 
     def on_timer(self, timestamp: int, ctx):

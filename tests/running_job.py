@@ -67,13 +67,11 @@ def run_until(settings, expected: dict, job: subprocess.Popen) -> dict:
                 break
             assert time.monotonic() < deadline, f"outputs did not converge: { {k: sum(got[k].values()) for k in sizes} } of {sizes}"
             time.sleep(1)
-    except AssertionError as failure:
+    except BaseException as failure:
         if job.poll() is None:
             os.killpg(job.pid, signal.SIGKILL)
-        raise AssertionError(f"{failure}\n--- the job's stderr, last lines:\n{job.stderr.read()[-3000:]}") from None
-    except BaseException:
-        if job.poll() is None:
-            os.killpg(job.pid, signal.SIGKILL)
+        if isinstance(failure, AssertionError):
+            raise AssertionError(f"{failure}\n--- the job's stderr, last lines:\n{job.stderr.read()[-3000:]}") from None
         raise
     time.sleep(3 * settings.checkpoint_interval_ms / 1000)  # anything still to come would be committed by now
     got = kafka_outputs(settings)
