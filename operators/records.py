@@ -18,15 +18,23 @@ import pickle
 from typing import NamedTuple
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from .tick import _FIELDS, DEFAULT_LIMITS, Rejection, Tick, TickLimits, check_record_timestamp, parse_tick, \
-    tick_from_fields
+from .tick import _FIELDS, DEFAULT_LIMITS, SCHEMA, Rejection, Tick, TickLimits, _check_event_time, \
+    check_record_timestamp, parse_tick, tick_from_fields
 
 ARROW_STREAM_START = b"\xff\xff\xff\xff"
 _ARROW_TYPES = {"string": pa.string(), "number": pa.float64(), "integer": pa.int64()}
 # The batch's columns, from schemas/tick.schema.json (the one definition of a tick).
 BATCH_SCHEMA = pa.schema([pa.field(name, _ARROW_TYPES[kind], nullable=not required)
                           for name, kind, required, _, _ in _FIELDS])
+
+
+# A number's checks from these keywords (and its finiteness) hold for every value between two values that
+# pass them: a column whose smallest and largest values pass, passes. Other keywords: rows one by one.
+_INTERVAL_KEYWORDS = {"type", "exclusiveMinimum", "minimum", "maximum", "default", "description"}
+_COLUMNWISE = all(set(SCHEMA["properties"][name]) <= _INTERVAL_KEYWORDS
+                  for name, kind, _, _, _ in _FIELDS if kind != "string")
 
 
 class RefusedTick(NamedTuple):
@@ -61,18 +69,19 @@ def decode_record(raw: bytes, record_timestamp_ms: int | None,
         table = pa.ipc.open_stream(raw).read_all()
     except (pa.ArrowInvalid, OSError, ValueError) as exc:
         return [], [RefusedTick(Rejection("not_arrow_batch", f"not an Arrow IPC stream: {str(exc)[:200]}"), raw, None)]
-    columns = {}
     for field in BATCH_SCHEMA:
         if field.name not in table.column_names:
             if not field.nullable:
                 return [], [RefusedTick(Rejection("missing_field", f"the batch has no column {field.name!r}"), raw, None)]
-            columns[field.name] = [None] * table.num_rows
         elif table.schema.field(field.name).type != field.type:
             return [], [RefusedTick(Rejection(
                 "wrong_type", f"column {field.name!r} must be {field.type}, got {table.schema.field(field.name).type}"),
                 raw, None)]
-        else:
-            columns[field.name] = table.column(field.name).to_pylist()
+    ticks = _whole_batch(table, record_timestamp_ms, limits)
+    if ticks is not None:
+        return ticks, []
+    columns = {field.name: table.column(field.name).to_pylist() if field.name in table.column_names
+               else [None] * table.num_rows for field in BATCH_SCHEMA}
     names = list(columns)
     ticks, rows, refused = [], [], []
     for row, values in enumerate(zip(*columns.values())):
@@ -93,6 +102,38 @@ def decode_record(raw: bytes, record_timestamp_ms: int | None,
         refused += [RefusedTick(rejection, _row_json(t._asdict()), row) for t, row in zip(ticks, rows)]
         ticks = []
     return ticks, refused
+
+
+def _whole_batch(table: pa.Table, record_timestamp_ms: int | None, limits: TickLimits) -> list[Tick] | None:
+    """Every row's tick when the whole batch is certainly good, checked column by column (the common case,
+    ~10x faster than row by row); None when some row may not be a tick: the caller then checks the rows
+    one by one, which gives each refused row its own reason. The checks are the schema's own (_FIELDS): a
+    string column's on each distinct value, a number column's on its smallest and largest value."""
+    if not _COLUMNWISE or table.num_rows == 0 or any(name not in table.column_names for name in BATCH_SCHEMA.names):
+        return None
+    columns = {}
+    for name, kind, required, default, checks in _FIELDS:
+        column = table.column(name)
+        if column.null_count:
+            if required:
+                return None
+            column = pc.fill_null(column, pa.scalar(default, column.type))
+        values = column.to_numpy(zero_copy_only=False).tolist()  # ~20x faster than to_pylist
+        if kind == "string":
+            probes = set(values)
+        else:
+            if kind == "number" and not pc.all(pc.is_finite(column)).as_py():
+                return None
+            probes = [min(values), max(values)]
+        if any(check(value) for value in probes for check in checks):
+            return None
+        if name == "event_time":
+            if _check_event_time(probes[0], limits) or _check_event_time(probes[1], limits):
+                return None
+            if record_timestamp_ms is not None and probes[1] // 1000 != record_timestamp_ms:
+                return None
+        columns[name] = values
+    return list(map(Tick._make, zip(*(columns[name] for name in Tick._fields))))
 
 
 def _row_json(fields: dict) -> bytes:

@@ -13,11 +13,11 @@ import pyarrow as pa
 from hypothesis import given, settings as hyp_settings, strategies as st
 
 from oracle import alert_key, update_key
-from stockmax.operators.records import BATCH_SCHEMA, dead_letter, decode_record, encode_batch, pack_ticks, \
-    unpack_ticks
+from stockmax.operators.records import BATCH_SCHEMA, _whole_batch, dead_letter, decode_record, encode_batch, \
+    pack_ticks, unpack_ticks
 from stockmax.operators.schedule import DueSchedule
 from stockmax.operators.symbol import SymbolProcessor, frontier_from_watermark_ms, watermark_ms_for_frontier
-from stockmax.operators.tick import Rejection, Tick, parse_tick
+from stockmax.operators.tick import DEFAULT_LIMITS, Rejection, Tick, parse_tick
 from test_operators import END_OF_INPUT, market
 
 NOW_US = 1_767_623_400_000_000
@@ -50,6 +50,71 @@ def test_a_batch_row_is_a_tick_exactly_when_the_same_json_is(rows):
     assert ticks == good
     assert [(r.row, r.rejection.code) for r in refused] == [
         (i, t.code) for i, t in enumerate(want) if isinstance(t, Rejection)]
+
+
+# Good values at the schema's edges, and bad ones just past them: a batch is mostly good, as real ones are.
+GOOD = {"symbol": ["AAPL", "A", "X" * 32, "a.b:c/d-e_F9"], "price": [187.25, 5e-324, 1e12],
+        "volume": [0.0, -0.0, 1e15, None], "exchange": ["XNAS", "", "Ä" * 32, None],
+        "seq": [0, 2**63 - 1, None], "event_time": [NOW_US, NOW_US + 1, NOW_US + 999]}
+BAD = {"symbol": ["X" * 33, "A B", "", None], "price": [0.0, math.nextafter(1e12, math.inf), math.nan, -math.inf, None],
+       "volume": [-1e-300, math.nextafter(1e15, math.inf), math.inf], "exchange": ["Y" * 33],
+       "seq": [-1], "event_time": [1_767_623_400_000, 10**17, None]}
+
+
+@st.composite
+def mostly_good_rows(draw):
+    rows = [{name: draw(st.sampled_from(values)) for name, values in GOOD.items()}
+            for _ in range(draw(st.integers(1, 40)))]
+    if draw(st.booleans()):  # one bad cell
+        name = draw(st.sampled_from(sorted(BAD)))
+        draw(st.sampled_from(rows))[name] = draw(st.sampled_from(BAD[name]))
+    return rows
+
+
+@given(mostly_good_rows(), st.sampled_from([0, 1, -1]))
+@hyp_settings(max_examples=400, deadline=None)
+def test_a_mostly_good_batch_gives_what_its_rows_as_json_give(rows, stamp_offset):
+    """The column-wise check of a whole batch against per-tick JSON parsing: the same ticks, the same refusals
+    (a bad cell sends the batch row by row), for batches stamped right, too late and too early."""
+    _check_batch_against_json(rows, stamp_offset)
+
+
+def test_every_bad_value_in_an_otherwise_good_batch_is_found():
+    for name, values in BAD.items():
+        for value in values:
+            rows = [{field: good[i % len(good)] for field, good in GOOD.items()} for i in range(5)]
+            rows[2][name] = value
+            _check_batch_against_json(rows, 0)
+
+
+def _check_batch_against_json(rows, stamp_offset):
+    table = pa.Table.from_pylist(rows, schema=pa.schema([f.with_nullable(True) for f in BATCH_SCHEMA]))
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    want = [parse_tick(json.dumps({k: v for k, v in row.items() if v is not None})) for row in rows]
+    good = [t for t in want if isinstance(t, Tick)]
+    stamp = (max(t.event_time for t in good) // 1000 if good else 0) + stamp_offset
+    # the reference for the stamp: rows after it refused one by one; then all, unless the newest is at it
+    want = [Rejection("timestamp_mismatch", "") if isinstance(t, Tick) and t.event_time // 1000 > stamp else t
+            for t in want]
+    kept = [t for t in want if isinstance(t, Tick)]
+    if kept and max(t.event_time for t in kept) // 1000 != stamp:
+        want = [Rejection("timestamp_mismatch", "") if isinstance(t, Tick) else t for t in want]
+    ticks, refused = decode_record(sink.getvalue().to_pybytes(), stamp)
+    assert ticks == [t for t in want if isinstance(t, Tick)]
+    assert all(type(t) is Tick and type(t.price) is float and type(t.volume) is float for t in ticks)
+    assert sorted((r.row, r.rejection.code) for r in refused) == [
+        (i, t.code) for i, t in enumerate(want) if isinstance(t, Rejection)]
+
+
+def test_a_good_batch_is_checked_column_wise():
+    rows = [{name: values[i % len(values)] for name, values in GOOD.items()} for i in range(12)]
+    table = pa.Table.from_pylist(rows, schema=pa.schema([f.with_nullable(True) for f in BATCH_SCHEMA]))
+    stamp = max(r["event_time"] for r in rows) // 1000
+    assert _whole_batch(table, stamp, DEFAULT_LIMITS) == [parse_tick(json.dumps(
+        {k: v for k, v in row.items() if v is not None})) for row in rows]
+    assert _whole_batch(table, stamp + 1, DEFAULT_LIMITS) is None
 
 
 def _ticks(n, seed=3):
