@@ -88,6 +88,15 @@ class MultiWindowExtrema:
     def min(self, window_us: int) -> tuple[float, int]:
         return self._min.query(self.now - window_us)
 
+    def window(self, window_us: int) -> tuple[float, int, float, int]:
+        """(max, its time, min, its time) over the window ending now: max() and min() in one call (the
+        per-tick path asks this for every window)."""
+        after = self.now - window_us
+        high, low = self._max, self._min
+        i = bisect_right(high.times, after, high.head)
+        j = bisect_right(low.times, after, low.head)
+        return high.prices[i], high.times[i], low.prices[j], low.times[j]
+
     def candidates(self) -> int:
         """How many (time, price) pairs are held, both sides: the state's size."""
         return len(self._max) + len(self._min)

@@ -35,19 +35,21 @@ class SpikeRule:
     def evaluate(self, tick: Tick, low: float, low_time: int, high: float, high_time: int) -> list[dict]:
         p = tick.price
         alerts = []
-        window_ms = self.window_us // 1000
-        rule = f"spike {self.threshold_pct:g}% in {window_ms} ms"
         up = p > low * (1 + self._fraction)
         if up and self.up_armed:
-            alerts.append(_alert(tick, "spike_up", low, low_time, rule, window_ms,
+            alerts.append(_alert(tick, "spike_up", low, low_time, self.rule(), self.window_us // 1000,
                                  f"{tick.symbol}:spike_up:{tick.event_time}:{tick.seq}"))
         self.up_armed = not up
         down = p < high * (1 - self._fraction)
         if down and self.down_armed:
-            alerts.append(_alert(tick, "spike_down", high, high_time, rule, window_ms,
+            alerts.append(_alert(tick, "spike_down", high, high_time, self.rule(), self.window_us // 1000,
                                  f"{tick.symbol}:spike_down:{tick.event_time}:{tick.seq}"))
         self.down_armed = not down
         return alerts
+
+    def rule(self) -> str:
+        """The rule as alerts name it (built only when one fires: evaluate runs for every tick)."""
+        return f"spike {self.threshold_pct:g}% in {self.window_us // 1000} ms"
 
 
 class ThresholdRule:

@@ -16,6 +16,7 @@ resolution.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
@@ -52,12 +53,12 @@ class Rules:
             extra["levels"] = tuple(extra["levels"])
         return replace(self, overrides={}, **extra)
 
-    @property
+    @functools.cached_property  # asked for every tick
     def longest_window_us(self) -> int:
         """What the extrema must keep: the longest max/min window or the spike window."""
         return max(self.windows_us + (self.spike_window_us,))
 
-    @property
+    @functools.cached_property
     def idle_gap_us(self) -> int:
         """After this long without a tick, nothing in the state can affect the next one."""
         return self.longest_window_us + self.watermark_bound_us
@@ -108,29 +109,29 @@ class SymbolProcessor:
         return Outputs(alerts, updates, [row for builder in self.rollups for row in builder.close_before(frontier_us)])
 
     def _apply(self, tick: Tick, alerts: list, updates: list) -> None:
-        t = tick.event_time
-        if self.last_applied is not None and t - self.last_applied > self.rules.idle_gap_us:
+        t, price = tick.event_time, tick.price
+        rules = self.rules
+        if self.last_applied is not None and t - self.last_applied > rules.idle_gap_us:
             self._start_fresh()
         self.last_applied = t
         extrema = self.extrema
-        extrema.push(t, tick.price)
-        average = self.average.push(tick.price)
-        for window in self.rules.windows_us:
-            high, high_time = extrema.max(window)
-            low, low_time = extrema.min(window)
-            if self.last_values.get(window) != (high, low):
-                self.last_values[window] = (high, low)
+        extrema.push(t, price)
+        average = self.average.push(price)
+        last_values = self.last_values
+        for window in rules.windows_us:
+            high, high_time, low, low_time = extrema.window(window)
+            if last_values.get(window) != (high, low):
+                last_values[window] = (high, low)
                 updates.append({
                     "symbol": tick.symbol, "window": format_duration(window), "window_ms": window // 1000,
                     "event_time": t, "seq": tick.seq, "max": high, "max_time": high_time, "min": low,
                     "min_time": low_time, "moving_average": average,
-                    "moving_average_ticks": self.rules.moving_average_ticks,
+                    "moving_average_ticks": rules.moving_average_ticks,
                 })
-        spike_window = self.rules.spike_window_us
-        low, low_time = extrema.min(spike_window)
-        high, high_time = extrema.max(spike_window)
+        high, high_time, low, low_time = extrema.window(rules.spike_window_us)
         alerts.extend(self.spike.evaluate(tick, low, low_time, high, high_time))
-        alerts.extend(self.thresholds.evaluate(tick))
+        if self.thresholds.levels:
+            alerts.extend(self.thresholds.evaluate(tick))
         for builder in self.rollups:
             builder.add(tick)
 

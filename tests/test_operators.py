@@ -11,8 +11,10 @@ from hypothesis import given, settings as hyp_settings, strategies as st
 
 from oracle import (alert_key, apply_order, expected_alerts, expected_max_updates, expected_rollups, update_key,
                     window_extremes)
+from stockmax.operators.dedup import DuplicateFilter
 from stockmax.operators.durations import format_duration, parse_duration_us, parse_windows
 from stockmax.operators.extrema import MultiWindowExtrema
+from stockmax.operators.reorder import ReorderBuffer
 from stockmax.operators.rollups import RollupBuilder
 from stockmax.operators.symbol import Rules, SymbolProcessor, frontier_from_watermark_ms
 from stockmax.operators.tick import Tick
@@ -60,6 +62,7 @@ def test_every_window_equals_brute_force(ticks, windows):
             low, low_time, high, high_time = window_extremes(as_dicts, k, w)
             assert extrema.min(w) == (low, low_time)
             assert extrema.max(w) == (high, high_time)
+            assert extrema.window(w) == (high, high_time, low, low_time)
 
 
 def test_max_per_tick_equals_pandas_time_rolling():
@@ -318,6 +321,40 @@ def test_frontier_from_flink_watermark():
     p = SymbolProcessor(Rules())
     assert p.accept(_tick("S", 999_999, 1.0, 0), frontier_from_watermark_ms(999)) == "late"
     assert p.accept(_tick("S", 1_000_000, 1.0, 1), frontier_from_watermark_ms(999)) is None
+
+
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 2)), max_size=40), st.integers(0, 7))
+@hyp_settings(max_examples=300, deadline=None)
+def test_reorder_buffer_releases_in_time_seq_arrival_order(keys, frontier):
+    buffer = ReorderBuffer()
+    ticks = [_tick("S", t, 1.0, seq, exchange=f"E{i}") for i, (t, seq) in enumerate(keys)]
+    for tick in ticks:
+        buffer.push(tick)
+    want = sorted((t for t in ticks if t.event_time < frontier), key=lambda t: (t.event_time, t.seq, ticks.index(t)))
+    assert buffer.release_before(frontier) == want
+    rest = sorted((t for t in ticks if t.event_time >= frontier), key=lambda t: (t.event_time, t.seq, ticks.index(t)))
+    assert len(buffer) == len(rest) and buffer.earliest() == (rest[0].event_time if rest else None)
+    assert pickle.loads(pickle.dumps(buffer)).release_before(99) == rest
+
+
+def test_reorder_and_duplicate_state_from_the_previous_layout_restores():
+    """Checkpoints written before the in-order fast paths held a heap in each; a job upgraded onto them
+    must go on as if nothing changed."""
+    ticks = [_tick("S", t, 1.0 + i, i) for i, t in enumerate([30, 10, 20, 20, 40])]
+    buffer, duplicates = ReorderBuffer(), DuplicateFilter(100)
+    buffer.__setstate__({"heap": sorted((t.event_time, t.seq, i, t) for i, t in enumerate(ticks)), "next": 5})
+    duplicates.__setstate__((None, {"horizon_us": 100, "_seen": {("X", t.seq) for t in ticks},
+                                    "_expiry": [(t.event_time, "X", t.seq) for t in ticks]}))
+    assert [t.seq for t in buffer.release_before(35)] == [1, 2, 3, 0]
+    assert len(buffer) == 1 and buffer.earliest() == 40
+    assert duplicates.seen("X", 2) and len(duplicates) == 5
+    duplicates.forget_before(120)  # forgets what is older than 20
+    assert len(duplicates) == 4 and not duplicates.seen("X", 1) and duplicates.seen("X", 2)
+    duplicates.remember("X", 9, 35)  # out of order: after 40
+    duplicates.forget_before(134)
+    assert duplicates.seen("X", 9) and len(duplicates) == 2
+    duplicates.forget_before(136)
+    assert not duplicates.seen("X", 9) and duplicates.seen("X", 4) and len(duplicates) == 1
 
 
 def test_apply_order_breaks_time_ties_by_seq_then_arrival():
