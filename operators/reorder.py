@@ -51,10 +51,12 @@ class ReorderBuffer:
         return out
 
     def __getstate__(self):
-        return (self._ticks,)  # never empty: pickle skips __setstate__ for a false state
+        # Plain tuples: pickling a Tick calls its Python-level __getnewargs__. In a tuple: pickle skips
+        # __setstate__ for a false state, such as an empty list.
+        return (list(map(tuple, self._ticks)),)
 
     def __setstate__(self, state):
         if isinstance(state, dict):  # a checkpoint from before this layout: a heap of (time, seq, arrival, tick)
             self._ticks = [entry[3] for entry in sorted(state["heap"])]
         else:
-            (self._ticks,) = state
+            self._ticks = list(map(Tick._make, state[0]))

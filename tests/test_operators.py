@@ -337,6 +337,27 @@ def test_reorder_buffer_releases_in_time_seq_arrival_order(keys, frontier):
     assert pickle.loads(pickle.dumps(buffer)).release_before(99) == rest
 
 
+@given(st.lists(st.tuples(st.sampled_from(["remember", "forget", "pickle"]), st.sampled_from(["X", "Y"]),
+                          st.integers(0, 150), st.integers(-20, 30)), max_size=400))
+@hyp_settings(max_examples=300, deadline=None)
+def test_duplicate_filter_equals_a_dict_of_key_to_time(steps):
+    """Against a plain dict: remember (only what is not seen, as the processor does), forget what is older
+    than frontier - horizon, and survive pickling at any point; times mostly rising, some out of order."""
+    dups, reference, now = DuplicateFilter(50), {}, 0
+    for action, exchange, seq, step in steps:
+        now += step  # mostly forward, sometimes back
+        if action == "remember" and (exchange, seq) not in reference:
+            dups.remember(exchange, seq, now)
+            reference[(exchange, seq)] = now
+        elif action == "forget":
+            dups.forget_before(now)
+            reference = {k: t for k, t in reference.items() if t >= now - 50}
+        elif action == "pickle":
+            dups = pickle.loads(pickle.dumps(dups))
+        assert len(dups) == len(reference)
+        assert all(dups.seen(*key) for key in reference) and not dups.seen(exchange, seq + 1000)
+
+
 def test_reorder_and_duplicate_state_from_the_previous_layout_restores():
     """Checkpoints written before the in-order fast paths held a heap in each; a job upgraded onto them
     must go on as if nothing changed."""
