@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import os
 import sys
 import time
@@ -34,6 +35,7 @@ import orjson
 from pyflink.common import Configuration, Row, Types
 from pyflink.datastream import KeyedProcessFunction, OutputTag, ProcessFunction, StreamExecutionEnvironment
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
+from pyflink.java_gateway import get_gateway
 from pyflink.table import StreamTableEnvironment, Table
 
 from stockmax import config as stockmax_config
@@ -70,17 +72,39 @@ def _line(key: str, value: dict) -> bytes:
 
 
 NO_TICKS = pack_ticks([])
+# Key groups of the keyed step: Flink's default up to parallelism 85, set explicitly so that the keys that
+# partition_keys picks stay where they were picked for.
+MAX_PARALLELISM = 128
+
+
+def partition_keys(partitions: int, max_parallelism: int = MAX_PARALLELISM) -> tuple[int, ...]:
+    """The keyed step's key for each ticks partition, picked so that with as many subtasks as partitions,
+    partition p's key lands on subtask p (with fewer subtasks, each gets an even share of whole ranges).
+    Flink hashes a key to a key group and gives each subtask a range of key groups; keys 0..n-1 land where
+    the hash puts them: at parallelism 2, keys 0 and 1 both land on subtask 1, and one subtask would do all
+    the work. Where a key lands is asked of Flink's own assignment, in the JVM."""
+    assign = get_gateway().jvm.org.apache.flink.runtime.state.KeyGroupRangeAssignment.assignKeyToParallelOperator
+    subtasks = min(partitions, max_parallelism)
+    keys: list[int] = []
+    for partition in range(partitions):
+        # The partition's own number first: the key it had before keys were picked, where that one lands
+        # right (state in older checkpoints is under it).
+        keys.append(next(key for key in itertools.chain([partition], itertools.count()) if key not in keys
+                         and assign(key, max_parallelism, subtasks) == partition % subtasks))
+    return tuple(keys)
 
 
 class ParseTicks(ProcessFunction):
-    """A Kafka record (value bytes, partition, offset) -> (partition, its ticks as pack_ticks makes them): one
-    JSON tick or an Arrow batch of them. Anything unusable goes to the dead-letter output with its reason,
-    its original bytes and where it was read from."""
+    """A Kafka record (value bytes, partition, offset) -> (its partition's key, its ticks as pack_ticks makes
+    them): one JSON tick or an Arrow batch of them. Anything unusable goes to the dead-letter output with its
+    reason, its original bytes and where it was read from. keys: partition_keys(); a partition beyond them
+    (a topic grown under the job) is keyed by its number, which may share a key with another partition:
+    harmless, the key then holds both partitions' symbols."""
 
-    def __init__(self, source_topic: str, limits: TickLimits, partitions: int) -> None:
+    def __init__(self, source_topic: str, limits: TickLimits, keys: tuple[int, ...]) -> None:
         self.source_topic = source_topic
         self.limits = limits
-        self.partitions = partitions
+        self.keys = keys
         self.dead_letters = None
         self.wake_keys = False
 
@@ -96,8 +120,8 @@ class ParseTicks(ProcessFunction):
             # on its first call (SymbolFunction.open says why), and a partition whose input all came before
             # the checkpoint would otherwise never make that call, its buffered ticks held forever.
             self.wake_keys = False
-            for partition in range(self.partitions):
-                yield partition, NO_TICKS
+            for key in self.keys:
+                yield key, NO_TICKS
         ticks, refused = decode_record(record.value, ctx.timestamp(), self.limits)
         for item in refused:
             self.dead_letters[item.rejection.code].inc()
@@ -105,7 +129,8 @@ class ParseTicks(ProcessFunction):
                                      int(time.time() * 1_000_000))
             yield DEAD, _record(key, value)
         if ticks:
-            yield record.partition, pack_ticks(ticks)
+            keys = self.keys
+            yield keys[record.partition] if record.partition < len(keys) else record.partition, pack_ticks(ticks)
 
 
 class InjectedFailure(RuntimeError):
@@ -165,7 +190,7 @@ class SymbolFunction(KeyedProcessFunction):
         self.expired_symbols = metrics.counter("expiredSymbolStates")
 
     def process_element(self, batch, ctx):
-        partition, packed = batch
+        key, packed = batch
         ticks = unpack_ticks(packed)
         watermark = ctx.timer_service().current_watermark()
         frontier = frontier_from_watermark_ms(watermark)
@@ -190,7 +215,7 @@ class SymbolFunction(KeyedProcessFunction):
                 continue
             self.processors.put(symbol, processor)
             schedule.set(symbol, due)
-        self._arm(partition, schedule, ctx)
+        self._arm(key, schedule, ctx)
         yield from _emit(outputs)
 
     def on_timer(self, timestamp: int, ctx):
@@ -333,14 +358,16 @@ def build(env: StreamExecutionEnvironment, settings: Settings, bounded: bool, di
     raw = t_env.to_data_stream(t_env.from_path(_source_table(t_env, settings, bounded)))
     # Stable uids: a restarted job maps its checkpointed state (keyed state, the sinks' transactions) back
     # onto these operators.
-    parsed = (raw.process(ParseTicks(settings.topic("ticks"), settings.tick_limits(), settings.topic_partitions))
+    parsed = (raw.process(ParseTicks(settings.topic("ticks"), settings.tick_limits(),
+                                     partition_keys(settings.topic_partitions)))
               .name("parse ticks").uid("parse-ticks"))
     failures = None
     if settings.failure_points():
         failures = FailureInjector(settings.failure_points(), str(settings.data_dir / "injected-failures"))
     outputs = (parsed.key_by(lambda batch: batch[0], key_type=Types.INT())
                .process(SymbolFunction(settings.rules(), failures), output_type=OUTPUTS)
-               .name("sliding max/min, rules, rollups").uid("symbol-state"))
+               .name("sliding max/min, rules, rollups").uid("symbol-state")
+               .set_max_parallelism(MAX_PARALLELISM))
     t_env.create_temporary_view("outputs", t_env.from_data_stream(outputs))
 
     statements = t_env.create_statement_set()

@@ -7,7 +7,7 @@ import json
 
 from pyflink.common import Row
 
-from stockmax.jobs.pipeline import NO_TICKS, OUTPUT_KINDS, ParseTicks, SymbolFunction
+from stockmax.jobs.pipeline import MAX_PARALLELISM, NO_TICKS, OUTPUT_KINDS, ParseTicks, SymbolFunction, partition_keys
 from stockmax.operators.records import pack_ticks, unpack_ticks
 from stockmax.operators.symbol import Rules
 from stockmax.operators.tick import Tick, TickLimits
@@ -174,14 +174,30 @@ def test_a_restored_function_sets_its_key_timer_again():
     restored = SymbolFunction(rules)  # the same state, a new attempt, and the timer lost
     restored.open(runtime)
     ctx = FakeContext(watermark_ms=START_MS - 10_000)
-    parse = ParseTicks("ticks", TickLimits(), partitions=2)
+    parse = ParseTicks("ticks", TickLimits(), keys=(40, 41))
     parse.open(FakeRuntime())
     record = Row(value=json.dumps(TICK_JSON).encode(), partition=1, offset=7)
     first = list(parse.process_element(record, FakeRecordContext(TICK_JSON["event_time"] // 1000)))
-    assert first[:2] == [(0, NO_TICKS), (1, NO_TICKS)] and len(first) == 3  # every partition key woken, then
-    assert unpack_ticks(first[2][1])[0].symbol == "AAPL"                     # the tick
+    assert first[:2] == [(40, NO_TICKS), (41, NO_TICKS)] and len(first) == 3  # every partition key woken,
+    assert first[2][0] == 41 and unpack_ticks(first[2][1])[0].symbol == "AAPL"  # then the tick, under its key
     assert len(list(parse.process_element(record, FakeRecordContext(TICK_JSON["event_time"] // 1000)))) == 1
     assert list(restored.process_element(first[0], ctx)) == []  # the wake-up of this key: no input at all
     assert ctx.timers == {START_MS}
     outputs = fire_timers(restored, ctx, START_MS + 100)
     assert [u["max"] for u in records(outputs, "max_updates")] == [10.0]
+
+
+def test_each_partition_key_lands_on_its_own_subtask():
+    """Keyed by the partition numbers, 2 partitions at parallelism 2 would both land on subtask 1 (Flink
+    hashes keys to key groups). The oracle is Flink's own assignment, asked of the JVM."""
+    from pyflink.java_gateway import get_gateway
+
+    assign = get_gateway().jvm.org.apache.flink.runtime.state.KeyGroupRangeAssignment.assignKeyToParallelOperator
+    assert assign(0, MAX_PARALLELISM, 2) == assign(1, MAX_PARALLELISM, 2)  # why the keys are picked
+    for partitions in (1, 2, 3, 4, 8, 12):
+        keys = partition_keys(partitions)
+        assert len(set(keys)) == partitions
+        assert [assign(key, MAX_PARALLELISM, partitions) for key in keys] == list(range(partitions))
+        if partitions % 2 == 0:  # fewer subtasks: an even share each
+            on = [assign(key, MAX_PARALLELISM, 2) for key in keys]
+            assert on.count(0) == on.count(1)
