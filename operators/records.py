@@ -20,7 +20,7 @@ from typing import NamedTuple
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .tick import _FIELDS, DEFAULT_LIMITS, SCHEMA, Rejection, Tick, TickLimits, _check_event_time, \
+from .tick import _FIELDS, DEFAULT_LIMITS, SCHEMA, Rejection, Tick, TickLimits, check_event_time, \
     check_record_timestamp, parse_tick, tick_from_fields
 
 ARROW_STREAM_START = b"\xff\xff\xff\xff"
@@ -128,7 +128,7 @@ def _whole_batch(table: pa.Table, record_timestamp_ms: int | None, limits: TickL
         if any(check(value) for value in probes for check in checks):
             return None
         if name == "event_time":
-            if _check_event_time(probes[0], limits) or _check_event_time(probes[1], limits):
+            if check_event_time(probes[0], limits) or check_event_time(probes[1], limits):
                 return None
             if record_timestamp_ms is not None and probes[1] // 1000 != record_timestamp_ms:
                 return None

@@ -115,7 +115,9 @@ REASON_CODES = ("message_too_large", "not_utf8", "not_json", "not_object", "not_
                 "event_time_before_floor", "event_time_in_future", "timestamp_mismatch")
 
 
-def _check_event_time(us: int, limits: TickLimits) -> Rejection | None:
+def check_event_time(us: int, limits: TickLimits) -> Rejection | None:
+    """Why an event time (µs) is refused, or None. Each refusal bounds it from one side, so the accepted
+    times are one interval: records.py checks a whole batch by its smallest and largest event time."""
     if us < _S_BELOW_US:
         return Rejection("event_time_in_seconds", f"event_time {us} looks like epoch seconds; ticks carry epoch µs")
     if us < _MS_BELOW_US:
@@ -170,7 +172,7 @@ def tick_from_fields(obj: dict, limits: TickLimits = DEFAULT_LIMITS) -> Tick | R
             if problem:
                 return Rejection(problem[0], f"field {name!r} {problem[1]}")
         values[name] = value
-    return _check_event_time(values["event_time"], limits) or Tick(
+    return check_event_time(values["event_time"], limits) or Tick(
         values["symbol"], float(values["price"]), float(values["volume"]), values["exchange"], values["seq"],
         values["event_time"])
 
