@@ -92,10 +92,7 @@ class MultiWindowExtrema:
         """(max, its time, min, its time) over the window ending now: max() and min() in one call (the
         per-tick path asks this for every window)."""
         after = self.now - window_us
-        high, low = self._max, self._min
-        i = bisect_right(high.times, after, high.head)
-        j = bisect_right(low.times, after, low.head)
-        return high.prices[i], high.times[i], low.prices[j], low.times[j]
+        return (*self._max.query(after), *self._min.query(after))
 
     def candidates(self) -> int:
         """How many (time, price) pairs are held, both sides: the state's size."""

@@ -130,8 +130,7 @@ class SymbolProcessor:
                 })
         high, high_time, low, low_time = extrema.window(rules.spike_window_us)
         alerts.extend(self.spike.evaluate(tick, low, low_time, high, high_time))
-        if self.thresholds.levels:
-            alerts.extend(self.thresholds.evaluate(tick))
+        alerts.extend(self.thresholds.evaluate(tick))
         for builder in self.rollups:
             builder.add(tick)
 
