@@ -94,6 +94,18 @@ class MultiWindowExtrema:
         after = self.now - window_us
         return (*self._max.query(after), *self._min.query(after))
 
+    def candidate_lists(self) -> tuple[list[int], list[float], list[int], list[float]]:
+        """What is held: (times, prices) of the max side, then of the min side, oldest first."""
+        mx, mn = self._max, self._min
+        return mx.times[mx.head:], mx.prices[mx.head:], mn.times[mn.head:], mn.prices[mn.head:]
+
+    def set_candidates(self, now: int, max_times: list[int], max_prices: list[float], min_times: list[int],
+                       min_prices: list[float]) -> None:
+        """Hold these, as pushes up to `now` would have left them (operators.columnar computes them)."""
+        self._max.times, self._max.prices, self._max.head = max_times, max_prices, 0
+        self._min.times, self._min.prices, self._min.head = min_times, min_prices, 0
+        self.now = now
+
     def candidates(self) -> int:
         """How many (time, price) pairs are held, both sides: the state's size."""
         return len(self._max) + len(self._min)

@@ -2,61 +2,94 @@
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort_right
-from operator import attrgetter
+import sys
+from array import array
+from bisect import bisect_left, bisect_right
+from typing import NamedTuple
 
 from .tick import Tick
 
-_order = attrgetter("event_time", "seq")
-_event_time = attrgetter("event_time")
+
+class ReleasedTicks(NamedTuple):
+    """Ticks released together, as columns in apply order (numbers as contiguous arrays)."""
+    symbols: list[str]
+    prices: array  # 'd'
+    volumes: array  # 'd'
+    exchanges: list[str]
+    seqs: array  # 'q'
+    event_times: array  # 'q'
+
+    def ticks(self) -> list[Tick]:
+        return list(map(Tick._make, zip(*self)))
 
 
 class ReorderBuffer:
     """Releases ticks in (event_time, seq, arrival) order once their event time is below a frontier.
 
-    A list kept in that order: most ticks arrive in order and are appended; the few that do not are inserted
-    after every held tick with the same (event_time, seq), which keeps arrival order among equals. (A heap
-    paid a tuple and O(log n) comparisons per tick for the rare out-of-order one.)"""
+    Columns kept in that order: most ticks arrive in order and are appended; the few that do not are
+    inserted after every held tick with the same (event_time, seq), which keeps arrival order among equals.
+    Numbers go into arrays as they arrive: a release hands them on without touching a Python object per
+    tick (operators.columnar reads them as numpy arrays; objects made long before are cache misses), and
+    they pickle as bytes."""
 
-    __slots__ = ("_ticks",)
+    __slots__ = ("_columns",)
 
     def __init__(self) -> None:
-        self._ticks: list[Tick] = []
+        self._columns = ReleasedTicks([], array("d"), array("d"), [], array("q"), array("q"))
 
     def __len__(self) -> int:
-        return len(self._ticks)
+        return len(self._columns.event_times)
 
     def push(self, tick: Tick) -> None:
-        ticks = self._ticks
-        if ticks:
-            last = ticks[-1]
-            if tick.event_time < last.event_time or (tick.event_time == last.event_time and tick.seq < last.seq):
-                insort_right(ticks, tick, key=_order)
-                return
-        ticks.append(tick)
+        columns = self._columns
+        times, seqs = columns.event_times, columns.seqs
+        t, seq = tick.event_time, tick.seq
+        if times and (t < times[-1] or (t == times[-1] and seq < seqs[-1])):
+            low, high = bisect_left(times, t), bisect_right(times, t)
+            at = low + bisect_right(seqs[low:high], seq)
+            for column, value in zip(columns, tick._replace(exchange=sys.intern(tick.exchange))):
+                column.insert(at, value)
+            return
+        columns.symbols.append(tick.symbol)
+        columns.prices.append(tick.price)
+        columns.volumes.append(tick.volume)
+        columns.exchanges.append(sys.intern(tick.exchange))  # a few names, each held once
+        seqs.append(seq)
+        times.append(t)
 
     def earliest(self) -> int | None:
         """The event time of the earliest held tick."""
-        return self._ticks[0].event_time if self._ticks else None
+        times = self._columns.event_times
+        return times[0] if times else None
 
     def release_before(self, frontier_us: int) -> list[Tick]:
         """Every held tick with event_time < frontier_us, in order."""
-        ticks = self._ticks
-        if not ticks or ticks[-1].event_time < frontier_us:  # all of them: the common case
-            self._ticks = []
-            return ticks
-        cut = bisect_left(ticks, frontier_us, key=_event_time)
-        out = ticks[:cut]
-        del ticks[:cut]
+        return self.release_columns_before(frontier_us).ticks()
+
+    def release_columns_before(self, frontier_us: int) -> ReleasedTicks:
+        """The same as columns."""
+        columns = self._columns
+        times = columns.event_times
+        if not times or times[-1] < frontier_us:  # all of them: the common case
+            self.__init__()
+            return columns
+        cut = bisect_left(times, frontier_us)
+        out = ReleasedTicks(*(column[:cut] for column in columns))
+        for column in columns:
+            del column[:cut]
         return out
 
     def __getstate__(self):
-        # Plain tuples: pickling a Tick calls its Python-level __getnewargs__. In a tuple: pickle skips
-        # __setstate__ for a false state, such as an empty list.
-        return (list(map(tuple, self._ticks)),)
+        return (2, *self._columns)
 
     def __setstate__(self, state):
-        if isinstance(state, dict):  # a checkpoint from before this layout: a heap of (time, seq, arrival, tick)
-            self._ticks = [entry[3] for entry in sorted(state["heap"])]
+        if isinstance(state, dict):  # an older layout: a heap of (time, seq, arrival, tick)
+            ticks = [entry[3] for entry in sorted(state["heap"])]
+        elif state[0] != 2:  # an older layout: a list of Ticks as tuples, in order
+            ticks = list(map(Tick._make, state[0]))
         else:
-            self._ticks = list(map(Tick._make, state[0]))
+            self._columns = ReleasedTicks(*state[1:])
+            return
+        self.__init__()
+        for tick in ticks:
+            self.push(tick)

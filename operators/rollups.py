@@ -27,24 +27,30 @@ class RollupBuilder:
         return (time_us // self.resolution_us + 1) * self.resolution_us
 
     def add(self, tick: Tick) -> None:
-        start = tick.event_time - tick.event_time % self.resolution_us
+        t, p = tick.event_time, tick.price
+        self.add_run(tick.symbol, t - t % self.resolution_us, p, p, t, p, t, p, 1, tick.volume, p * tick.volume)
+
+    def add_run(self, symbol: str, start: int, first: float, high: float, high_time: int, low: float, low_time: int,
+                last: float, count: int, volume: float, price_volume: float) -> None:
+        """Add ticks of one bucket, in order, given as their aggregate: first and last price, highest and
+        lowest with the earliest time of each, count, volume, sum of price * volume. (One tick: add.)"""
         b = self._open_bucket
         if b is not None and b[1] != start:
             self._closed.append(self._row(b))
             b = None
-        p, v = tick.price, tick.volume
         if b is None:
             # symbol, start, open, high, high_time, low, low_time, close, count, volume, price*volume
-            self._open_bucket = [tick.symbol, start, p, p, tick.event_time, p, tick.event_time, p, 1, v, p * v]
+            self._open_bucket = [symbol, start, first, high, high_time, low, low_time, last, count, volume,
+                                 price_volume]
             return
-        if p > b[3]:
-            b[3], b[4] = p, tick.event_time
-        if p < b[5]:
-            b[5], b[6] = p, tick.event_time
-        b[7] = p
-        b[8] += 1
-        b[9] += v
-        b[10] += p * v
+        if high > b[3]:
+            b[3], b[4] = high, high_time
+        if low < b[5]:
+            b[5], b[6] = low, low_time
+        b[7] = last
+        b[8] += count
+        b[9] += volume
+        b[10] += price_volume
 
     def close_before(self, frontier_us: int) -> list[dict]:
         """Every bucket whose end is <= frontier_us, oldest first."""

@@ -37,15 +37,18 @@ class SpikeRule:
         alerts = []
         up = p > low * (1 + self._fraction)
         if up and self.up_armed:
-            alerts.append(_alert(tick, "spike_up", low, low_time, self.rule(), self.window_us // 1000,
-                                 f"{tick.symbol}:spike_up:{tick.event_time}:{tick.seq}"))
+            alerts.append(self.alert(tick, "spike_up", low, low_time))
         self.up_armed = not up
         down = p < high * (1 - self._fraction)
         if down and self.down_armed:
-            alerts.append(_alert(tick, "spike_down", high, high_time, self.rule(), self.window_us // 1000,
-                                 f"{tick.symbol}:spike_down:{tick.event_time}:{tick.seq}"))
+            alerts.append(self.alert(tick, "spike_down", high, high_time))
         self.down_armed = not down
         return alerts
+
+    def alert(self, tick: Tick, kind: str, reference: float, reference_time: int) -> dict:
+        """The alert of kind spike_up (reference: the window's min) or spike_down (its max) at tick."""
+        return _alert(tick, kind, reference, reference_time, self.rule(), self.window_us // 1000,
+                      f"{tick.symbol}:{kind}:{tick.event_time}:{tick.seq}")
 
     def rule(self) -> str:
         """The rule as alerts name it (built only when one fires: evaluate runs for every tick)."""
@@ -68,14 +71,18 @@ class ThresholdRule:
         for i, level in enumerate(self.levels):
             up, down = p > level, p < level
             if up and self.up_armed[i]:
-                alerts.append(_alert(tick, "threshold_up", level, None, f"above {level:g}", None,
-                                     f"{tick.symbol}:threshold_up:{level:g}:{tick.event_time}:{tick.seq}"))
+                alerts.append(self.alert(tick, "threshold_up", level))
             if down and self.down_armed[i]:
-                alerts.append(_alert(tick, "threshold_down", level, None, f"below {level:g}", None,
-                                     f"{tick.symbol}:threshold_down:{level:g}:{tick.event_time}:{tick.seq}"))
+                alerts.append(self.alert(tick, "threshold_down", level))
             self.up_armed[i] = not up
             self.down_armed[i] = not down
         return alerts
+
+    @staticmethod
+    def alert(tick: Tick, kind: str, level: float) -> dict:
+        """The alert of kind threshold_up (the price went above level) or threshold_down (below) at tick."""
+        return _alert(tick, kind, level, None, f"{'above' if kind == 'threshold_up' else 'below'} {level:g}", None,
+                      f"{tick.symbol}:{kind}:{level:g}:{tick.event_time}:{tick.seq}")
 
 
 class MovingAverage:
@@ -90,6 +97,13 @@ class MovingAverage:
     def push(self, price: float) -> float:
         self._prices.append(price)
         return math.fsum(self._prices) / len(self._prices)
+
+    def recent(self) -> list[float]:
+        """The last n prices, oldest first."""
+        return list(self._prices)
+
+    def set_recent(self, prices: list[float]) -> None:
+        self._prices = deque(prices, maxlen=self.n)
 
     def __getstate__(self):
         return (self.n, list(self._prices))

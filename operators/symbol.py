@@ -70,6 +70,14 @@ class Outputs(NamedTuple):
     rollups: list[dict]
 
 
+def max_update(symbol: str, window_us: int, event_time: int, seq: int, high: float, high_time: int, low: float,
+               low_time: int, moving_average: float, moving_average_ticks: int) -> dict:
+    """The max update of one window at one tick (the max-updates topic's value)."""
+    return {"symbol": symbol, "window": format_duration(window_us), "window_ms": window_us // 1000,
+            "event_time": event_time, "seq": seq, "max": high, "max_time": high_time, "min": low,
+            "min_time": low_time, "moving_average": moving_average, "moving_average_ticks": moving_average_ticks}
+
+
 class SymbolProcessor:
     __slots__ = ("rules", "pending", "duplicates", "rollups", "extrema", "spike", "thresholds", "average",
                  "last_values", "last_applied")
@@ -101,12 +109,22 @@ class SymbolProcessor:
         return None
 
     def advance(self, frontier_us: int) -> Outputs:
-        """Apply every buffered tick below the frontier, in order."""
+        """Apply every buffered tick below the frontier, in order. (operators.columnar does the same for many
+        symbols at once.)"""
+        return self.apply_released(self.pending.release_before(frontier_us), frontier_us)
+
+    def apply_released(self, ticks: list[Tick], frontier_us: int) -> Outputs:
+        """The rest of advance, for the ticks it released."""
         alerts, updates = [], []
-        for tick in self.pending.release_before(frontier_us):
+        for tick in ticks:
             self._apply(tick, alerts, updates)
+        return Outputs(alerts, updates, self.finish(frontier_us))
+
+    def finish(self, frontier_us: int) -> list[dict]:
+        """After the ticks below the frontier are applied: forget what the frontier has passed, and hand
+        out the rollup rows it closes."""
         self.duplicates.forget_before(frontier_us)
-        return Outputs(alerts, updates, [row for builder in self.rollups for row in builder.close_before(frontier_us)])
+        return [row for builder in self.rollups for row in builder.close_before(frontier_us)]
 
     def _apply(self, tick: Tick, alerts: list, updates: list) -> None:
         t, price = tick.event_time, tick.price
@@ -122,12 +140,8 @@ class SymbolProcessor:
             high, high_time, low, low_time = extrema.window(window)
             if last_values.get(window) != (high, low):
                 last_values[window] = (high, low)
-                updates.append({
-                    "symbol": tick.symbol, "window": format_duration(window), "window_ms": window // 1000,
-                    "event_time": t, "seq": tick.seq, "max": high, "max_time": high_time, "min": low,
-                    "min_time": low_time, "moving_average": average,
-                    "moving_average_ticks": rules.moving_average_ticks,
-                })
+                updates.append(max_update(tick.symbol, window, t, tick.seq, high, high_time, low, low_time, average,
+                                          rules.moving_average_ticks))
         high, high_time, low, low_time = extrema.window(rules.spike_window_us)
         alerts.extend(self.spike.evaluate(tick, low, low_time, high, high_time))
         alerts.extend(self.thresholds.evaluate(tick))

@@ -11,6 +11,7 @@ from hypothesis import given, settings as hyp_settings, strategies as st
 
 from oracle import (alert_key, apply_order, expected_alerts, expected_max_updates, expected_rollups, update_key,
                     window_extremes)
+from stockmax.operators.columnar import OutputLines, advance_symbols, output_line
 from stockmax.operators.dedup import DuplicateFilter
 from stockmax.operators.durations import format_duration, parse_duration_us, parse_windows
 from stockmax.operators.extrema import MultiWindowExtrema
@@ -18,7 +19,7 @@ from stockmax.operators.reorder import ReorderBuffer
 from stockmax.operators.rollups import RollupBuilder
 from stockmax.operators.symbol import Rules, SymbolProcessor, frontier_from_watermark_ms
 from stockmax.operators.tick import Tick
-from pure_run import END_OF_INPUT, run_processor
+from pure_run import END_OF_INPUT, run_processor, values_of
 
 MS = 1000
 HOUR_US = 3600 * 1_000_000
@@ -141,11 +142,12 @@ def _oracle_overrides(rules: Rules) -> dict:
                 "levels": o["levels"]} for s, o in rules.overrides.items()}
 
 
-@given(market())
+@pytest.mark.parametrize("columnar", [False, True], ids=["per-tick", "columnar"])
+@given(case=market())
 @hyp_settings(max_examples=300, deadline=None)
-def test_processor_outputs_equal_the_oracle(case):
+def test_processor_outputs_equal_the_oracle(columnar, case):
     arrivals, rules = case
-    got = run_processor(arrivals, rules)
+    got = run_processor(arrivals, rules, columnar)
     ticks = [tk._asdict() for tk in arrivals]
     windows_ms = tuple(w // 1000 for w in rules.windows_us)
     bound_ms = rules.watermark_bound_us // 1000
@@ -167,9 +169,94 @@ def test_processor_outputs_equal_the_oracle(case):
     want_rollups = [row for r in rules.rollup_resolutions_s for row in expected_rollups(ticks, r)]
     rollup_key = lambda r: (r["symbol"], r["resolution_s"], r["bucket_start"])
     assert sorted(map(rollup_key, got["rollups"])) == sorted(map(rollup_key, want_rollups))
+    exact = ("open", "high", "high_time", "low", "low_time", "close", "count")
+    for g, w in zip(sorted(got["rollups"], key=rollup_key), sorted(want_rollups, key=rollup_key)):
+        assert {k: g[k] for k in exact} == {k: w[k] for k in exact}
+        assert (g["volume"], g["vwap"]) == pytest.approx((w["volume"], w["vwap"]), rel=1e-12)
 
     copies = len(arrivals) - len({(t.symbol, t.exchange, t.seq) for t in arrivals})
     assert [reason for reason, _ in got["rejected"]] == ["duplicate"] * copies
+
+
+def _exact_state(p: SymbolProcessor) -> tuple:
+    """What a processor holds, but for sums of floats (compared approximately)."""
+    buckets = [None if b._open_bucket is None else b._open_bucket[:9] for b in p.rollups]
+    return (p.extrema.candidate_lists(), p.extrema.now, p.last_values, p.last_applied, p.spike.up_armed,
+            p.spike.down_armed, p.thresholds.up_armed, p.thresholds.down_armed, buckets, len(p.pending))
+
+
+def _float_sums(p: SymbolProcessor) -> list[float]:
+    return p.average.recent() + [x for b in p.rollups if b._open_bucket for x in b._open_bucket[9:]]
+
+
+def _by_key(lines: list[str]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for key, value in zip([line.split("\t", 1)[0] for line in lines], values_of(lines)):
+        out.setdefault(key, []).append(value)
+    return out
+
+
+SUMS = ("moving_average", "volume", "vwap")
+
+
+@given(case=market(), data=st.data())
+@hyp_settings(max_examples=300, deadline=None)
+def test_columnar_advance_gives_and_leaves_what_per_tick_advance_does(case, data):
+    """Many advances, state carried (and pickled) between them: every key's outputs in the same order, and
+    each processor left holding the same."""
+    arrivals, rules = case
+    steps = data.draw(st.lists(st.booleans(), min_size=len(arrivals), max_size=len(arrivals)))
+    per_tick, columnar = {}, {}
+    got, want = OutputLines([], [], []), OutputLines([], [], [])
+    frontier, newest = -END_OF_INPUT, -END_OF_INPUT
+
+    def advance(to):
+        for symbol, p in per_tick.items():
+            out = p.advance(to)
+            want.max_updates.extend(output_line(f"{symbol}|{u['window']}", u) for u in out.max_updates)
+            want.alerts.extend(output_line(symbol, a) for a in out.alerts)
+            want.rollups.extend(output_line(symbol, r) for r in out.rollups)
+        for kind, lines in zip(OutputLines._fields, advance_symbols(list(columnar.items()), to, min_columnar_ticks=0)):
+            getattr(got, kind).extend(lines)
+        for symbol, p in per_tick.items():
+            assert _exact_state(columnar[symbol]) == _exact_state(p), symbol
+            assert _float_sums(columnar[symbol]) == pytest.approx(_float_sums(p), rel=1e-12)
+
+    for tick, step in zip(arrivals, steps):
+        if step:
+            frontier = max(frontier, newest - rules.watermark_bound_us)
+            advance(frontier)
+            if data.draw(st.booleans()):  # a checkpoint and restore
+                columnar = {s: pickle.loads(pickle.dumps(p)) for s, p in columnar.items()}
+        for processors in (per_tick, columnar):
+            p = processors.setdefault(tick.symbol, SymbolProcessor(rules.for_symbol(tick.symbol)))
+            p.accept(tick, frontier)
+        newest = max(newest, tick.event_time)
+    advance(END_OF_INPUT)
+    for kind in OutputLines._fields:
+        g, w = _by_key(getattr(got, kind)), _by_key(getattr(want, kind))
+        assert g.keys() == w.keys()
+        for key in w:
+            assert [{k: v for k, v in x.items() if k not in SUMS} for x in g[key]] == \
+                   [{k: v for k, v in x.items() if k not in SUMS} for x in w[key]], (kind, key)
+            assert [x.get(k) for x in g[key] for k in SUMS] == \
+                   pytest.approx([x.get(k) for x in w[key] for k in SUMS], rel=1e-12)
+
+
+def test_columnar_state_forgets_exactly_what_left_the_longest_window():
+    """A held value exactly one longest window before the newest tick is outside every window: dropped."""
+    rules = Rules(windows_us=(1_000_000,), spike_window_us=1_000_000, rollup_resolutions_s=(1,))
+    prices = [9.0, 8.0, 7.0, 6.0, 5.0]  # each a max candidate until it leaves the window
+    ticks = [_tick("S", START + i * 500_000, price, i) for i, price in enumerate(prices)]
+    per_tick, columnar = SymbolProcessor(rules), SymbolProcessor(rules)
+    for tick in ticks:
+        for p in (per_tick, columnar):
+            p.accept(tick, -END_OF_INPUT)
+    per_tick.advance(END_OF_INPUT)
+    advance_symbols([("S", columnar)], END_OF_INPUT, min_columnar_ticks=0)
+    assert per_tick.extrema.candidate_lists() == ([START + 1_500_000, START + 2_000_000], [6.0, 5.0],
+                                                  [START + 2_000_000], [5.0])
+    assert _exact_state(columnar) == _exact_state(per_tick)
 
 
 @st.composite
@@ -368,6 +455,10 @@ def test_reorder_and_duplicate_state_from_the_previous_layout_restores():
                                     "_expiry": [(t.event_time, "X", t.seq) for t in ticks]}))
     assert [t.seq for t in buffer.release_before(35)] == [1, 2, 3, 0]
     assert len(buffer) == 1 and buffer.earliest() == 40
+    # The layout after that one: the ticks as tuples, in order.
+    listed = ReorderBuffer()
+    listed.__setstate__(([tuple(t) for t in sorted(ticks, key=lambda t: (t.event_time, t.seq))],))
+    assert listed.release_before(35) == [ticks[i] for i in (1, 2, 3, 0)] and listed.earliest() == 40
     assert duplicates.seen("X", 2) and len(duplicates) == 5
     duplicates.forget_before(120)  # forgets what is older than 20
     assert len(duplicates) == 4 and not duplicates.seen("X", 1) and duplicates.seen("X", 2)
