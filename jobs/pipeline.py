@@ -41,10 +41,10 @@ from pyflink.table import StreamTableEnvironment, Table
 from stockmax import config as stockmax_config
 from stockmax.config import Settings
 from stockmax.operators.columnar import advance_symbols, output_line
-from stockmax.operators.records import dead_letter, decode_record, pack_ticks, unpack_ticks
+from stockmax.operators.records import dead_letter, decode_record, pack_ticks, unpack_tick_fields
 from stockmax.operators.schedule import DueSchedule
 from stockmax.operators.symbol import Rules, SymbolProcessor, frontier_from_watermark_ms, watermark_ms_for_frontier
-from stockmax.operators.tick import REASON_CODES, TickLimits
+from stockmax.operators.tick import REASON_CODES, Tick, TickLimits
 
 # Every output record is (key, value): both text, the value a JSON object.
 RECORD = Types.ROW_NAMED(["k", "v"], [Types.STRING(), Types.STRING()])
@@ -187,7 +187,7 @@ class SymbolFunction(KeyedProcessFunction):
 
     def process_element(self, batch, ctx):
         key, packed = batch
-        ticks = unpack_ticks(packed)
+        ticks = unpack_tick_fields(packed)
         watermark = ctx.timer_service().current_watermark()
         frontier = frontier_from_watermark_ms(watermark)
         outputs = {kind: [] for kind in OUTPUT_KINDS}
@@ -195,15 +195,16 @@ class SymbolFunction(KeyedProcessFunction):
         for tick in ticks:
             if self.failures:
                 self.failures.tick()
-            processor = touched.get(tick.symbol)
+            symbol = tick[0]
+            processor = touched.get(symbol)
             if processor is None:
-                processor = self.processors.get(tick.symbol) or SymbolProcessor(self.rules.for_symbol(tick.symbol))
-                touched[tick.symbol] = processor
+                processor = self.processors.get(symbol) or SymbolProcessor(self.rules.for_symbol(symbol))
+                touched[symbol] = processor
             rejected = processor.accept(tick, frontier)
             if rejected:
                 (self.late_ticks if rejected == "late" else self.duplicate_ticks).inc()
                 outputs["late" if rejected == "late" else "duplicates"].append(output_line(
-                    tick.symbol, {**tick._asdict(), "reason": rejected, "watermark_ms": watermark}))
+                    symbol, {**Tick._make(tick)._asdict(), "reason": rejected, "watermark_ms": watermark}))
         schedule = self.schedule.value() or DueSchedule()
         for symbol, processor in touched.items():
             due = processor.next_due()

@@ -40,20 +40,22 @@ class ReorderBuffer:
     def __len__(self) -> int:
         return len(self._columns.event_times)
 
-    def push(self, tick: Tick) -> None:
+    def push(self, tick: Tick | tuple) -> None:
+        """tick: a Tick or a plain tuple of its fields."""
         columns = self._columns
         times, seqs = columns.event_times, columns.seqs
-        t, seq = tick.event_time, tick.seq
+        symbol, price, volume, exchange, seq, t = tick
+        exchange = sys.intern(exchange)  # a few names, each held once
         if times and (t < times[-1] or (t == times[-1] and seq < seqs[-1])):
             low, high = bisect_left(times, t), bisect_right(times, t)
             at = low + bisect_right(seqs[low:high], seq)
-            for column, value in zip(columns, tick._replace(exchange=sys.intern(tick.exchange))):
+            for column, value in zip(columns, (symbol, price, volume, exchange, seq, t)):
                 column.insert(at, value)
             return
-        columns.symbols.append(tick.symbol)
-        columns.prices.append(tick.price)
-        columns.volumes.append(tick.volume)
-        columns.exchanges.append(sys.intern(tick.exchange))  # a few names, each held once
+        columns.symbols.append(symbol)
+        columns.prices.append(price)
+        columns.volumes.append(volume)
+        columns.exchanges.append(exchange)
         seqs.append(seq)
         times.append(t)
 

@@ -98,13 +98,15 @@ class SymbolProcessor:
         self.average = MovingAverage(rules.moving_average_ticks)
         self.last_values: dict[int, tuple[float, float]] = {}
 
-    def accept(self, tick: Tick, frontier_us: int) -> str | None:
-        """Buffer a tick. Returns None when accepted, else why not: 'duplicate' or 'late'."""
-        if self.duplicates.seen(tick.exchange, tick.seq):
+    def accept(self, tick: Tick | tuple, frontier_us: int) -> str | None:
+        """Buffer a tick (a Tick, or a plain tuple of its fields: the job skips making a Tick per tick).
+        Returns None when accepted, else why not: 'duplicate' or 'late'."""
+        _, _, _, exchange, seq, event_time = tick
+        if self.duplicates.seen(exchange, seq):
             return "duplicate"
-        if tick.event_time < frontier_us:
+        if event_time < frontier_us:
             return "late"
-        self.duplicates.remember(tick.exchange, tick.seq, tick.event_time)
+        self.duplicates.remember(exchange, seq, event_time)
         self.pending.push(tick)
         return None
 
@@ -158,11 +160,14 @@ class SymbolProcessor:
         tick, close the earliest open rollup bucket, or (with neither) let the state expire. None: the
         processor holds nothing. After advance(f), the answer is above f, so a caller that advances at each
         due point never spins."""
-        due = [end for end in (b.open_end() for b in self.rollups) if end is not None]
-        if self.pending:
-            due.append(self.pending.earliest() + 1)
-        if due:
-            return min(due)
+        earliest = self.pending.earliest()
+        due = None if earliest is None else earliest + 1
+        for builder in self.rollups:
+            end = builder.open_end()
+            if end is not None and (due is None or end < due):
+                due = end
+        if due is not None:
+            return due
         if self.last_applied is not None:
             return self.last_applied + self.rules.idle_gap_us + 1
         return None
