@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import random
 
@@ -18,7 +19,7 @@ from stockmax.operators.extrema import MultiWindowExtrema
 from stockmax.operators.reorder import ReorderBuffer
 from stockmax.operators.rollups import RollupBuilder
 from stockmax.operators.symbol import Rules, SymbolProcessor, frontier_from_watermark_ms
-from stockmax.operators.tick import Tick
+from stockmax.operators.tick import SCHEMA_PATH, Tick
 from pure_run import END_OF_INPUT, run_processor, values_of
 
 MS = 1000
@@ -241,6 +242,25 @@ def test_columnar_advance_gives_and_leaves_what_per_tick_advance_does(case, data
                    [{k: v for k, v in x.items() if k not in SUMS} for x in w[key]], (kind, key)
             assert [x.get(k) for x in g[key] for k in SUMS] == \
                    pytest.approx([x.get(k) for x in w[key] for k in SUMS], rel=1e-12)
+
+
+def test_output_records_have_their_schemas_fields_and_types():
+    """What the operators write is what schemas/ documents: every property, in its order, of its type."""
+    schemas = {kind: json.loads((SCHEMA_PATH.parent / f"{name}.schema.json").read_text())
+               for kind, name in (("max_updates", "max_update"), ("rollups", "rollup"), ("alerts", "alert"))}
+    ticks = [_tick("S", START + i * 400_000, p, i, volume=float(i % 2)) for i, p in enumerate([10.0, 10.5, 9.0, 9.0])]
+    for columnar in (False, True):
+        out = run_processor(ticks, Rules(levels=(9.5,)), columnar)
+        types = {"integer": int, "number": float, "string": str, "null": type(None)}
+        for kind, schema in schemas.items():
+            assert out[kind] and {r.get("kind") for r in out[kind]} >= ({"spike_up", "threshold_down"} if kind == "alerts" else {None})
+            for record in out[kind]:
+                assert tuple(record) == tuple(schema["properties"]) and set(schema["required"]) == set(record)
+                for name, value in record.items():
+                    allowed = schema["properties"][name]["type"]
+                    allowed = [allowed] if isinstance(allowed, str) else allowed
+                    assert any(type(value) is types[t] for t in allowed), (kind, name, value)
+                    assert value in schema["properties"][name].get("enum", [value])
 
 
 def test_columnar_state_forgets_exactly_what_left_the_longest_window():
