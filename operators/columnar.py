@@ -120,51 +120,83 @@ class _RangeExtreme:
         return self._pick(self.table[k, left], self.table[k, right - (1 << k) + 1])
 
 
+class _HeldThenReleased:
+    """Per segment, the values held from before (if it continues its processor's state), then its released
+    ticks' values: one array for every segment, each segment's part contiguous."""
+
+    def __init__(self, held_len: np.ndarray, seg_len: np.ndarray) -> None:
+        total = held_len + seg_len
+        self.start = np.cumsum(total) - total  # where each segment's part begins
+        self.end = self.start + total  # and ends (exclusive)
+        self.longest = int(total.max())
+        self.segment = np.repeat(np.arange(len(total)), total)  # the segment of each position
+        self.tick_pos = np.repeat(self.start + held_len, seg_len) + _ranks(seg_len)  # each released tick's position
+        self.held_pos = np.repeat(self.start, held_len) + _ranks(held_len)
+
+    def array(self, released: np.ndarray, held: list, dtype) -> np.ndarray:
+        out = np.empty(int(self.end[-1]), dtype)
+        out[self.tick_pos] = released
+        if len(self.held_pos):
+            out[self.held_pos] = held
+        return out
+
+
 class _Side:
     """One side (max or min) of every segment's extrema: held candidates then released ticks, in one array."""
 
-    def __init__(self, is_max: bool, held_times: list, held_prices: list, held_len: np.ndarray,
-                 seg_len: np.ndarray, t: np.ndarray, p: np.ndarray, longest_us: int) -> None:
-        total = held_len + seg_len
-        start = np.cumsum(total) - total
-        self.tick_pos = np.repeat(start + held_len, seg_len) + _ranks(seg_len)  # where each released tick is
-        held_pos = np.repeat(start, held_len) + _ranks(held_len)
-        n = int(total.sum())
-        self.times = np.empty(n, np.int64)
-        self.prices = np.empty(n, np.float64)
-        self.times[self.tick_pos], self.prices[self.tick_pos] = t, p
-        if len(held_pos):
-            self.times[held_pos] = np.array(held_times, np.int64)
-            self.prices[held_pos] = np.array(held_prices, np.float64)
-        self.segment = np.repeat(np.arange(len(total)), total)
-        self.seg_end = start + total - 1
+    def __init__(self, is_max: bool, layout: _HeldThenReleased, held_times: list, held_prices: list,
+                 t: np.ndarray, p: np.ndarray, longest_us: int) -> None:
+        self.layout = layout
+        self.times = layout.array(t, held_times, np.int64)
+        self.prices = layout.array(p, held_prices, np.float64)
         # Sorted key (segment, time): a window's left end is a binary search. Offset by the longest window
         # so that t - W never reaches into the previous segment's keys.
         base = int(self.times.min()) - longest_us
         span = int(self.times.max()) - base + 1
-        if len(total) * span >= 2**62:
+        if len(layout.start) * span >= 2**62:
             raise OverflowError("columnar step too wide for int64 keys")
-        self.key = self.segment * span + (self.times - base)
-        self.tick_key = self.key[self.tick_pos]
-        self.extreme = _RangeExtreme(self.prices, is_max, int(total.max()))
+        self.key = layout.segment * span + (self.times - base)
+        self.tick_key = self.key[layout.tick_pos]
+        self.extreme = _RangeExtreme(self.prices, is_max, layout.longest)
 
     def window(self, window_us: int) -> tuple[np.ndarray, np.ndarray]:
         """(price, time) of the extreme over (t - W, t] at each released tick."""
         left = np.searchsorted(self.key, self.tick_key - window_us, side="right")
-        best = self.extreme.query(left, self.tick_pos)
+        best = self.extreme.query(left, self.layout.tick_pos)
         return self.prices[best], self.times[best]
 
-    def kept(self, last_time: np.ndarray, longest_us: int, wanted: np.ndarray) -> np.ndarray:
-        """Positions of what each wanted segment holds after its last tick: candidates that no later value
-        at least as extreme outlives, newer than the longest window before the segment's last tick."""
+    def kept(self, last_time: np.ndarray, longest_us: int, wanted: np.ndarray) -> tuple[list, list, np.ndarray]:
+        """What each wanted segment holds after its last tick: candidates that no later value at least as
+        extreme outlives, newer than the longest window before the segment's last tick. (times, prices,
+        where each segment's part starts in them)."""
+        segment = self.layout.segment
         n = len(self.prices)
-        end = self.seg_end[self.segment]
-        after = np.minimum(np.arange(n) + 1, end)
-        later_best = self.prices[self.extreme.query(after, end)]
+        last = (self.layout.end - 1)[segment]
+        later_best = self.prices[self.extreme.query(np.minimum(np.arange(n) + 1, last), last)]
         beats_later = self.prices > later_best if self.extreme.is_max else self.prices < later_best
-        is_end = np.arange(n) == end
-        keep = (is_end | beats_later) & (self.times > last_time[self.segment] - longest_us) & wanted[self.segment]
-        return np.flatnonzero(keep)
+        keep = ((np.arange(n) == last) | beats_later) & (self.times > last_time[segment] - longest_us) & wanted[segment]
+        pos = np.flatnonzero(keep)
+        per_segment = np.bincount(segment[pos], minlength=len(self.layout.start))
+        return self.times[pos].tolist(), self.prices[pos].tolist(), np.append(0, np.cumsum(per_segment))
+
+
+class _Segments(NamedTuple):
+    """Runs of a symbol's released ticks between idle gaps (SymbolProcessor._apply starts fresh after one)."""
+    first: np.ndarray  # each segment's first tick
+    last: np.ndarray  # and its last
+    symbol: np.ndarray  # its processor
+    carried: np.ndarray  # bool: it continues its processor's state (it is the symbol's first, with no gap)
+    symbols_last: np.ndarray  # bool: it is its symbol's last
+
+    def previous(self, values: np.ndarray, held: list, fresh) -> np.ndarray:
+        """Each tick's value at the previous tick of its segment; at a segment's first, the held value
+        (carried segments, in order) or `fresh`."""
+        out = np.empty(len(values), values.dtype)
+        out[1:] = values[:-1]
+        first = np.full(len(self.first), fresh, values.dtype)
+        first[self.carried] = held
+        out[self.first] = first
+        return out
 
 
 class _ColumnarStep:
@@ -175,167 +207,145 @@ class _ColumnarStep:
         self.processors = [processor for _, processor in group]
         self.rules = self.processors[0].rules
         self.released = released
-        self.counts = np.fromiter((len(columns.event_times) for columns in released), np.int64, len(released))
-        self.symbol_start = np.cumsum(self.counts) - self.counts
+        counts = np.fromiter((len(columns.event_times) for columns in released), np.int64, len(released))
+        self.symbol_start = np.cumsum(counts) - counts
+        self.t, self.p, self.v, self.seq = (
+            np.frombuffer(b"".join(getattr(columns, field) for columns in released), dtype)
+            for field, dtype in (("event_times", np.int64), ("prices", np.float64), ("volumes", np.float64),
+                                 ("seqs", np.int64)))
+        self.row_symbol = np.repeat(np.arange(len(group)), counts)
+        self.first_of_symbol = np.zeros(len(self.t), bool)
+        self.first_of_symbol[self.symbol_start[counts > 0]] = True
 
     def tick(self, i: int) -> Tick:
         """The i-th released tick (alerts are made from ticks)."""
         s = int(np.searchsorted(self.symbol_start, i, side="right")) - 1
-        j = i - int(self.symbol_start[s])
-        return Tick._make(column[j] for column in self.released[s])
+        return Tick._make(column[i - int(self.symbol_start[s])] for column in self.released[s])
 
     def apply(self, lines: OutputLines) -> None:
-        rules, processors, counts, released = self.rules, self.processors, self.counts, self.released
-        t, p, v, seq = (np.frombuffer(b"".join(getattr(columns, field) for columns in released), dtype)
-                        for field, dtype in (("event_times", np.int64), ("prices", np.float64),
-                                             ("volumes", np.float64), ("seqs", np.int64)))
-        n = len(t)
-        row_symbol = np.repeat(np.arange(len(processors)), counts)
-        first_of_symbol = np.zeros(n, bool)
-        first_of_symbol[self.symbol_start[counts > 0]] = True
-
-        # Segments: a tick more than the idle gap after the previous applied one starts fresh.
-        previous_applied = [q.last_applied for q in processors]
-        prev_t = np.empty(n, np.int64)
-        prev_t[1:] = t[:-1]
-        prev_t[first_of_symbol] = [previous_applied[s] or 0 for s in row_symbol[first_of_symbol].tolist()]
-        starts_fresh = t - prev_t > rules.idle_gap_us
-        never_applied = np.array([a is None for a in previous_applied], bool)
-        starts_fresh[first_of_symbol & never_applied[row_symbol]] = False
-        seg_first = np.flatnonzero(first_of_symbol | starts_fresh)
-        segment = np.cumsum(first_of_symbol | starts_fresh) - 1
-        seg_len = np.diff(np.append(seg_first, n))
-        seg_symbol = row_symbol[seg_first]
-        carried = np.flatnonzero(~starts_fresh[seg_first])  # segments that continue their processor's state
-        carried_processors = [processors[s] for s in seg_symbol[carried].tolist()]
-        seg_last = seg_first + seg_len - 1
-        is_symbols_last = np.append(seg_symbol[1:] != seg_symbol[:-1], True)
+        rules, t, p = self.rules, self.t, self.p
+        segments = self._segments()
+        carried = [self.processors[s] for s in segments.symbol[segments.carried].tolist()]
 
         # Window extremes, both sides.
-        held = [q.extrema.candidate_lists() for q in carried_processors]
+        held = [q.extrema.candidate_lists() for q in carried]
         sides = []
-        for times_at, prices_at in ((0, 1), (2, 3)):
-            held_len = np.zeros(len(seg_first), np.int64)
-            held_len[carried] = [len(h[times_at]) for h in held]
-            sides.append(_Side(times_at == 0, list(itertools.chain.from_iterable(h[times_at] for h in held)),
-                               list(itertools.chain.from_iterable(h[prices_at] for h in held)),
-                               held_len, seg_len, t, p, rules.longest_window_us))
-        high_side, low_side = sides
-        extremes = {w: (*high_side.window(w), *low_side.window(w))
+        for is_max, times_at, prices_at in ((True, 0, 1), (False, 2, 3)):
+            held_len = np.zeros(len(segments.first), np.int64)
+            held_len[segments.carried] = [len(h[times_at]) for h in held]
+            layout = _HeldThenReleased(held_len, segments.last - segments.first + 1)
+            sides.append(_Side(is_max, layout, list(itertools.chain.from_iterable(h[times_at] for h in held)),
+                               list(itertools.chain.from_iterable(h[prices_at] for h in held)), t, p,
+                               rules.longest_window_us))
+        extremes = {w: (*sides[0].window(w), *sides[1].window(w))
                     for w in dict.fromkeys(rules.windows_us + (rules.spike_window_us,))}
+        average, recent = self._moving_average(segments, carried)
+        self._max_updates(segments, carried, extremes, average, lines)
+        conditions = self._alerts(segments, carried, extremes, lines)
+        self._leave_state(segments, sides, extremes, recent, conditions)
+        self._add_rollups()
 
-        def previous(values: np.ndarray, held_values: list, fresh) -> np.ndarray:
-            """Each tick's value at the previous tick of its segment; at a segment's first: held or fresh."""
-            out = np.empty(n, values.dtype)
-            out[1:] = values[:-1]
-            first = np.full(len(seg_first), fresh, values.dtype)
-            first[carried] = held_values
-            out[seg_first] = first
-            return out
+    def _segments(self) -> _Segments:
+        t, row_symbol, first_of_symbol = self.t, self.row_symbol, self.first_of_symbol
+        previous_applied = [q.last_applied for q in self.processors]
+        prev_t = np.empty(len(t), np.int64)
+        prev_t[1:] = t[:-1]
+        prev_t[first_of_symbol] = [previous_applied[s] or 0 for s in row_symbol[first_of_symbol].tolist()]
+        starts_fresh = t - prev_t > self.rules.idle_gap_us
+        never_applied = np.array([a is None for a in previous_applied], bool)
+        starts_fresh[first_of_symbol & never_applied[row_symbol]] = False
+        first = np.flatnonzero(first_of_symbol | starts_fresh)
+        symbol = row_symbol[first]
+        return _Segments(first, np.append(first[1:], len(t)) - 1, symbol, ~starts_fresh[first],
+                         np.append(symbol[1:] != symbol[:-1], True))
 
-        # Moving average over the last n applied prices of the segment (held ones included).
-        average = self._moving_average(p, seg_first, seg_len, carried, carried_processors)
+    def _moving_average(self, segments: _Segments, carried: list[SymbolProcessor]) -> tuple[np.ndarray, list]:
+        """The mean of the last n applied prices of its segment (held ones included) at each tick; and
+        each symbol's last n prices after the step (for its last segment)."""
+        n_average = self.rules.moving_average_ticks
+        held = [q.average.recent() for q in carried]
+        held_len = np.zeros(len(segments.first), np.int64)
+        held_len[segments.carried] = [len(h) for h in held]
+        layout = _HeldThenReleased(held_len, segments.last - segments.first + 1)
+        prices = layout.array(self.p, list(itertools.chain.from_iterable(held)), np.float64)
+        count = np.minimum(n_average, layout.tick_pos - layout.start[layout.segment[layout.tick_pos]] + 1)
+        total = np.zeros(len(self.p))
+        for back in range(n_average):
+            total += np.where(back < count, prices[np.maximum(layout.tick_pos - back, 0)], 0.0)
+        ends = layout.end[segments.symbols_last].tolist()
+        starts = np.maximum(layout.start[segments.symbols_last], layout.end[segments.symbols_last] - n_average)
+        recent = [prices[a:b].tolist() for a, b in zip(starts.tolist(), ends)]
+        return total / count, recent
 
-        # Max updates where a window's (max, min) changed; per key (symbol, window) in tick order.
-        symbols, n_average = self.symbols, rules.moving_average_ticks
+    def _max_updates(self, segments: _Segments, carried: list[SymbolProcessor], extremes: dict,
+                     average: np.ndarray, lines: OutputLines) -> None:
+        """Where a window's (max, min) changed; per key (symbol, window) in tick order."""
+        rules, symbols, row_symbol, t, seq = self.rules, self.symbols, self.row_symbol, self.t, self.seq
         for w in rules.windows_us:
             high, high_time, low, low_time = extremes[w]
-            last = [q.last_values.get(w, (np.nan, np.nan)) for q in carried_processors]
-            changed = ((high != previous(high, [values[0] for values in last], np.nan))
-                       | (low != previous(low, [values[1] for values in last], np.nan)))
+            last = [q.last_values.get(w, (np.nan, np.nan)) for q in carried]
+            changed = ((high != segments.previous(high, [values[0] for values in last], np.nan))
+                       | (low != segments.previous(low, [values[1] for values in last], np.nan)))
             rows = np.flatnonzero(changed)
             keys = [f"{symbol}|{format_duration(w)}" for symbol in symbols]
             lines.max_updates.extend([
-                output_line(keys[s], max_update(symbols[s], w, et, sq, hi, hi_t, lo, lo_t, avg, n_average))
+                output_line(keys[s], max_update(symbols[s], w, et, sq, hi, hi_t, lo, lo_t, avg,
+                                                rules.moving_average_ticks))
                 for s, et, sq, hi, hi_t, lo, lo_t, avg in zip(
                     row_symbol[rows].tolist(), t[rows].tolist(), seq[rows].tolist(), high[rows].tolist(),
                     high_time[rows].tolist(), low[rows].tolist(), low_time[rows].tolist(), average[rows].tolist())])
 
-        # Rules: the spike rule, then each level (the order the per-tick path fires them in).
-        alerts: list[tuple[int, int, dict]] = []
+    def _alerts(self, segments: _Segments, carried: list[SymbolProcessor], extremes: dict,
+                lines: OutputLines) -> list[np.ndarray]:
+        """The spike rule, then each level's up and down (the order the per-tick path fires them in), each
+        firing where its condition holds and did not at the previous tick. Returns the conditions."""
+        rules, p, tick = self.rules, self.p, self.tick
         high, high_time, low, low_time = extremes[rules.spike_window_us]
         fraction = rules.spike_threshold_pct / 100.0
-        spike = processors[0].spike  # the same rule for the whole group
-        conditions = [(p > low * (1 + fraction), [not q.spike.up_armed for q in carried_processors],
-                       lambda i: spike.alert(self.tick(i), "spike_up", float(low[i]), int(low_time[i]))),
-                      (p < high * (1 - fraction), [not q.spike.down_armed for q in carried_processors],
-                       lambda i: spike.alert(self.tick(i), "spike_down", float(high[i]), int(high_time[i])))]
-        levels = processors[0].thresholds.levels
-        for level_index, level in enumerate(levels):
+        spike, thresholds = self.processors[0].spike, self.processors[0].thresholds  # the group's rules
+        conditions = [(p > low * (1 + fraction), [not q.spike.up_armed for q in carried],
+                       lambda i: spike.alert(tick(i), "spike_up", float(low[i]), int(low_time[i]))),
+                      (p < high * (1 - fraction), [not q.spike.down_armed for q in carried],
+                       lambda i: spike.alert(tick(i), "spike_down", float(high[i]), int(high_time[i])))]
+        for level_index, level in enumerate(thresholds.levels):
             for kind, holds, armed in (("threshold_up", p > level, "up_armed"), ("threshold_down", p < level, "down_armed")):
-                conditions.append((holds, [not getattr(q.thresholds, armed)[level_index] for q in carried_processors],
-                                   lambda i, kind=kind, level=level: processors[0].thresholds.alert(self.tick(i), kind, level)))
-        held_conditions = []
+                conditions.append((holds, [not getattr(q.thresholds, armed)[level_index] for q in carried],
+                                   lambda i, kind=kind, level=level: thresholds.alert(tick(i), kind, level)))
+        alerts: list[tuple[int, int, dict]] = []
         for rank, (holds, held_before, make) in enumerate(conditions):
-            fires = holds & ~previous(holds, held_before, False)
+            fires = holds & ~segments.previous(holds, held_before, False)
             alerts.extend((i, rank, make(i)) for i in np.flatnonzero(fires).tolist())
-            held_conditions.append(holds)
         alerts.sort(key=lambda a: a[:2])
         lines.alerts.extend(output_line(a["symbol"], a) for _, _, a in alerts)
+        return [holds for holds, _, _ in conditions]
 
-        # What each symbol holds after its last segment.
-        self._leave_state(t, p, seg_first, seg_last, seg_symbol, carried, is_symbols_last, high_side, low_side,
-                          extremes, average, held_conditions, len(levels))
-        self._add_rollups(t, p, v, row_symbol, first_of_symbol)
-
-    def _moving_average(self, p, seg_first, seg_len, carried, carried_processors) -> np.ndarray:
-        n_avg = self.rules.moving_average_ticks
-        held = [q.average.recent() for q in carried_processors]
-        held_len = np.zeros(len(seg_first), np.int64)
-        held_len[carried] = [len(h) for h in held]
-        total = held_len + seg_len
-        start = np.cumsum(total) - total
-        tick_pos = np.repeat(start + held_len, seg_len) + _ranks(seg_len)
-        prices = np.empty(int(total.sum()), np.float64)
-        prices[tick_pos] = p
-        prices[np.repeat(start, held_len) + _ranks(held_len)] = list(itertools.chain.from_iterable(held))
-        count = np.minimum(n_avg, tick_pos - np.repeat(start, seg_len) + 1)
-        acc = np.zeros(len(p))
-        for back in range(n_avg):
-            acc += np.where(back < count, prices[np.maximum(tick_pos - back, 0)], 0.0)
-        self._average_prices, self._average_start = prices, start
-        return acc / count
-
-    def _leave_state(self, t, p, seg_first, seg_last, seg_symbol, carried, is_symbols_last, high_side, low_side,
-                     extremes, average, held_conditions, level_count) -> None:
-        rules, processors = self.rules, self.processors
-        is_carried = np.zeros(len(seg_first), bool)
-        is_carried[carried] = True
-        last_time = t[seg_last]
-        kept = []
-        for side in (high_side, low_side):
-            pos = side.kept(last_time, rules.longest_window_us, is_symbols_last)
-            per_segment = np.bincount(side.segment[pos], minlength=len(seg_first))
-            kept.append((side.times[pos].tolist(), side.prices[pos].tolist(), np.cumsum(per_segment) - per_segment,
-                         per_segment))
-        lasts = np.flatnonzero(is_symbols_last)
-        last_ticks = seg_last[lasts]
+    def _leave_state(self, segments: _Segments, sides: list[_Side], extremes: dict, recent: list,
+                     conditions: list[np.ndarray]) -> None:
+        """Each symbol left as its per-tick path would leave it: the state after its last segment."""
+        rules = self.rules
+        last_time = self.t[segments.last]
+        (max_t, max_p, max_at), (min_t, min_p, min_at) = (
+            side.kept(last_time, rules.longest_window_us, segments.symbols_last) for side in sides)
+        lasts = np.flatnonzero(segments.symbols_last)
+        last_ticks = segments.last[lasts]
         window_values = {w: (extremes[w][0][last_ticks].tolist(), extremes[w][2][last_ticks].tolist())
                          for w in rules.windows_us}
-        condition_values = [holds[last_ticks].tolist() for holds in held_conditions]
-        n_avg = rules.moving_average_ticks
-        average_prices = self._average_prices
+        held = [holds[last_ticks].tolist() for holds in conditions]
         for j, g in enumerate(lasts.tolist()):
-            q = processors[seg_symbol[g]]
-            if not is_carried[g]:
-                q._start_fresh()
-            (max_t, max_p, max_at, max_n), (min_t, min_p, min_at, min_n) = kept
-            a, b = max_at[g], max_at[g] + max_n[g]
-            c, d = min_at[g], min_at[g] + min_n[g]
-            q.extrema.set_candidates(int(last_time[g]), max_t[a:b], max_p[a:b], min_t[c:d], min_p[c:d])
-            start = int(self._average_start[g])
-            end = int(self._average_start[g + 1]) if g + 1 < len(seg_first) else len(average_prices)
-            q.average.set_recent(average_prices[max(start, end - n_avg):end].tolist())
-            q.spike.up_armed = not condition_values[0][j]
-            q.spike.down_armed = not condition_values[1][j]
-            for level_index in range(level_count):
-                q.thresholds.up_armed[level_index] = not condition_values[2 + 2 * level_index][j]
-                q.thresholds.down_armed[level_index] = not condition_values[3 + 2 * level_index][j]
+            q = self.processors[segments.symbol[g]]  # every part of its state is set below, fresh or carried
+            q.extrema.set_candidates(int(last_time[g]), max_t[max_at[g]:max_at[g + 1]], max_p[max_at[g]:max_at[g + 1]],
+                                     min_t[min_at[g]:min_at[g + 1]], min_p[min_at[g]:min_at[g + 1]])
+            q.average.set_recent(recent[j])
+            q.spike.up_armed, q.spike.down_armed = not held[0][j], not held[1][j]
+            for level_index in range(len(q.thresholds.levels)):
+                q.thresholds.up_armed[level_index] = not held[2 + 2 * level_index][j]
+                q.thresholds.down_armed[level_index] = not held[3 + 2 * level_index][j]
             q.last_values = {w: (highs[j], lows[j]) for w, (highs, lows) in window_values.items()}
             q.last_applied = int(last_time[g])
 
-    def _add_rollups(self, t, p, v, row_symbol, first_of_symbol) -> None:
+    def _add_rollups(self) -> None:
         """Per resolution, each run of a symbol's ticks in one bucket added to its builder as one aggregate."""
+        t, p, v, row_symbol = self.t, self.p, self.v, self.row_symbol
         n = len(t)
         index = np.arange(n)
         price_volume = p * v
@@ -343,7 +353,7 @@ class _ColumnarStep:
         for r_index, resolution_s in enumerate(self.rules.rollup_resolutions_s):
             size = resolution_s * 1_000_000
             bucket = t - t % size
-            run_start = first_of_symbol.copy()
+            run_start = self.first_of_symbol.copy()
             run_start[1:] |= bucket[1:] != bucket[:-1]
             starts = np.flatnonzero(run_start)
             run = np.cumsum(run_start) - 1
