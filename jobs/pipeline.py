@@ -283,6 +283,8 @@ def add_kafka_sink(t_env: StreamTableEnvironment, statements, settings: Settings
         "sink.delivery-guarantee": "exactly-once",
         "sink.transactional-id-prefix": f"{settings.job_name}-{topic}",
         "properties.transaction.timeout.ms": str(settings.kafka_transaction_timeout_ms),
+        "properties.batch.size": str(settings.kafka_batch_bytes),
+        "properties.linger.ms": str(settings.kafka_linger_ms),
     }
     t_env.execute_sql(f"CREATE TEMPORARY TABLE {table} (k STRING, v STRING) WITH ({_sql_options(options)})")
     statements.add_insert(table, records)

@@ -86,6 +86,12 @@ class Settings:
     # Must be <= the broker's transaction.max.timeout.ms (the local broker allows 1 h) and outlive a
     # checkpoint plus a restart, or the broker aborts transactions Flink still means to commit.
     kafka_transaction_timeout_ms: int = 900_000
+    # The job's Kafka producers: records gathered into batches of up to this many bytes, waiting up to this
+    # long to fill one. Outputs are readable only at the next checkpoint anyway; with the client's defaults
+    # (16 KiB, no wait) the broker took a core on the outputs and the full pipeline made 29-33 k ticks/s
+    # here, with these 38 k.
+    kafka_batch_bytes: int = 524_288
+    kafka_linger_ms: int = 20
     # After a failure (a broker away, a crashed worker) the job restarts from its latest checkpoint, waiting
     # 1 s, then twice as long each time up to 60 s; it gives up after this many restarts in a row (0: never
     # restart). A broker outage of several minutes is ridden out.
@@ -304,7 +310,7 @@ def load(config_file: str | os.PathLike | None = None, env: dict[str, str] | Non
 
 def _validate(s: Settings) -> None:
     positive = ["tick_max_bytes", "max_future_skew_ms", "topic_partitions", "spike_window_ms", "parallelism",
-                "checkpoint_interval_ms", "kafka_transaction_timeout_ms", "python_bundle_size",
+                "checkpoint_interval_ms", "kafka_transaction_timeout_ms", "kafka_batch_bytes", "python_bundle_size",
                 "python_bundle_time_ms", "watermark_interval_ms", "local_jvm_heap_mb"]
     for name in positive:
         if getattr(s, name) <= 0:
@@ -320,8 +326,9 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"raw_ticks_ttl_days must be in 1 .. 3650, got {s.raw_ticks_ttl_days}")
     if s.restart_attempts < 0:
         raise ConfigError(f"restart_attempts must be >= 0, got {s.restart_attempts}")
-    if s.watermark_bound_ms < 0:
-        raise ConfigError(f"watermark_bound_ms must be >= 0, got {s.watermark_bound_ms}")
+    for name in ("watermark_bound_ms", "kafka_linger_ms"):
+        if getattr(s, name) < 0:
+            raise ConfigError(f"{name} must be >= 0, got {getattr(s, name)}")
     if not 0 < s.spike_threshold_pct < 100:
         raise ConfigError(f"spike_threshold_pct must be in (0, 100), got {s.spike_threshold_pct}")
     try:

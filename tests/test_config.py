@@ -40,6 +40,8 @@ def test_config_file_from_environment(tmp_path):
     ({"STOCKMAX_EVENT_TIME_FLOOR": "yesterday"}, "event_time_floor"),
     ({"STOCKMAX_MAX_FUTURE_SKEW_MS": str(100 * 86_400_000)}, "under 99 days"),
     ({"STOCKMAX_RESTART_ATTEMPTS": "-1"}, "restart_attempts"),
+    ({"STOCKMAX_KAFKA_LINGER_MS": "-5"}, "kafka_linger_ms must be >= 0"),
+    ({"STOCKMAX_KAFKA_BATCH_BYTES": "0"}, "kafka_batch_bytes must be positive"),
 ])
 def test_bad_settings_are_clear_errors(env, message):
     with pytest.raises(config.ConfigError, match=message):

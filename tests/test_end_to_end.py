@@ -72,7 +72,12 @@ def test_replay_run_bounded_read_back(settings, tmp_path):
     # Parallelism 1 over 2 partitions: one reader interleaves the partitions in large batches, which only
     # per-partition watermarks in the source survive without marking ticks late.
     assert settings.parallelism == 1 and settings.topic_partitions == 2
-    settings = settings.with_(symbol_rules={"IDLE": {"levels": [100.0]}})
+    # The late ticks below are late only if a watermark past them reaches the keyed step before they do.
+    # Watermarks every 50 ms and Python bundles of 100 records (a bundle holds watermarks back until it
+    # ends) put many between the data and them: with the defaults (1 s, 10,000 records), a run that read
+    # all ~6,000 records within its first bundle took them before any watermark (seen 1 run in 4).
+    settings = settings.with_(symbol_rules={"IDLE": {"levels": [100.0]}}, watermark_interval_ms=50,
+                              python_bundle_size=100)
     generated = sample.generate(symbols=10, duration_s=600, ticks_per_second=5, spikes_per_symbol=4,
                                 duplicate_share=0.005, seed=11).to_pylist()
     start = min(t["event_time"] for t in generated)
