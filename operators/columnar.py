@@ -149,13 +149,13 @@ class _Side:
         self.layout = layout
         self.times = layout.array(t, held_times, np.int64)
         self.prices = layout.array(p, held_prices, np.float64)
-        # Sorted key (segment, time): a window's left end is a binary search. Offset by the longest window
-        # so that t - W never reaches into the previous segment's keys.
-        base = int(self.times.min()) - longest_us
-        span = int(self.times.max()) - base + 1
-        if len(layout.start) * span >= 2**62:
-            raise OverflowError("columnar step too wide for int64 keys")
-        self.key = layout.segment * span + (self.times - base)
+        # A sorted key: a window's left end is a binary search. Each segment's times, shifted to follow the
+        # previous segment's with a gap of the longest window, so that t - W never reaches into them. (A
+        # key of segment * widest span overflowed int64 for long backfills over many symbols.)
+        first, last = self.times[layout.start], self.times[layout.end - 1]
+        gap = last - first + longest_us + 1
+        shift = np.cumsum(gap) - gap - first
+        self.key = self.times + shift[layout.segment]
         self.tick_key = self.key[layout.tick_pos]
         self.extreme = _RangeExtreme(self.prices, is_max, layout.longest)
 

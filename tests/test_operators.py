@@ -263,6 +263,15 @@ def test_output_records_have_their_schemas_fields_and_types():
                     assert value in schema["properties"][name].get("enum", [value])
 
 
+def test_columnar_step_over_a_very_long_span_of_many_symbols():
+    """Keys stay within int64 however long the released span: ten segments a quintillion µs apart."""
+    rules = Rules(windows_us=(1_000_000,), spike_window_us=1_000_000, rollup_resolutions_s=(1,))
+    ticks = [_tick(s, START + i * 10**18 + j, 10.0 + j, 3 * i + j) for s in "ABCDE" for i in range(2) for j in range(3)]
+    per_tick = run_processor(ticks, rules)
+    columnar = run_processor(ticks, rules, columnar=True)
+    assert columnar["max_updates"] == per_tick["max_updates"] and len(per_tick["max_updates"]) == 30
+
+
 def test_columnar_state_forgets_exactly_what_left_the_longest_window():
     """A held value exactly one longest window before the newest tick is outside every window: dropped."""
     rules = Rules(windows_us=(1_000_000,), spike_window_us=1_000_000, rollup_resolutions_s=(1,))
