@@ -324,9 +324,7 @@ def _validate(s: Settings) -> None:
             raise ConfigError(f"{name} must be under 99 days, got {getattr(s, name)}")
     if not 1 <= s.raw_ticks_ttl_days <= 3650:
         raise ConfigError(f"raw_ticks_ttl_days must be in 1 .. 3650, got {s.raw_ticks_ttl_days}")
-    if s.restart_attempts < 0:
-        raise ConfigError(f"restart_attempts must be >= 0, got {s.restart_attempts}")
-    for name in ("watermark_bound_ms", "kafka_linger_ms"):
+    for name in ("restart_attempts", "watermark_bound_ms", "kafka_linger_ms"):
         if getattr(s, name) < 0:
             raise ConfigError(f"{name} must be >= 0, got {getattr(s, name)}")
     if not 0 < s.spike_threshold_pct < 100:
