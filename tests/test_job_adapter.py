@@ -118,7 +118,7 @@ def records(outputs, kind):
 
 
 def keyed_records(outputs, kind):
-    lines = [line for row in outputs for line in row[OUTPUT_KINDS.index(kind)].split("\n") if line]
+    lines = [line for row in outputs for line in row[OUTPUT_KINDS.index(kind)].decode().split("\n") if line]
     return [tuple(line.split("\t", 1)) for line in lines]
 
 
