@@ -287,6 +287,7 @@ def add_kafka_sink(t_env: StreamTableEnvironment, statements, settings: Settings
         "properties.transaction.timeout.ms": str(settings.kafka_transaction_timeout_ms),
         "properties.batch.size": str(settings.kafka_batch_bytes),
         "properties.linger.ms": str(settings.kafka_linger_ms),
+        "properties.compression.type": settings.kafka_compression,
     }
     t_env.execute_sql(f"CREATE TEMPORARY TABLE {table} (k STRING, v STRING) WITH ({_sql_options(options)})")
     statements.add_insert(table, records)
@@ -402,6 +403,9 @@ def local_configuration(settings: Settings, restore_from: str | None = None) -> 
                                 f"run `make setup` (tools/fetch-jars.sh)")
     # Read when PyFlink starts its JVM, i.e. at the first Configuration() of the process (no effect later).
     os.environ.setdefault("JVM_ARGS", f"-Xmx{settings.local_jvm_heap_mb}m")
+    # Read by PyFlink when the job starts (StreamExecutionEnvironment._open): a worker process per Python
+    # step, or PyFlink's local default, threads of this process (settings.python_workers says why).
+    os.environ["_python_worker_execution_mode"] = settings.python_workers
     conf = Configuration()
     for key, value in {
         "pipeline.jars": ";".join(jar.resolve().as_uri() for jar in jars),

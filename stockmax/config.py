@@ -92,12 +92,22 @@ class Settings:
     # here, with these 38 k.
     kafka_batch_bytes: int = 524_288
     kafka_linger_ms: int = 20
+    # How the job's producers compress output batches: none, lz4, zstd or gzip (kafka-python, the project's
+    # readers, decodes these with lz4 / zstandard, both installed). JSON outputs shrink ~4x with lz4, and the
+    # broker then moves a quarter of the bytes through its sockets and page cache: it was most of the
+    # broker's CPU on the outputs (a core at times), and lz4 costs the producers less than that saves.
+    kafka_compression: str = "lz4"
     # After a failure (a broker away, a crashed worker) the job restarts from its latest checkpoint, waiting
     # 1 s, then twice as long each time up to 60 s; it gives up after this many restarts in a row (0: never
     # restart). A broker outage of several minutes is ridden out.
     restart_attempts: int = 30
     python_bundle_size: int = 10_000
     python_bundle_time_ms: int = 1000
+    # Where the local mini-cluster runs the Python functions: "process", a worker process per Python
+    # step (the parse step and the keyed step then run side by side, each on its own core, as on a
+    # cluster); or "loopback", PyFlink's local default, every step in threads of the `stockmax run`
+    # process under one GIL (what py-spy on that process then sees). A cluster always uses processes.
+    python_workers: str = "process"
     # How often sources emit watermarks. Each one ends the Python operator's bundle, and each bundle end
     # pickles every symbol changed in it: Flink's 200 ms default made that a third of the job's time.
     watermark_interval_ms: int = 1000
@@ -308,6 +318,12 @@ def load(config_file: str | os.PathLike | None = None, env: dict[str, str] | Non
     return settings
 
 
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+KAFKA_COMPRESSIONS = ("none", "lz4", "zstd", "gzip")  # snappy left out: kafka-python would need python-snappy
+PYTHON_WORKERS = ("process", "loopback")
+
+
 def _validate(s: Settings) -> None:
     positive = ["tick_max_bytes", "max_future_skew_ms", "topic_partitions", "spike_window_ms", "parallelism",
                 "checkpoint_interval_ms", "kafka_transaction_timeout_ms", "kafka_batch_bytes", "python_bundle_size",
@@ -347,13 +363,11 @@ def _validate(s: Settings) -> None:
         raise ConfigError("windows and spike_window_ms must be at most 24h")
     if rules.dedup_horizon_us > rules.idle_gap_us:
         raise ConfigError("dedup_horizon_ms must not exceed the longest window plus watermark_bound_ms")
-    protocols = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-    if s.kafka_security_protocol not in protocols:
-        raise ConfigError(f"kafka_security_protocol must be one of {', '.join(protocols)}, got "
-                          f"{s.kafka_security_protocol!r}")
-    mechanisms = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
-    if s.kafka_sasl_mechanism not in mechanisms:
-        raise ConfigError(f"kafka_sasl_mechanism must be one of {', '.join(mechanisms)}, got {s.kafka_sasl_mechanism!r}")
+    for name, allowed_values in (("kafka_security_protocol", KAFKA_SECURITY_PROTOCOLS),
+                                 ("kafka_sasl_mechanism", KAFKA_SASL_MECHANISMS),
+                                 ("kafka_compression", KAFKA_COMPRESSIONS), ("python_workers", PYTHON_WORKERS)):
+        if getattr(s, name) not in allowed_values:
+            raise ConfigError(f"{name} must be one of {', '.join(allowed_values)}, got {getattr(s, name)!r}")
     if s.kafka_security_protocol.startswith("SASL") and not (s.kafka_sasl_username and s.kafka_sasl_password):
         raise ConfigError(f"kafka_security_protocol {s.kafka_security_protocol} needs kafka_sasl_username and "
                           f"kafka_sasl_password")
