@@ -403,6 +403,11 @@ def local_configuration(settings: Settings, restore_from: str | None = None) -> 
                                 f"run `make setup` (tools/fetch-jars.sh)")
     # Read when PyFlink starts its JVM, i.e. at the first Configuration() of the process (no effect later).
     os.environ.setdefault("JVM_ARGS", f"-Xmx{settings.local_jvm_heap_mb}m")
+    # Likewise: the mini-cluster's log goes with the job's data, not into the venv's pyflink/log, where every
+    # run on the machine overwrites the one before.
+    log_dir = settings.data_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("FLINK_LOG_DIR", str(log_dir.resolve()))
     # Read by PyFlink when the job starts (StreamExecutionEnvironment._open): a worker process per Python
     # step, or PyFlink's local default, threads of this process (settings.python_workers says why).
     os.environ["_python_worker_execution_mode"] = settings.python_workers

@@ -71,13 +71,24 @@ def run_until(settings, expected: dict, job: subprocess.Popen) -> dict:
         if job.poll() is None:
             os.killpg(job.pid, signal.SIGKILL)
         if isinstance(failure, AssertionError):
-            raise AssertionError(f"{failure}\n--- the job's stderr, last lines:\n{job.stderr.read()[-3000:]}") from None
+            raise AssertionError(f"{failure}\n--- the job's stderr, last lines:\n{job.stderr.read()[-3000:]}"
+                                 f"\n--- {flink_log_problems(settings)}") from None
         raise
     time.sleep(3 * settings.checkpoint_interval_ms / 1000)  # anything still to come would be committed by now
     got = kafka_outputs(settings)
     job.send_signal(signal.SIGINT)  # stops the job with a savepoint
     job.wait(timeout=120)
     return got
+
+
+def flink_log_problems(settings, lines: int = 40) -> str:
+    """The last warnings and errors of the job's Flink log (it is kept in the data dir, which pytest keeps)."""
+    logs = sorted((settings.data_dir / "logs").glob("flink-*.log"))
+    if not logs:
+        return f"no Flink log in {settings.data_dir / 'logs'}"
+    problems = [line[:400] for line in logs[-1].read_text(errors="replace").splitlines()
+                if " WARN " in line or " ERROR " in line]
+    return f"{logs[-1]}, last warnings and errors:\n" + "\n".join(problems[-lines:])
 
 
 def isolated(settings, tmp_path, name: str, **changes):
