@@ -25,6 +25,7 @@ Run locally through `stockmax run` (mini-cluster), or submit this file to a clus
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import itertools
 import os
@@ -394,6 +395,20 @@ def restart_strategy(settings: Settings) -> dict[str, str]:
     }
 
 
+@contextlib.contextmanager
+def _jvm_start_environment(**values: str):
+    """Environment variables that PyFlink reads when it starts its JVM, at the first Configuration() of the
+    process (no effect later). The user's own values win. They are set only around that start: left set,
+    they would pass on to processes this one starts later (another job, with its own data dir)."""
+    added = [name for name in values if name not in os.environ]
+    os.environ.update({name: values[name] for name in added})
+    try:
+        yield
+    finally:
+        for name in added:
+            del os.environ[name]
+
+
 def local_configuration(settings: Settings, restore_from: str | None = None) -> Configuration:
     """The mini-cluster's settings; on a real cluster flink-conf/config.yaml holds the same ones.
     restore_from: a retained checkpoint or savepoint to start from."""
@@ -401,17 +416,15 @@ def local_configuration(settings: Settings, restore_from: str | None = None) -> 
     if not jars:
         raise FileNotFoundError(f"the Flink Kafka connector jar is not in {settings.flink_jars_dir}: "
                                 f"run `make setup` (tools/fetch-jars.sh)")
-    # Read when PyFlink starts its JVM, i.e. at the first Configuration() of the process (no effect later).
-    os.environ.setdefault("JVM_ARGS", f"-Xmx{settings.local_jvm_heap_mb}m")
-    # Likewise: the mini-cluster's log goes with the job's data, not into the venv's pyflink/log, where every
-    # run on the machine overwrites the one before.
-    log_dir = settings.data_dir / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("FLINK_LOG_DIR", str(log_dir.resolve()))
     # Read by PyFlink when the job starts (StreamExecutionEnvironment._open): a worker process per Python
     # step, or PyFlink's local default, threads of this process (settings.python_workers says why).
     os.environ["_python_worker_execution_mode"] = settings.python_workers
-    conf = Configuration()
+    log_dir = settings.data_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    # The heap; and the mini-cluster's log with the job's data, not in the venv's pyflink/log, where every
+    # run on the machine overwrote the one before.
+    with _jvm_start_environment(JVM_ARGS=f"-Xmx{settings.local_jvm_heap_mb}m", FLINK_LOG_DIR=str(log_dir.resolve())):
+        conf = Configuration()
     for key, value in {
         "pipeline.jars": ";".join(jar.resolve().as_uri() for jar in jars),
         "python.executable": sys.executable,  # the worker must run this venv's Python, not PATH's

@@ -4,6 +4,11 @@ dropped when idle."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 from pyflink.common import Row
 
@@ -201,3 +206,29 @@ def test_each_partition_key_lands_on_its_own_subtask():
         if partitions % 2 == 0:  # fewer subtasks: an even share each
             on = [assign(key, MAX_PARALLELISM, 2) for key in keys]
             assert on.count(0) == on.count(1)
+
+
+def test_the_local_jvm_gets_its_heap_and_log_dir_and_they_do_not_leak(tmp_path):
+    """local_configuration hands the JVM it starts a heap cap and a log dir in the job's data dir, then takes
+    the variables back: left set, a later job started from the same process (the demo, a test) logged into
+    the first one's data dir."""
+    code = textwrap.dedent("""
+        import os, sys
+        from pathlib import Path
+        from pyflink.java_gateway import get_gateway
+        from stockmax import config
+        from stockmax.jobs.pipeline import local_configuration
+        local_configuration(config.load(env={}).with_(data_dir=Path(sys.argv[1]), local_jvm_heap_mb=600))
+        jvm = get_gateway().jvm
+        print(jvm.System.getProperty("log.file"), jvm.Runtime.getRuntime().maxMemory() // 2**20)
+        print("FLINK_LOG_DIR" in os.environ, "JVM_ARGS" in os.environ)
+    """)
+    env = {k: v for k, v in os.environ.items() if k not in ("FLINK_LOG_DIR", "JVM_ARGS")}
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    jvm_line, leaked = done.stdout.splitlines()[-2:]
+    log_file, heap_mb = jvm_line.split()
+    assert Path(log_file).parent == (tmp_path / "logs").resolve()
+    assert 500 < int(heap_mb) <= 600
+    assert leaked == "False False"
