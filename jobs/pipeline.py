@@ -1,6 +1,6 @@
 """The stockmax job: ticks (Kafka) -> parse -> per symbol -> alerts, max updates, rollups (Kafka).
 
-    ticks ──Kafka source──▶ ParseTicks ──key_by(partition)──▶ SymbolFunction ──UNNEST──▶ max-updates  key symbol|window
+    ticks ──Kafka source──▶ ParseTicks ──key_by(partition)──▶ SymbolFunction ──split──▶ max-updates  key symbol|window
       event time = record      │   (a JSON tick or an        (MapState symbol →      ├──▶ alerts       key symbol
       timestamp, watermarks    │    Arrow batch per record)   SymbolProcessor,       ├──▶ rollups      key symbol
       per partition            │                              one timer per key;     ├──▶ ticks-late   key symbol
@@ -14,7 +14,8 @@ sinks are declared through Flink's Kafka table connector only because it can tak
 field (the DataStream wrapper in PyFlink cannot); underneath it is the same exactly-once KafkaSink. The
 source is the table connector's too, because it exposes each record's partition and offset (PyFlink's
 DataStream KafkaSource only gives values), which dead letters carry; underneath it is the KafkaSource.
-Rollups reach ClickHouse through the `rollups` topic and the loader (stockmax/loader.py).
+Rollups reach ClickHouse through the `rollups` topic and the loader (stockmax/loader.py). The split of
+the Python step's outputs into records is a Java table function (jvm/, SplitOutputs), built by `make setup`.
 
 The functions here are thin adapters: the rules live in stockmax.operators (no Flink import there).
 
@@ -31,6 +32,7 @@ import itertools
 import os
 import sys
 import time
+from pathlib import Path
 
 import orjson
 from pyflink.common import Configuration, Row, Types
@@ -50,16 +52,17 @@ from stockmax.operators.tick import REASON_CODES, Tick, TickLimits
 # Every output record is (key, value): both text, the value a JSON object.
 RECORD = Types.ROW_NAMED(["k", "v"], [Types.STRING(), Types.STRING()])
 DEAD = OutputTag("dead", RECORD)
-# The keyed function's outputs of one call: per kind, one text of "key<TAB>JSON value" lines. One element
-# crosses from Python to the JVM per call, and it is plain text, which PyFlink encodes at no cost per
-# record (arrays of rows cost ~0.8 µs per record to encode, plus building the rows); SQL splits the lines
-# into records again, in the JVM. Neither part can hold a tab or a line break: keys are symbols (the
-# schema's pattern) and window names, and JSON escapes both inside strings.
-# Each text crosses as UTF-8 bytes, cast to STRING in SQL: as a STRING, PyFlink's JVM side decodes it with
-# Flink's own per-character loop (~6 % of the keyed task's thread in a JFR profile of the outputs); the cast
-# uses the JDK's decoder. Either way SPLIT then encodes the text to UTF-8 again (~15 %).
+# The keyed function's outputs of one call: per kind, one UTF-8 text of "key<TAB>JSON value" lines. One
+# element crosses from Python to the JVM per call, as bytes, which PyFlink passes on at no cost per record
+# (arrays of rows cost ~0.8 µs per record to encode, plus building the rows; a STRING is decoded on the JVM
+# side by Flink's own per-character loop); SPLIT_OUTPUTS cuts the lines into (key, value) records again, in
+# the JVM, still as bytes. Neither part can hold a tab or a line break: keys are symbols (the schema's
+# pattern) and window names, and JSON escapes both inside strings.
 OUTPUT_KINDS = ("max_updates", "alerts", "rollups", "late", "duplicates")
 OUTPUTS = Types.ROW_NAMED(list(OUTPUT_KINDS), [Types.PRIMITIVE_ARRAY(Types.BYTE())] * len(OUTPUT_KINDS))
+# jvm/src/main/java/dev/stockmax/flink/SplitOutputs.java, built into this jar by tools/fetch-jars.sh.
+FUNCTIONS_JAR = "stockmax-flink-functions.jar"
+SPLIT_OUTPUTS_CLASS = "dev.stockmax.flink.SplitOutputs"
 # The worker holds every symbol's state as objects; a full collection walks all of them, and with the default
 # thresholds it ran every few thousand allocations (~10 % of the time). The state has no reference cycles.
 WORKER_GC_THRESHOLDS = (50_000, 20, 100)
@@ -271,13 +274,15 @@ def _kafka_options(settings: Settings, topic: str) -> dict[str, str]:
 
 
 def add_kafka_sink(t_env: StreamTableEnvironment, statements, settings: Settings, kind: str, records: Table,
-                   discard: bool = False) -> None:
-    """An exactly-once Kafka output taking the record key from field k and the value from field v.
+                   field_type: str, discard: bool = False) -> None:
+    """An exactly-once Kafka output taking the record key from field k and the value from field v, both of
+    field_type (STRING or BYTES: the raw format writes either as is, a STRING as UTF-8).
     discard: a blackhole instead (the benchmark's job without its output cost)."""
     topic = settings.topic(kind)
     table = f"sink_{kind}"
+    columns = f"k {field_type}, v {field_type}"
     if discard:
-        t_env.execute_sql(f"CREATE TEMPORARY TABLE {table} (k STRING, v STRING) WITH ('connector' = 'blackhole')")
+        t_env.execute_sql(f"CREATE TEMPORARY TABLE {table} ({columns}) WITH ('connector' = 'blackhole')")
         statements.add_insert(table, records)
         return
     options = {
@@ -291,7 +296,7 @@ def add_kafka_sink(t_env: StreamTableEnvironment, statements, settings: Settings
         "properties.linger.ms": str(settings.kafka_linger_ms),
         "properties.compression.type": settings.kafka_compression,
     }
-    t_env.execute_sql(f"CREATE TEMPORARY TABLE {table} (k STRING, v STRING) WITH ({_sql_options(options)})")
+    t_env.execute_sql(f"CREATE TEMPORARY TABLE {table} ({columns}) WITH ({_sql_options(options)})")
     statements.add_insert(table, records)
 
 
@@ -350,10 +355,21 @@ def _sql_options(options: dict[str, str]) -> str:
     return ", ".join(f"{quote(k)} = {quote(v)}" for k, v in options.items())
 
 
+def functions_jar(settings: Settings) -> Path:
+    jar = settings.flink_jars_dir / FUNCTIONS_JAR
+    if not jar.is_file():
+        raise FileNotFoundError(f"{FUNCTIONS_JAR} is not in {settings.flink_jars_dir}: run `make setup` "
+                                f"(tools/fetch-jars.sh builds it from jvm/ with Maven)")
+    return jar
+
+
 def build(env: StreamExecutionEnvironment, settings: Settings, bounded: bool, discard_outputs: bool = False) -> None:
     """Add the stockmax pipeline to an environment. discard_outputs: every output goes to a blackhole
     (bench/throughput.py measures the job without its sinks)."""
+    # Shipped with the job (locally and to a cluster), and loaded here for the planner.
+    env.add_jars(functions_jar(settings).resolve().as_uri())
     t_env = StreamTableEnvironment.create(env)
+    t_env.create_java_temporary_function("split_outputs", SPLIT_OUTPUTS_CLASS)
     # The rowtime column stays in the projection: without it, records would carry no timestamp while
     # watermarks still flowed, and every tick would look late.
     raw = t_env.to_data_stream(t_env.from_path(_source_table(t_env, settings, bounded)))
@@ -373,12 +389,10 @@ def build(env: StreamExecutionEnvironment, settings: Settings, bounded: bool, di
 
     statements = t_env.create_statement_set()
     for kind in OUTPUT_KINDS:
-        add_kafka_sink(t_env, statements, settings, kind, t_env.sql_query(f"""
-            SELECT SPLIT_INDEX(r.line, CHR(9), 0) AS k, SUBSTRING(r.line FROM POSITION(CHR(9) IN r.line) + 1) AS v
-            FROM outputs CROSS JOIN UNNEST(SPLIT(CAST(outputs.{kind} AS STRING), CHR(10))) AS r(line)
-            WHERE r.line <> ''"""), discard_outputs)
+        records = t_env.sql_query(f"SELECT r.k, r.v FROM outputs, LATERAL TABLE(split_outputs(outputs.{kind})) AS r(k, v)")
+        add_kafka_sink(t_env, statements, settings, kind, records, "BYTES", discard_outputs)
     add_kafka_sink(t_env, statements, settings, "dead", t_env.from_data_stream(parsed.get_side_output(DEAD)),
-                   discard_outputs)
+                   "STRING", discard_outputs)
     statements.attach_as_datastream()
 
 
@@ -437,7 +451,7 @@ def local_configuration(settings: Settings, restore_from: str | None = None) -> 
         "python.client.executable": sys.executable,
         "parallelism.default": str(settings.parallelism),
         # Operators chained in the JVM hand records on without a defensive copy (each output row goes to
-        # five UNNESTs; nothing here keeps a record after passing it on).
+        # five splits; nothing here keeps a record after passing it on).
         "pipeline.object-reuse": "true",
         "python.fn-execution.bundle.size": str(settings.python_bundle_size),
         "python.fn-execution.bundle.time": str(settings.python_bundle_time_ms),

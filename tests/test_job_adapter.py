@@ -232,3 +232,54 @@ def test_the_local_jvm_gets_its_heap_and_log_dir_and_they_do_not_leak(tmp_path):
     assert Path(log_file).parent == (tmp_path / "logs").resolve()
     assert 500 < int(heap_mb) <= 600
     assert leaked == "False False"
+
+
+def _split_in_flink(texts: list[bytes]) -> list[tuple[bytes, bytes]]:
+    """SPLIT_OUTPUTS (the job's Java table function, from the jar `make setup` builds) over texts, run by Flink."""
+    from pyflink.table import DataTypes, EnvironmentSettings, TableEnvironment
+
+    from stockmax import config
+    from stockmax.jobs.pipeline import SPLIT_OUTPUTS_CLASS, functions_jar
+
+    t_env = TableEnvironment.create(EnvironmentSettings.in_batch_mode())
+    t_env.get_config().set("pipeline.jars", functions_jar(config.load(env={})).resolve().as_uri())
+    t_env.get_config().set("parallelism.default", "1")
+    t_env.create_java_temporary_function("split_outputs", SPLIT_OUTPUTS_CLASS)
+    t_env.create_temporary_view("texts", t_env.from_elements(
+        [(i, bytearray(text)) for i, text in enumerate(texts)],  # PyFlink takes bytearray as BYTES
+        DataTypes.ROW([DataTypes.FIELD("i", DataTypes.BIGINT()), DataTypes.FIELD("text", DataTypes.BYTES())])))
+    table = t_env.sql_query("SELECT t.i, r.k, r.v FROM texts AS t, LATERAL TABLE(split_outputs(t.text)) AS r(k, v)")
+    with table.execute().collect() as rows:
+        # Rows of one text in their order; texts in theirs (parallelism 1 keeps both, the sort makes sure).
+        return [(bytes(row[1]), bytes(row[2])) for row in sorted(rows, key=lambda row: row[0])]
+
+
+def test_the_jvm_splits_output_texts_into_the_records_python_joined():
+    """The job's outputs cross to the JVM as one text per kind and call; the Java function must give back
+    exactly the (key, value) records of its lines. Oracle: Python's own split of the same texts, on random
+    texts (non-ASCII values, tabs inside values, empty texts and lines) and the edge cases written out."""
+    import random
+
+    import pytest
+    from py4j.protocol import Py4JJavaError
+
+    rng = random.Random(7)
+    alphabet = "AZaz09._-{}\":,[] é€中🙂\t"
+
+    def line() -> str:
+        key = "".join(rng.choice("ABCXYZ.|1m") for _ in range(rng.randint(1, 12)))
+        value = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
+        return f"{key}\t{value}"
+
+    texts = ["", "\n", "\n\n", "A\t", "A\tv\n", "\nA\tv", "A\tv\n\nB\tw\n", "\tno key", "A\tx\ty"]
+    texts += ["\n".join(line() for _ in range(rng.randint(0, 30))) + rng.choice(["", "\n"]) for _ in range(200)]
+    texts += ["\n".join(line() for _ in range(5000))]  # a long one, many lines
+    encoded = [text.encode() for text in texts]
+    expected = [tuple(l.split(b"\t", 1)) for text in encoded for l in text.split(b"\n") if l]
+    assert len(expected) > 8000
+    assert _split_in_flink(encoded) == expected
+
+    # A line without a tab can only come from a bug on the Python side: the job fails and names the line.
+    with pytest.raises(Py4JJavaError) as failure:
+        _split_in_flink([b"A\tv\nno tab here\n"])
+    assert "an output line without a key (no tab): no tab here" in str(failure.value)
