@@ -30,6 +30,7 @@ import contextlib
 import gc
 import itertools
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -424,6 +425,24 @@ def _jvm_start_environment(**values: str):
             del os.environ[name]
 
 
+def python_boot_launcher(settings: Settings) -> Path:
+    """What the local JVM runs as `python.executable` in loopback mode: jobs/loopback_boot.py instead of
+    PyFlink's beam_boot (the same request to this process's worker pool, without beam_boot's ~1 s import
+    of Apache Beam on the job's start-up), and this venv's interpreter for anything else."""
+    python = shlex.quote(sys.executable)
+    launcher = settings.data_dir / "python-boot.sh"
+    launcher.write_text(f"""#!/bin/sh
+# Written by stockmax (jobs/pipeline.py, python_boot_launcher) for the local mini-cluster.
+if [ "$1" = "-m" ] && [ "$2" = "pyflink.fn_execution.beam.beam_boot" ] && [ -n "$PYTHON_LOOPBACK_SERVER_ADDRESS" ]; then
+  shift 2
+  exec {python} -m stockmax.jobs.loopback_boot "$@"
+fi
+exec {python} "$@"
+""")
+    launcher.chmod(0o755)
+    return launcher
+
+
 def local_configuration(settings: Settings, restore_from: str | None = None) -> Configuration:
     """The mini-cluster's settings; on a real cluster flink-conf/config.yaml holds the same ones.
     restore_from: a retained checkpoint or savepoint to start from."""
@@ -435,19 +454,21 @@ def local_configuration(settings: Settings, restore_from: str | None = None) -> 
     # Python step, or, unset, PyFlink's local default, threads of this process (settings.python_workers says
     # why). Left unset for loopback: the variable outlives this call, and "loopback" inherited by a later
     # `flink run` against a cluster would make PyFlink refuse that job.
-    if settings.python_workers == "process":
-        os.environ["_python_worker_execution_mode"] = "process"
-    else:
-        os.environ.pop("_python_worker_execution_mode", None)
     log_dir = settings.data_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
+    if settings.python_workers == "process":
+        os.environ["_python_worker_execution_mode"] = "process"
+        python = sys.executable
+    else:
+        os.environ.pop("_python_worker_execution_mode", None)
+        python = str(python_boot_launcher(settings).resolve())
     # The heap; and the mini-cluster's log with the job's data, not in the venv's pyflink/log, where every
     # run on the machine overwrote the one before.
     with _jvm_start_environment(JVM_ARGS=f"-Xmx{settings.local_jvm_heap_mb}m", FLINK_LOG_DIR=str(log_dir.resolve())):
         conf = Configuration()
     for key, value in {
         "pipeline.jars": ";".join(jar.resolve().as_uri() for jar in jars),
-        "python.executable": sys.executable,  # the worker must run this venv's Python, not PATH's
+        "python.executable": python,  # the worker must run this venv's Python, not PATH's
         "python.client.executable": sys.executable,
         "parallelism.default": str(settings.parallelism),
         # Operators chained in the JVM hand records on without a defensive copy (each output row goes to

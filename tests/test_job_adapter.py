@@ -283,3 +283,52 @@ def test_the_jvm_splits_output_texts_into_the_records_python_joined():
     with pytest.raises(Py4JJavaError) as failure:
         _split_in_flink([b"A\tv\nno tab here\n"])
     assert "an output line without a key (no tab): no tab here" in str(failure.value)
+
+
+def test_the_loopback_boot_sends_beams_start_worker_request(tmp_path):
+    """The local JVM starts Python through python_boot_launcher: PyFlink's beam_boot call goes to
+    jobs/loopback_boot.py, which must send the same StartWorker request beam_boot sends, to the address the
+    JVM gives; anything else runs the interpreter. Oracle: Beam's own protobuf types and gRPC servicer, in a
+    worker pool served here."""
+    from concurrent import futures
+
+    import grpc
+    from apache_beam.portability.api.org.apache.beam.model.fn_execution.v1 import beam_fn_api_pb2, beam_fn_api_pb2_grpc
+
+    from stockmax import config
+    from stockmax.jobs.pipeline import python_boot_launcher
+
+    received = []
+
+    class WorkerPool(beam_fn_api_pb2_grpc.BeamFnExternalWorkerPoolServicer):
+        def StartWorker(self, request, context):
+            received.append(request)
+            return beam_fn_api_pb2.StartWorkerResponse(error="no workers today" if request.worker_id == "bad" else "")
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    beam_fn_api_pb2_grpc.add_BeamFnExternalWorkerPoolServicer_to_server(WorkerPool(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        launcher = str(python_boot_launcher(config.load(env={}).with_(data_dir=tmp_path)))
+        env = {**os.environ, "PYTHON_LOOPBACK_SERVER_ADDRESS": f"127.0.0.1:{port}", "STOCKMAX_TEST_MARK": "é 1"}
+        boot = [launcher, "-m", "pyflink.fn_execution.beam.beam_boot", "--provision_endpoint=localhost:4242",
+                "--semi_persist_dir=/var/tmp"]
+        done = subprocess.run(boot + ["--id=1-1"], env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        (request,) = received
+        assert request.worker_id == "1-1"
+        assert request.provision_endpoint.url == "localhost:4242"
+        assert request.params["STOCKMAX_TEST_MARK"] == "é 1"
+        assert request.params["SEMI_PERSISTENT_DIRECTORY"] == "/var/tmp"
+        assert all(request.params[name] == value for name, value in env.items())  # the whole environment
+
+        refused = subprocess.run(boot + ["--id=bad"], env=env, capture_output=True, text=True, timeout=60)
+        assert refused.returncode != 0 and "no workers today" in refused.stderr
+    finally:
+        server.stop(None)
+
+    # Anything else is the interpreter itself, with its arguments.
+    done = subprocess.run([launcher, "-c", "import sys; print(sys.executable, sys.argv[1:])", "a b", "c"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == [sys.executable, "['a", "b',", "'c']"]
