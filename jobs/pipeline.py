@@ -10,7 +10,8 @@
 
 Every output is written exactly once: Flink's KafkaSink with transactions committed at checkpoints, so
 records become visible to read_committed readers when the checkpoint that covers them completes. The
-sinks are declared through Flink's Kafka table connector only because it can take the record key from a
+five topics on the right share one sink (one transaction per checkpoint for all of them; each record
+names its topic), the dead letters have their own. The sinks are declared through Flink's Kafka table connector only because it can take the record key from a
 field (the DataStream wrapper in PyFlink cannot); underneath it is the same exactly-once KafkaSink. The
 source is the table connector's too, because it exposes each record's partition and offset (PyFlink's
 DataStream KafkaSource only gives values), which dead letters carry; underneath it is the KafkaSource.
@@ -274,24 +275,25 @@ def _kafka_options(settings: Settings, topic: str) -> dict[str, str]:
             **settings.kafka_java_properties()}
 
 
-def add_kafka_sink(t_env: StreamTableEnvironment, statements, settings: Settings, kind: str, records: Table,
-                   field_type: str, discard: bool = False) -> None:
+def add_kafka_sink(t_env: StreamTableEnvironment, statements, settings: Settings, name: str, topics: list[str],
+                   records: Table, field_type: str, discard: bool = False) -> None:
     """An exactly-once Kafka output taking the record key from field k and the value from field v, both of
-    field_type (STRING or BYTES: the raw format writes either as is, a STRING as UTF-8).
+    field_type (STRING or BYTES: the raw format writes either as is, a STRING as UTF-8). With several topics,
+    records come with a first field, topic, naming the one each goes to.
     discard: a blackhole instead (the benchmark's job without its output cost)."""
-    topic = settings.topic(kind)
-    table = f"sink_{kind}"
-    columns = f"k {field_type}, v {field_type}"
+    table = f"sink_{name}"
+    columns = ("topic STRING METADATA, " if len(topics) > 1 else "") + f"k {field_type}, v {field_type}"
     if discard:
-        t_env.execute_sql(f"CREATE TEMPORARY TABLE {table} ({columns}) WITH ('connector' = 'blackhole')")
+        t_env.execute_sql(f"CREATE TEMPORARY TABLE {table} ({columns.replace(' METADATA', '')}) "
+                          f"WITH ('connector' = 'blackhole')")
         statements.add_insert(table, records)
         return
     options = {
-        **_kafka_options(settings, topic),
+        **_kafka_options(settings, ";".join(topics)),
         "key.format": "raw", "key.fields": "k",
         "value.format": "raw", "value.fields-include": "EXCEPT_KEY",
         "sink.delivery-guarantee": "exactly-once",
-        "sink.transactional-id-prefix": f"{settings.job_name}-{topic}",
+        "sink.transactional-id-prefix": f"{settings.job_name}-{settings.topic_prefix}{name}",
         "properties.transaction.timeout.ms": str(settings.kafka_transaction_timeout_ms),
         "properties.batch.size": str(settings.kafka_batch_bytes),
         "properties.linger.ms": str(settings.kafka_linger_ms),
@@ -351,9 +353,12 @@ def _sql_interval(ms: int) -> str:
     return f"INTERVAL '{days} {hours:02d}:{minutes:02d}:{seconds:02d}.{millis:03d}' DAY TO SECOND(3)"
 
 
+def _sql_literal(text) -> str:
+    return "'" + str(text).replace("'", "''") + "'"
+
+
 def _sql_options(options: dict[str, str]) -> str:
-    quote = lambda text: "'" + str(text).replace("'", "''") + "'"
-    return ", ".join(f"{quote(k)} = {quote(v)}" for k, v in options.items())
+    return ", ".join(f"{_sql_literal(k)} = {_sql_literal(v)}" for k, v in options.items())
 
 
 def functions_jar(settings: Settings) -> Path:
@@ -389,11 +394,16 @@ def build(env: StreamExecutionEnvironment, settings: Settings, bounded: bool, di
     t_env.create_temporary_view("outputs", t_env.from_data_stream(outputs))
 
     statements = t_env.create_statement_set()
-    for kind in OUTPUT_KINDS:
-        records = t_env.sql_query(f"SELECT r.k, r.v FROM outputs, LATERAL TABLE(split_outputs(outputs.{kind})) AS r(k, v)")
-        add_kafka_sink(t_env, statements, settings, kind, records, "BYTES", discard_outputs)
-    add_kafka_sink(t_env, statements, settings, "dead", t_env.from_data_stream(parsed.get_side_output(DEAD)),
-                   "STRING", discard_outputs)
+    # All five kinds through one sink, each record to its kind's topic: one transactional producer instead
+    # of five, so one transaction per checkpoint to start and commit, not five (and a checkpoint makes
+    # alerts and the max updates behind them visible together).
+    topics = [settings.topic(kind) for kind in OUTPUT_KINDS]
+    records = t_env.sql_query(" UNION ALL ".join(
+        f"SELECT {_sql_literal(topic)} AS topic, r.k, r.v "
+        f"FROM outputs, LATERAL TABLE(split_outputs(outputs.{kind})) AS r(k, v)" for kind, topic in zip(OUTPUT_KINDS, topics)))
+    add_kafka_sink(t_env, statements, settings, "outputs", topics, records, "BYTES", discard_outputs)
+    add_kafka_sink(t_env, statements, settings, "dead", [settings.topic("dead")],
+                   t_env.from_data_stream(parsed.get_side_output(DEAD)), "STRING", discard_outputs)
     statements.attach_as_datastream()
 
 
