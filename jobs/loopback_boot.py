@@ -24,7 +24,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 START_WORKER = "/org.apache.beam.model.fn_execution.v1.BeamFnExternalWorkerPool/StartWorker"
 
 
-def message_types():
+def _message_types():
     """(StartWorkerRequest, StartWorkerResponse): the fields of Beam's that the loopback request uses."""
     field = descriptor_pb2.FieldDescriptorProto
     string, message = field.TYPE_STRING, field.TYPE_MESSAGE
@@ -48,11 +48,13 @@ def message_types():
                  for name in ("StartWorkerRequest", "StartWorkerResponse"))
 
 
+StartWorkerRequest, StartWorkerResponse = _message_types()
+
+
 def start_worker_request(worker_id: str, provision_endpoint: str, semi_persist_dir: str, environ: dict[str, str]):
     """What beam_boot sends in loopback mode: the worker's id, where to get its provision info, and this
     process's environment (the worker pool applies it)."""
-    request_type, _ = message_types()
-    return request_type(worker_id=worker_id, provision_endpoint={"url": provision_endpoint},
+    return StartWorkerRequest(worker_id=worker_id, provision_endpoint={"url": provision_endpoint},
                         params={**environ, "SEMI_PERSISTENT_DIRECTORY": semi_persist_dir})
 
 
@@ -68,10 +70,9 @@ def main(argv: list[str] | None = None) -> None:
     if not address:
         sys.exit("loopback_boot: PYTHON_LOOPBACK_SERVER_ADDRESS is not set (only loopback mode starts this)")
     request = start_worker_request(args.id, args.provision_endpoint, args.semi_persist_dir, dict(os.environ))
-    _, response_type = message_types()
     with grpc.insecure_channel(address) as channel:
-        start = channel.unary_unary(START_WORKER, request_serializer=type(request).SerializeToString,
-                                    response_deserializer=response_type.FromString)
+        start = channel.unary_unary(START_WORKER, request_serializer=StartWorkerRequest.SerializeToString,
+                                    response_deserializer=StartWorkerResponse.FromString)
         response = start(request)
     if response.error:
         raise RuntimeError(f"the loopback worker pool could not start a worker: {response.error}")

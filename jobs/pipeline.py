@@ -11,8 +11,9 @@
 Every output is written exactly once: Flink's KafkaSink with transactions committed at checkpoints, so
 records become visible to read_committed readers when the checkpoint that covers them completes. The
 five topics on the right share one sink (one transaction per checkpoint for all of them; each record
-names its topic), the dead letters have their own. The sinks are declared through Flink's Kafka table connector only because it can take the record key from a
-field (the DataStream wrapper in PyFlink cannot); underneath it is the same exactly-once KafkaSink. The
+names its topic), the dead letters have their own. The sinks are declared through Flink's Kafka table
+connector only because it can take the record key from a field (the DataStream wrapper in PyFlink
+cannot); underneath it is the same exactly-once KafkaSink. The
 source is the table connector's too, because it exposes each record's partition and offset (PyFlink's
 DataStream KafkaSource only gives values), which dead letters carry; underneath it is the KafkaSource.
 Rollups reach ClickHouse through the `rollups` topic and the loader (stockmax/loader.py). The split of
@@ -44,7 +45,7 @@ from pyflink.java_gateway import get_gateway
 from pyflink.table import StreamTableEnvironment, Table
 
 from stockmax import config as stockmax_config
-from stockmax.config import Settings
+from stockmax.config import FUNCTIONS_JAR, KAFKA_CONNECTOR_JAR, Settings
 from stockmax.operators.columnar import advance_symbols, output_line
 from stockmax.operators.records import dead_letter, decode_record, pack_ticks, unpack_tick_fields
 from stockmax.operators.schedule import DueSchedule
@@ -62,8 +63,7 @@ DEAD = OutputTag("dead", RECORD)
 # pattern) and window names, and JSON escapes both inside strings.
 OUTPUT_KINDS = ("max_updates", "alerts", "rollups", "late", "duplicates")
 OUTPUTS = Types.ROW_NAMED(list(OUTPUT_KINDS), [Types.PRIMITIVE_ARRAY(Types.BYTE())] * len(OUTPUT_KINDS))
-# jvm/src/main/java/dev/stockmax/flink/SplitOutputs.java, built into this jar by tools/fetch-jars.sh.
-FUNCTIONS_JAR = "stockmax-flink-functions.jar"
+# jvm/src/main/java/dev/stockmax/flink/SplitOutputs.java, in the jar FUNCTIONS_JAR.
 SPLIT_OUTPUTS_CLASS = "dev.stockmax.flink.SplitOutputs"
 # The worker holds every symbol's state as objects; a full collection walks all of them, and with the default
 # thresholds it ran every few thousand allocations (~10 % of the time). The state has no reference cycles.
@@ -282,10 +282,10 @@ def add_kafka_sink(t_env: StreamTableEnvironment, statements, settings: Settings
     records come with a first field, topic, naming the one each goes to.
     discard: a blackhole instead (the benchmark's job without its output cost)."""
     table = f"sink_{name}"
-    columns = ("topic STRING METADATA, " if len(topics) > 1 else "") + f"k {field_type}, v {field_type}"
+    topic_column = "" if len(topics) == 1 else "topic STRING, " if discard else "topic STRING METADATA, "
+    columns = f"{topic_column}k {field_type}, v {field_type}"
     if discard:
-        t_env.execute_sql(f"CREATE TEMPORARY TABLE {table} ({columns.replace(' METADATA', '')}) "
-                          f"WITH ('connector' = 'blackhole')")
+        t_env.execute_sql(f"CREATE TEMPORARY TABLE {table} ({columns}) WITH ('connector' = 'blackhole')")
         statements.add_insert(table, records)
         return
     options = {
@@ -361,19 +361,11 @@ def _sql_options(options: dict[str, str]) -> str:
     return ", ".join(f"{_sql_literal(k)} = {_sql_literal(v)}" for k, v in options.items())
 
 
-def functions_jar(settings: Settings) -> Path:
-    jar = settings.flink_jars_dir / FUNCTIONS_JAR
-    if not jar.is_file():
-        raise FileNotFoundError(f"{FUNCTIONS_JAR} is not in {settings.flink_jars_dir}: run `make setup` "
-                                f"(tools/fetch-jars.sh builds it from jvm/ with Maven)")
-    return jar
-
-
 def build(env: StreamExecutionEnvironment, settings: Settings, bounded: bool, discard_outputs: bool = False) -> None:
     """Add the stockmax pipeline to an environment. discard_outputs: every output goes to a blackhole
     (bench/throughput.py measures the job without its sinks)."""
     # Shipped with the job (locally and to a cluster), and loaded here for the planner.
-    env.add_jars(functions_jar(settings).resolve().as_uri())
+    env.add_jars(settings.flink_jar(FUNCTIONS_JAR).resolve().as_uri())
     t_env = StreamTableEnvironment.create(env)
     t_env.create_java_temporary_function("split_outputs", SPLIT_OUTPUTS_CLASS)
     # The rowtime column stays in the projection: without it, records would carry no timestamp while
@@ -440,6 +432,7 @@ def python_boot_launcher(settings: Settings) -> Path:
     PyFlink's beam_boot (the same request to this process's worker pool, without beam_boot's ~1 s import
     of Apache Beam on the job's start-up), and this venv's interpreter for anything else."""
     python = shlex.quote(sys.executable)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     launcher = settings.data_dir / "python-boot.sh"
     launcher.write_text(f"""#!/bin/sh
 # Written by stockmax (jobs/pipeline.py, python_boot_launcher) for the local mini-cluster.
@@ -456,28 +449,25 @@ exec {python} "$@"
 def local_configuration(settings: Settings, restore_from: str | None = None) -> Configuration:
     """The mini-cluster's settings; on a real cluster flink-conf/config.yaml holds the same ones.
     restore_from: a retained checkpoint or savepoint to start from."""
-    jars = sorted(settings.flink_jars_dir.glob("flink-sql-connector-kafka-*.jar"))
-    if not jars:
-        raise FileNotFoundError(f"the Flink Kafka connector jar is not in {settings.flink_jars_dir}: "
-                                f"run `make setup` (tools/fetch-jars.sh)")
+    connector = settings.flink_jar(KAFKA_CONNECTOR_JAR)
     # Read by PyFlink when the environment is made (StreamExecutionEnvironment._open): a worker process per
     # Python step, or, unset, PyFlink's local default, threads of this process (settings.python_workers says
     # why). Left unset for loopback: the variable outlives this call, and "loopback" inherited by a later
     # `flink run` against a cluster would make PyFlink refuse that job.
-    log_dir = settings.data_dir / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
     if settings.python_workers == "process":
         os.environ["_python_worker_execution_mode"] = "process"
         python = sys.executable
     else:
         os.environ.pop("_python_worker_execution_mode", None)
         python = str(python_boot_launcher(settings).resolve())
+    log_dir = settings.data_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
     # The heap; and the mini-cluster's log with the job's data, not in the venv's pyflink/log, where every
     # run on the machine overwrote the one before.
     with _jvm_start_environment(JVM_ARGS=f"-Xmx{settings.local_jvm_heap_mb}m", FLINK_LOG_DIR=str(log_dir.resolve())):
         conf = Configuration()
     for key, value in {
-        "pipeline.jars": ";".join(jar.resolve().as_uri() for jar in jars),
+        "pipeline.jars": connector.resolve().as_uri(),
         "python.executable": python,  # the worker must run this venv's Python, not PATH's
         "python.client.executable": sys.executable,
         "parallelism.default": str(settings.parallelism),

@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .config import PROJECT_ROOT, Settings
+from .config import KAFKA_CONNECTOR_JAR, PROJECT_ROOT, Settings
 
 SOURCES = ("stockmax", "operators", "jobs", "schemas", "sql")
 
@@ -72,14 +72,12 @@ def job_status(settings: Settings, job_id: str) -> str:
 def submit(settings: Settings, bounded: bool = False) -> str:
     """Submit jobs/pipeline.py to the cluster, detached; returns the job id."""
     _rest(settings, "GET", "/overview")  # a clear error now when no cluster answers
-    jars = sorted(settings.flink_jars_dir.glob("flink-sql-connector-kafka-*.jar"))
-    if not jars:
-        raise FileNotFoundError(f"the Flink Kafka connector jar is not in {settings.flink_jars_dir}: run `make setup`")
+    connector = settings.flink_jar(KAFKA_CONNECTOR_JAR)
     stage = staged_sources(settings)
     command = [str(flink_command()), "run", "--detached", "--jobmanager", settings.flink_rest_address,
                "--python", str(stage / "jobs" / "pipeline.py"), "--pyFiles", str(stage),
                "--pyExecutable", settings.cluster_python, "--pyClientExecutable", sys.executable,
-               "--jarfile", str(jars[0])]
+               "--jarfile", str(connector)]
     if bounded:
         command.append("--bounded")
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)

@@ -123,7 +123,7 @@ class Settings:
     # Python on its TaskManagers that has stockmax's dependencies (the docker-compose image's python3).
     flink_rest_address: str = "localhost:8081"
     cluster_python: str = "python3"
-    # Where tools/fetch-jars.sh put the Flink Kafka connector.
+    # Where tools/fetch-jars.sh put the Flink Kafka connector and built stockmax's functions (jvm/).
     flink_jars_dir: Path = PROJECT_ROOT / ".cache" / "jars" / "flink"
     kafka_jars_dir: Path = PROJECT_ROOT / ".cache" / "jars" / "kafka"
 
@@ -131,6 +131,15 @@ class Settings:
     def topic(self, name: str) -> str:
         """The full topic name for one of: ticks, alerts, rollups, late, dead."""
         return self.topic_prefix + getattr(self, f"topic_{name}")
+
+    def flink_jar(self, pattern: str) -> Path:
+        """The jar in flink_jars_dir matching pattern (the newest name, should several): the Kafka connector
+        (flink-sql-connector-kafka-*.jar) or stockmax's own functions (stockmax-flink-functions.jar)."""
+        jars = sorted(self.flink_jars_dir.glob(pattern))
+        if not jars:
+            raise FileNotFoundError(f"{pattern} is not in {self.flink_jars_dir}: run `make setup` (tools/fetch-jars.sh "
+                                    f"fetches the connector and builds stockmax's functions from jvm/ with Maven)")
+        return jars[-1]
 
     @property
     def store_dsn(self) -> str:
@@ -318,6 +327,10 @@ def load(config_file: str | os.PathLike | None = None, env: dict[str, str] | Non
     _validate(settings)
     return settings
 
+
+# The jars in flink_jars_dir that the job loads (tools/fetch-jars.sh puts them there).
+KAFKA_CONNECTOR_JAR = "flink-sql-connector-kafka-*.jar"
+FUNCTIONS_JAR = "stockmax-flink-functions.jar"  # jvm/, built by Maven
 
 KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")

@@ -239,10 +239,11 @@ def _split_in_flink(texts: list[bytes]) -> list[tuple[bytes, bytes]]:
     from pyflink.table import DataTypes, EnvironmentSettings, TableEnvironment
 
     from stockmax import config
-    from stockmax.jobs.pipeline import SPLIT_OUTPUTS_CLASS, functions_jar
+    from stockmax.config import FUNCTIONS_JAR
+    from stockmax.jobs.pipeline import SPLIT_OUTPUTS_CLASS
 
     t_env = TableEnvironment.create(EnvironmentSettings.in_batch_mode())
-    t_env.get_config().set("pipeline.jars", functions_jar(config.load(env={})).resolve().as_uri())
+    t_env.get_config().set("pipeline.jars", config.load(env={}).flink_jar(FUNCTIONS_JAR).resolve().as_uri())
     t_env.get_config().set("parallelism.default", "1")
     t_env.create_java_temporary_function("split_outputs", SPLIT_OUTPUTS_CLASS)
     t_env.create_temporary_view("texts", t_env.from_elements(
