@@ -234,31 +234,37 @@ def test_the_local_jvm_gets_its_heap_and_log_dir_and_they_do_not_leak(tmp_path):
     assert leaked == "False False"
 
 
-def _split_in_flink(texts: list[bytes]) -> list[tuple[bytes, bytes]]:
-    """SPLIT_OUTPUTS (the job's Java table function, from the jar `make setup` builds) over texts, run by Flink."""
+def _split_in_flink(rows: list[tuple[bytes, ...]], topics: str) -> list[tuple[str, bytes, bytes]]:
+    """SPLIT_OUTPUTS (the job's Java table function, from the jar `make setup` builds) over rows of texts, one
+    text per topic in topics (';'-separated), run by Flink."""
     from pyflink.table import DataTypes, EnvironmentSettings, TableEnvironment
 
     from stockmax import config
     from stockmax.config import FUNCTIONS_JAR
     from stockmax.jobs.pipeline import SPLIT_OUTPUTS_CLASS
 
+    width = len(rows[0])
     t_env = TableEnvironment.create(EnvironmentSettings.in_batch_mode())
     t_env.get_config().set("pipeline.jars", config.load(env={}).flink_jar(FUNCTIONS_JAR).resolve().as_uri())
     t_env.get_config().set("parallelism.default", "1")
     t_env.create_java_temporary_function("split_outputs", SPLIT_OUTPUTS_CLASS)
     t_env.create_temporary_view("texts", t_env.from_elements(
-        [(i, bytearray(text)) for i, text in enumerate(texts)],  # PyFlink takes bytearray as BYTES
-        DataTypes.ROW([DataTypes.FIELD("i", DataTypes.BIGINT()), DataTypes.FIELD("text", DataTypes.BYTES())])))
-    table = t_env.sql_query("SELECT t.i, r.k, r.v FROM texts AS t, LATERAL TABLE(split_outputs(t.text)) AS r(k, v)")
-    with table.execute().collect() as rows:
-        # Rows of one text in their order; texts in theirs (parallelism 1 keeps both, the sort makes sure).
-        return [(bytes(row[1]), bytes(row[2])) for row in sorted(rows, key=lambda row: row[0])]
+        [(i, *map(bytearray, texts)) for i, texts in enumerate(rows)],  # PyFlink takes bytearray as BYTES
+        DataTypes.ROW([DataTypes.FIELD("i", DataTypes.BIGINT()),
+                       *(DataTypes.FIELD(f"t{j}", DataTypes.BYTES()) for j in range(width))])))
+    columns = ", ".join(f"t.t{j}" for j in range(width))
+    table = t_env.sql_query(f"SELECT t.i, r.topic, r.k, r.v FROM texts AS t, "
+                            f"LATERAL TABLE(split_outputs('{topics}', {columns})) AS r(topic, k, v)")
+    with table.execute().collect() as records:
+        # Records of one row in their order; rows in theirs (parallelism 1 keeps both, the sort makes sure).
+        return [(row[1], bytes(row[2]), bytes(row[3])) for row in sorted(records, key=lambda row: row[0])]
 
 
 def test_the_jvm_splits_output_texts_into_the_records_python_joined():
     """The job's outputs cross to the JVM as one text per kind and call; the Java function must give back
-    exactly the (key, value) records of its lines. Oracle: Python's own split of the same texts, on random
-    texts (non-ASCII values, tabs inside values, empty texts and lines) and the edge cases written out."""
+    exactly the (topic, key, value) records of their lines, text by text. Oracle: Python's own split of the
+    same texts, on random texts (non-ASCII values, tabs inside values, empty texts and lines) and the edge
+    cases written out."""
     import random
 
     import pytest
@@ -273,17 +279,24 @@ def test_the_jvm_splits_output_texts_into_the_records_python_joined():
         return f"{key}\t{value}"
 
     texts = ["", "\n", "\n\n", "A\t", "A\tv\n", "\nA\tv", "A\tv\n\nB\tw\n", "\tno key", "A\tx\ty"]
-    texts += ["\n".join(line() for _ in range(rng.randint(0, 30))) + rng.choice(["", "\n"]) for _ in range(200)]
+    texts += ["\n".join(line() for _ in range(rng.randint(0, 30))) + rng.choice(["", "\n"]) for _ in range(300)]
     texts += ["\n".join(line() for _ in range(5000))]  # a long one, many lines
-    encoded = [text.encode() for text in texts]
-    expected = [tuple(l.split(b"\t", 1)) for text in encoded for l in text.split(b"\n") if l]
-    assert len(expected) > 8000
-    assert _split_in_flink(encoded) == expected
+    rng.shuffle(texts)
+    topics = ["p.max-updates", "p.alerts", "p_rollups"]
+    rows = [tuple(text.encode() for text in texts[i:i + 3]) for i in range(0, len(texts) - 2, 3)]
+    expected = [(topic, *l.split(b"\t", 1)) for row in rows for topic, text in zip(topics, row)
+                for l in text.split(b"\n") if l]
+    assert len(expected) > 8000 and {record[0] for record in expected} == set(topics)
+    assert _split_in_flink(rows, ";".join(topics)) == expected
 
     # A line without a tab can only come from a bug on the Python side: the job fails and names the line.
     with pytest.raises(Py4JJavaError) as failure:
-        _split_in_flink([b"A\tv\nno tab here\n"])
+        _split_in_flink([(b"A\tv\nno tab here\n",)], "t")
     assert "an output line without a key (no tab): no tab here" in str(failure.value)
+    # So can texts and topics that do not pair up.
+    with pytest.raises(Py4JJavaError) as failure:
+        _split_in_flink([(b"A\tv", b"B\tw")], "t;u;v")
+    assert "split_outputs: 2 texts for 3 topics (t;u;v)" in str(failure.value)
 
 
 def test_the_loopback_boot_sends_beams_start_worker_request(tmp_path):
