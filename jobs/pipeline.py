@@ -47,7 +47,7 @@ from pyflink.table import StreamTableEnvironment, Table
 from stockmax import config as stockmax_config
 from stockmax.config import FUNCTIONS_JAR, KAFKA_CONNECTOR_JAR, Settings
 from stockmax.operators.columnar import advance_symbols, output_line
-from stockmax.operators.records import dead_letter, decode_record, pack_ticks, unpack_tick_fields
+from stockmax.operators.records import dead_letter, decode_record, pack_fields, unpack_tick_fields
 from stockmax.operators.schedule import DueSchedule
 from stockmax.operators.symbol import Rules, SymbolProcessor, frontier_from_watermark_ms, watermark_ms_for_frontier
 from stockmax.operators.tick import REASON_CODES, Tick, TickLimits
@@ -76,7 +76,7 @@ def _record(key: str | None, value: dict) -> Row:
     return Row(key, orjson.dumps(value).decode())
 
 
-NO_TICKS = pack_ticks([])
+NO_TICKS = pack_fields([])
 # Key groups of the keyed step: Flink's default up to parallelism 85, set explicitly so that the keys that
 # partition_keys picks stay where they were picked for.
 MAX_PARALLELISM = 128
@@ -100,7 +100,7 @@ def partition_keys(partitions: int, max_parallelism: int = MAX_PARALLELISM) -> t
 
 
 class ParseTicks(ProcessFunction):
-    """A Kafka record (value bytes, partition, offset) -> (its partition's key, its ticks as pack_ticks makes
+    """A Kafka record (value bytes, partition, offset) -> (its partition's key, its ticks as pack_fields makes
     them): one JSON tick or an Arrow batch of them. Anything unusable goes to the dead-letter output with its
     reason, its original bytes and where it was read from. keys: partition_keys(); a partition beyond them
     (a topic grown under the job) is keyed by its number, which may share a key with another partition:
@@ -127,7 +127,7 @@ class ParseTicks(ProcessFunction):
             self.wake_keys = False
             for key in self.keys:
                 yield key, NO_TICKS
-        ticks, refused = decode_record(record.value, ctx.timestamp(), self.limits)
+        ticks, refused = decode_record(record.value, ctx.timestamp(), self.limits, fields_only=True)
         for item in refused:
             self.dead_letters[item.rejection.code].inc()
             key, value = dead_letter(item, self.source_topic, record.partition, record.offset, ctx.timestamp(),
@@ -135,7 +135,7 @@ class ParseTicks(ProcessFunction):
             yield DEAD, _record(key, value)
         if ticks:
             keys = self.keys
-            yield keys[record.partition] if record.partition < len(keys) else record.partition, pack_ticks(ticks)
+            yield keys[record.partition] if record.partition < len(keys) else record.partition, pack_fields(ticks)
 
 
 class InjectedFailure(RuntimeError):

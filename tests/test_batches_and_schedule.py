@@ -14,7 +14,7 @@ from hypothesis import given, settings as hyp_settings, strategies as st
 
 from oracle import alert_key, update_key
 from stockmax.operators.records import BATCH_SCHEMA, _whole_batch, dead_letter, decode_record, encode_batch, \
-    pack_ticks, unpack_ticks
+    pack_fields, pack_ticks, unpack_ticks
 from stockmax.operators.schedule import DueSchedule
 from stockmax.operators.symbol import SymbolProcessor, frontier_from_watermark_ms, watermark_ms_for_frontier
 from stockmax.operators.tick import DEFAULT_LIMITS, Rejection, Tick, parse_tick
@@ -133,6 +133,13 @@ def test_a_batch_round_trips_and_is_refused_when_stamped_wrongly():
     got, refused = decode_record(raw, stamp)
     assert [r.row for r in refused] == [i for i, t in enumerate(ticks) if t.event_time // 1000 > stamp]
     assert got == [t for t in ticks if t.event_time // 1000 <= stamp]
+    # The job's form (fields_only): the same ticks as plain tuples, on both paths, the same refusals.
+    for record_stamp in (newest_ms, stamp, newest_ms + 1):
+        ticks_of, refused_of = decode_record(raw, record_stamp)
+        fields, refused_fields = decode_record(raw, record_stamp, fields_only=True)
+        assert fields == [tuple(t) for t in ticks_of] and all(type(f) is tuple for f in fields)
+        assert refused_fields == refused_of
+        assert unpack_ticks(pack_fields(fields)) == ticks_of
 
 
 def test_a_bad_batch_row_is_a_dead_letter_of_its_own():
