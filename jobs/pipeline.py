@@ -472,8 +472,8 @@ def local_configuration(settings: Settings, restore_from: str | None = None) -> 
         "python.executable": python,  # the worker must run this venv's Python, not PATH's
         "python.client.executable": sys.executable,
         "parallelism.default": str(settings.parallelism),
-        # Operators chained in the JVM hand records on without a defensive copy (each output row goes to
-        # five splits; nothing here keeps a record after passing it on).
+        # Operators chained in the JVM hand records on without a defensive copy (the keyed step's rows go
+        # through the split to the sink in one task; nothing here keeps a record after passing it on).
         "pipeline.object-reuse": "true",
         "python.fn-execution.bundle.size": str(settings.python_bundle_size),
         "python.fn-execution.bundle.time": str(settings.python_bundle_time_ms),
