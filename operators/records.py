@@ -70,6 +70,8 @@ def decode_record(raw: bytes, record_timestamp_ms: int | None, limits: TickLimit
 
 def _decode_record(raw: bytes, record_timestamp_ms: int | None, limits: TickLimits,
                    fields_only: bool) -> tuple[list, list[RefusedTick]]:
+    """decode_record's work. Only the whole-batch path honours fields_only (it never makes a Tick); the
+    others return Ticks, which decode_record turns into tuples."""
     if not is_batch(raw):
         tick = parse_tick(raw, limits)
         if isinstance(tick, Tick):
