@@ -216,7 +216,7 @@ class SymbolFunction(KeyedProcessFunction):
                     symbol, {**Tick._make(tick)._asdict(), "reason": rejected, "watermark_ms": watermark}))
         schedule = self.schedule.value() or DueSchedule()
         for symbol, processor in touched.items():
-            due = processor.next_due()
+            due = processor.due_after_accepting(schedule.due(symbol))
             if due is None:  # only refused ticks: nothing to keep
                 continue
             self.processors.put(symbol, processor)

@@ -65,7 +65,7 @@ def advance_symbols(items: Sequence[tuple[str, SymbolProcessor]], frontier_us: i
     for item in items:
         by_rules.setdefault(_rules_key(item[1]), []).append(item)
     for group in by_rules.values():
-        released = [processor.pending.release_columns_before(frontier_us) for _, processor in group]
+        released = [processor.release(frontier_us) for _, processor in group]
         total = sum(len(columns.event_times) for columns in released)
         if total == 0 or total < min_columnar_ticks:
             for (symbol, processor), columns in zip(group, released):

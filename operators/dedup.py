@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import heapq
-import sys
+from array import array
 from bisect import bisect_left
+from typing import Iterable, Sequence
 
 
 class DuplicateFilter:
@@ -12,45 +13,57 @@ class DuplicateFilter:
     it. A repeat within that memory is a duplicate; an older repeat is behind the watermark, so it is late
     and is not applied either. The horizon keeps memory proportional to recent ticks, not to history.
 
-    What to forget when: the ticks that come in order (most of them) in a queue kept as three columns with
-    a moving head (time, exchange, seq: an append each, a binary search to forget), the others in a heap.
-    Columns because the state is pickled at every bundle's end: lists of ints and of a few interned
-    exchange names pickle ~4x faster than a list of (time, (exchange, seq)) tuples."""
+    Two steps, because the one per tick must touch little: a symbol's ticks come one at a time among those
+    of thousands of other symbols, so every object a tick touches is a cache miss. `claim` adds the key
+    when its tick is accepted. `remember_released` says when to forget keys, for many ticks at once, when
+    they are released in event-time order: a queue of three columns with a moving head (an extend per
+    release, a binary search to forget). Released ticks that come before the queued ones (not expected:
+    releases follow the frontier) go to a heap instead. Keys claimed and not yet released belong to
+    ticks their owner still buffers: they are not pickled here, the owner claims them again on restore
+    (SymbolProcessor.__setstate__)."""
 
     __slots__ = ("horizon_us", "_seen", "_times", "_exchanges", "_seqs", "_head", "_out_of_order")
 
     def __init__(self, horizon_us: int) -> None:
         self.horizon_us = horizon_us
         self._seen: set[tuple[str, int]] = set()
-        self._times: list[int] = []  # ascending from _head
+        self._times = array("q")  # ascending from _head
         self._exchanges: list[str] = []
-        self._seqs: list[int] = []
+        self._seqs = array("q")
         self._head = 0
         self._out_of_order: list[tuple[int, str, int]] = []  # heap of (event time, exchange, seq)
 
     def seen(self, exchange: str, seq: int) -> bool:
         return (exchange, seq) in self._seen
 
-    def remember(self, exchange: str, seq: int, time_us: int) -> None:
+    def claim(self, exchange: str, seq: int) -> None:
+        """Seen from now on, until remember_released has said when to forget it."""
         self._seen.add((exchange, seq))
-        times = self._times
-        if len(times) == self._head or times[-1] <= time_us:
-            times.append(time_us)
-            self._exchanges.append(sys.intern(exchange))
-            self._seqs.append(seq)
+
+    def claim_all(self, keys: Iterable[tuple[str, int]]) -> None:
+        self._seen.update(keys)
+
+    def remember_released(self, exchanges: Sequence[str], seqs: Sequence[int], times: Sequence[int]) -> None:
+        """Forget these claimed keys once the frontier is horizon_us past their event times (ascending)."""
+        if not times:
+            return
+        queued = self._times
+        if len(queued) == self._head or queued[-1] <= times[0]:
+            queued.extend(times)
+            self._exchanges.extend(exchanges)
+            self._seqs.extend(seqs)
         else:
-            heapq.heappush(self._out_of_order, (time_us, exchange, seq))
+            for entry in zip(times, exchanges, seqs):
+                heapq.heappush(self._out_of_order, entry)
 
     def forget_before(self, frontier_us: int) -> None:
         cutoff = frontier_us - self.horizon_us
         seen, times, head = self._seen, self._times, self._head
         if head < len(times) and times[head] < cutoff:
             end = bisect_left(times, cutoff, head)
-            exchanges, seqs = self._exchanges, self._seqs
-            for i in range(head, end):
-                seen.discard((exchanges[i], seqs[i]))
+            seen.difference_update(zip(self._exchanges[head:end], self._seqs[head:end]))
             if end > 64 and end * 2 > len(times):  # compact now and then: amortised O(1)
-                del times[:end], exchanges[:end], seqs[:end]
+                del times[:end], self._exchanges[:end], self._seqs[:end]
                 end = 0
             self._head = end
         out_of_order = self._out_of_order
@@ -62,21 +75,28 @@ class DuplicateFilter:
         return len(self._seen)
 
     def __getstate__(self):
-        # The set is the keys of the queue and the heap: not pickled (it would double the state).
+        # The set is the keys of the queue and the heap (and the claimed ones, see above): not pickled.
         head = self._head
-        return (self.horizon_us, self._times[head:], self._exchanges[head:], self._seqs[head:], self._out_of_order)
+        return (3, self.horizon_us, self._times[head:], self._exchanges[head:], self._seqs[head:],
+                self._out_of_order)
 
     def __setstate__(self, state):
-        if state[0] is None:  # a checkpoint from before this layout: its slots, with a heap of (time, exchange, seq)
-            slots = state[1]
-            self.horizon_us = slots["horizon_us"]
-            entries = sorted(slots["_expiry"])
-            self._times = [time_us for time_us, _, _ in entries]
-            self._exchanges = [sys.intern(exchange) for _, exchange, _ in entries]
-            self._seqs = [seq for _, _, seq in entries]
-            self._out_of_order = []
-        else:
-            self.horizon_us, self._times, self._exchanges, self._seqs, self._out_of_order = state
         self._head = 0
+        if len(state) == 6:
+            _, self.horizon_us, self._times, self._exchanges, self._seqs, self._out_of_order = state
+        else:
+            # Checkpoints from before: keys were queued when claimed, so these include the owner's
+            # buffered ticks, which it releases (and queues) again. A key queued twice is forgotten at the
+            # same frontier both times; a release behind the queue goes to the heap.
+            if state[0] is None:  # its slots, with a heap of (time, exchange, seq)
+                slots = state[1]
+                self.horizon_us, entries, out_of_order = slots["horizon_us"], sorted(slots["_expiry"]), []
+            else:  # lists of time, exchange, seq in time order, and a heap
+                self.horizon_us, times, exchanges, seqs, out_of_order = state
+                entries = list(zip(times, exchanges, seqs))
+            self._times = array("q", (time_us for time_us, _, _ in entries))
+            self._exchanges = [exchange for _, exchange, _ in entries]
+            self._seqs = array("q", (seq for _, _, seq in entries))
+            self._out_of_order = out_of_order
         self._seen = set(zip(self._exchanges, self._seqs))
         self._seen.update((exchange, seq) for _, exchange, seq in self._out_of_order)

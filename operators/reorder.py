@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 from array import array
-from bisect import bisect_left, bisect_right
-from typing import NamedTuple
+from bisect import bisect_left
+from operator import itemgetter
+from typing import Iterable, NamedTuple
 
 from .tick import Tick
 
@@ -23,46 +23,47 @@ class ReleasedTicks(NamedTuple):
         return list(map(Tick._make, zip(*self)))
 
 
+_TIME_SEQ = itemgetter(5, 4)  # a tick's (event_time, seq)
+_NONE_YET = 1 << 63  # above every event time (int64 µs)
+
+
 class ReorderBuffer:
     """Releases ticks in (event_time, seq, arrival) order once their event time is below a frontier.
 
-    Columns kept in that order: most ticks arrive in order and are appended; the few that do not are
-    inserted after every held tick with the same (event_time, seq), which keeps arrival order among equals.
-    Numbers go into arrays as they arrive: a release hands them on without touching a Python object per
-    tick (operators.columnar reads them as numpy arrays; objects made long before are cache misses), and
-    they pickle as bytes."""
+    A push only appends the tick to a list of arrivals: a symbol's ticks come one at a time among those of
+    thousands of other symbols, and every object a push touches is a cache miss. Arrivals are sorted into
+    columns when the buffer is released or pickled, many at once: a stable sort by (event_time, seq) keeps
+    arrival order among equals, and most arrivals (in order) are then appended column by column; the rest
+    are merged with the held ticks they precede. Numbers are kept in arrays: a release hands them on
+    without touching a Python object per tick (operators.columnar reads them as numpy arrays), and they
+    pickle as bytes."""
 
-    __slots__ = ("_columns",)
+    __slots__ = ("_columns", "_arrivals", "_earliest_arrival")
 
     def __init__(self) -> None:
         self._columns = ReleasedTicks([], array("d"), array("d"), [], array("q"), array("q"))
+        self._arrivals: list[tuple] = []
+        self._earliest_arrival = _NONE_YET
 
     def __len__(self) -> int:
-        return len(self._columns.event_times)
+        return len(self._columns.event_times) + len(self._arrivals)
 
     def push(self, tick: Tick | tuple) -> None:
         """tick: a Tick or a plain tuple of its fields."""
-        columns = self._columns
-        times, seqs = columns.event_times, columns.seqs
-        symbol, price, volume, exchange, seq, t = tick
-        exchange = sys.intern(exchange)  # a few names, each held once
-        if times and (t < times[-1] or (t == times[-1] and seq < seqs[-1])):
-            low, high = bisect_left(times, t), bisect_right(times, t)
-            at = low + bisect_right(seqs[low:high], seq)
-            for column, value in zip(columns, (symbol, price, volume, exchange, seq, t)):
-                column.insert(at, value)
-            return
-        columns.symbols.append(symbol)
-        columns.prices.append(price)
-        columns.volumes.append(volume)
-        columns.exchanges.append(exchange)
-        seqs.append(seq)
-        times.append(t)
+        self._arrivals.append(tick)
+        if tick[5] < self._earliest_arrival:
+            self._earliest_arrival = tick[5]
 
     def earliest(self) -> int | None:
         """The event time of the earliest held tick."""
         times = self._columns.event_times
-        return times[0] if times else None
+        earliest = min(times[0], self._earliest_arrival) if times else self._earliest_arrival
+        return None if earliest == _NONE_YET else earliest
+
+    def keys(self) -> Iterable[tuple[str, int]]:
+        """(exchange, seq) of every held tick."""
+        self._sort_arrivals()
+        return zip(self._columns.exchanges, self._columns.seqs)
 
     def release_before(self, frontier_us: int) -> list[Tick]:
         """Every held tick with event_time < frontier_us, in order."""
@@ -70,6 +71,7 @@ class ReorderBuffer:
 
     def release_columns_before(self, frontier_us: int) -> ReleasedTicks:
         """The same as columns."""
+        self._sort_arrivals()
         columns = self._columns
         times = columns.event_times
         if not times or times[-1] < frontier_us:  # all of them: the common case
@@ -81,10 +83,32 @@ class ReorderBuffer:
             del column[:cut]
         return out
 
+    def _sort_arrivals(self) -> None:
+        arrivals = self._arrivals
+        if not arrivals:
+            return
+        self._arrivals, self._earliest_arrival = [], _NONE_YET
+        arrivals.sort(key=_TIME_SEQ)  # stable: arrival order among equals
+        columns = self._columns
+        times, seqs = columns.event_times, columns.seqs
+        first_time, first_seq = arrivals[0][5], arrivals[0][4]
+        if times and (first_time < times[-1] or (first_time == times[-1] and first_seq < seqs[-1])):
+            # Some arrivals go before held ticks: merge with the held ticks from the first arrival's time on
+            # (held ones first: at equal (time, seq) they arrived earlier).
+            cut = bisect_left(times, first_time)
+            arrivals = list(zip(*(column[cut:] for column in columns))) + arrivals
+            arrivals.sort(key=_TIME_SEQ)
+            for column in columns:
+                del column[cut:]
+        for column, values in zip(columns, zip(*arrivals)):
+            column.extend(values)
+
     def __getstate__(self):
+        self._sort_arrivals()
         return (2, *self._columns)
 
     def __setstate__(self, state):
+        self._arrivals, self._earliest_arrival = [], _NONE_YET
         if isinstance(state, dict):  # an older layout: a heap of (time, seq, arrival, tick)
             ticks = [entry[3] for entry in sorted(state["heap"])]
         elif state[0] != 2:  # an older layout: a list of Ticks as tuples, in order

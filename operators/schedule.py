@@ -22,6 +22,9 @@ class DueSchedule:
     def __len__(self) -> int:
         return len(self._due)
 
+    def due(self, symbol: str) -> int | None:
+        return self._due.get(symbol)
+
     def set(self, symbol: str, due_us: int | None) -> None:
         """Due at due_us, or no longer (None)."""
         if due_us is None:

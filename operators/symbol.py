@@ -23,7 +23,7 @@ from typing import NamedTuple
 from .dedup import DuplicateFilter
 from .durations import format_duration
 from .extrema import MultiWindowExtrema
-from .reorder import ReorderBuffer
+from .reorder import ReleasedTicks, ReorderBuffer
 from .rollups import RollupBuilder
 from .rules import MovingAverage, SpikeRule, ThresholdRule
 from .tick import Tick
@@ -106,14 +106,21 @@ class SymbolProcessor:
             return "duplicate"
         if event_time < frontier_us:
             return "late"
-        self.duplicates.remember(exchange, seq, event_time)
+        self.duplicates.claim(exchange, seq)
         self.pending.push(tick)
         return None
+
+    def release(self, frontier_us: int) -> ReleasedTicks:
+        """The buffered ticks below the frontier, as columns in apply order; the duplicate filter
+        remembers them until its horizon has passed them."""
+        columns = self.pending.release_columns_before(frontier_us)
+        self.duplicates.remember_released(columns.exchanges, columns.seqs, columns.event_times)
+        return columns
 
     def advance(self, frontier_us: int) -> Outputs:
         """Apply every buffered tick below the frontier, in order. (operators.columnar does the same for many
         symbols at once.)"""
-        return self.apply_released(self.pending.release_before(frontier_us), frontier_us)
+        return self.apply_released(self.release(frontier_us).ticks(), frontier_us)
 
     def apply_released(self, ticks: list[Tick], frontier_us: int) -> Outputs:
         """The rest of advance, for the ticks it released."""
@@ -171,6 +178,23 @@ class SymbolProcessor:
         if self.last_applied is not None:
             return self.last_applied + self.rules.idle_gap_us + 1
         return None
+
+    def due_after_accepting(self, due_before: int | None) -> int | None:
+        """next_due after accept() calls, given next_due before them, in less time: accepting only buffers
+        ticks, so only the earliest buffered tick can make the processor due sooner. (When a tick arrives
+        for a processor that was waiting only to expire, the answer is that expiry point, earlier than
+        next_due: advancing there is merely early, and next_due is asked again then.)"""
+        if due_before is None:
+            return self.next_due()
+        earliest = self.pending.earliest()
+        return due_before if earliest is None or earliest >= due_before else earliest + 1
+
+    def __setstate__(self, state):
+        _, slots = state  # pickle's default for __slots__: (None, {slot: value})
+        for name, value in slots.items():
+            setattr(self, name, value)
+        # The buffered ticks' keys: claimed, not yet in the duplicate filter's own state.
+        self.duplicates.claim_all(self.pending.keys())
 
     def state_size(self) -> dict:
         """What the state holds (for measurements)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from pathlib import Path
 import random
 
 import pandas as pd
@@ -439,13 +440,17 @@ def test_frontier_from_flink_watermark():
     assert p.accept(_tick("S", 1_000_000, 1.0, 1), frontier_from_watermark_ms(999)) is None
 
 
-@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 2)), max_size=40), st.integers(0, 7))
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 2)), max_size=40), st.integers(0, 7), st.integers(0, 40))
 @hyp_settings(max_examples=300, deadline=None)
-def test_reorder_buffer_releases_in_time_seq_arrival_order(keys, frontier):
+def test_reorder_buffer_releases_in_time_seq_arrival_order(keys, frontier, pickled_after):
+    """Pickled after some pushes (which sorts what arrived so far into the held ticks), then the rest pushed."""
     buffer = ReorderBuffer()
     ticks = [_tick("S", t, 1.0, seq, exchange=f"E{i}") for i, (t, seq) in enumerate(keys)]
-    for tick in ticks:
+    for i, tick in enumerate(ticks):
+        if i == pickled_after:
+            buffer = pickle.loads(pickle.dumps(buffer))
         buffer.push(tick)
+    assert buffer.earliest() == min((t.event_time for t in ticks), default=None)
     want = sorted((t for t in ticks if t.event_time < frontier), key=lambda t: (t.event_time, t.seq, ticks.index(t)))
     assert buffer.release_before(frontier) == want
     rest = sorted((t for t in ticks if t.event_time >= frontier), key=lambda t: (t.event_time, t.seq, ticks.index(t)))
@@ -453,25 +458,47 @@ def test_reorder_buffer_releases_in_time_seq_arrival_order(keys, frontier):
     assert pickle.loads(pickle.dumps(buffer)).release_before(99) == rest
 
 
-@given(st.lists(st.tuples(st.sampled_from(["remember", "forget", "pickle"]), st.sampled_from(["X", "Y"]),
+@given(st.lists(st.tuples(st.sampled_from(["claim", "release", "forget", "pickle"]), st.sampled_from(["X", "Y"]),
                           st.integers(0, 150), st.integers(-20, 30)), max_size=400))
 @hyp_settings(max_examples=300, deadline=None)
 def test_duplicate_filter_equals_a_dict_of_key_to_time(steps):
-    """Against a plain dict: remember (only what is not seen, as the processor does), forget what is older
-    than frontier - horizon, and survive pickling at any point; times mostly rising, some out of order."""
-    dups, reference, now = DuplicateFilter(50), {}, 0
+    """Against plain dicts of key -> time: claim (only what is not seen, as the processor does); release
+    claimed keys in batches in time order (each batch up to the present time: mostly after the previous
+    one, sometimes before it); forget released keys older than frontier - horizon; survive pickling at any
+    point, the owner claiming its unreleased keys again."""
+    dups, released, claimed, now = DuplicateFilter(50), {}, {}, 0
     for action, exchange, seq, step in steps:
         now += step  # mostly forward, sometimes back
-        if action == "remember" and (exchange, seq) not in reference:
-            dups.remember(exchange, seq, now)
-            reference[(exchange, seq)] = now
+        key = (exchange, seq)
+        if action == "claim" and key not in released and key not in claimed:
+            dups.claim(exchange, seq)
+            claimed[key] = now
+        elif action == "release":
+            batch = sorted((t, k) for k, t in claimed.items() if t <= now)
+            dups.remember_released([k[0] for _, k in batch], [k[1] for _, k in batch], [t for t, _ in batch])
+            for t, k in batch:
+                released[k] = claimed.pop(k)
         elif action == "forget":
             dups.forget_before(now)
-            reference = {k: t for k, t in reference.items() if t >= now - 50}
+            released = {k: t for k, t in released.items() if t >= now - 50}
         elif action == "pickle":
             dups = pickle.loads(pickle.dumps(dups))
-        assert len(dups) == len(reference)
-        assert all(dups.seen(*key) for key in reference) and not dups.seen(exchange, seq + 1000)
+            dups.claim_all(claimed)
+        assert len(dups) == len(released) + len(claimed)
+        assert all(dups.seen(*key) for key in [*released, *claimed]) and not dups.seen(exchange, seq + 1000)
+
+
+def test_a_pickled_processor_still_refuses_repeats_of_its_buffered_ticks():
+    """Buffered ticks' keys are not in the duplicate filter's pickled state; the processor claims them
+    again when it is restored."""
+    p = SymbolProcessor(Rules())
+    ticks = [_tick("S", START + i, 5.0, i) for i in range(4)]
+    for tick in ticks:
+        assert p.accept(tick, -END_OF_INPUT) is None
+    p.advance(START + 2)  # two released, two still buffered
+    restored = pickle.loads(pickle.dumps(p))
+    assert len(restored.duplicates) == 4 and len(restored.pending) == 2
+    assert [restored.accept(tick, START + 2) for tick in ticks] == ["duplicate"] * 4
 
 
 def test_reorder_and_duplicate_state_from_the_previous_layout_restores():
@@ -491,11 +518,33 @@ def test_reorder_and_duplicate_state_from_the_previous_layout_restores():
     assert duplicates.seen("X", 2) and len(duplicates) == 5
     duplicates.forget_before(120)  # forgets what is older than 20
     assert len(duplicates) == 4 and not duplicates.seen("X", 1) and duplicates.seen("X", 2)
-    duplicates.remember("X", 9, 35)  # out of order: after 40
+    duplicates.claim("X", 9)
+    duplicates.remember_released(["X"], [9], [35])  # out of order: after 40
     duplicates.forget_before(134)
     assert duplicates.seen("X", 9) and len(duplicates) == 2
     duplicates.forget_before(136)
     assert not duplicates.seen("X", 9) and duplicates.seen("X", 4) and len(duplicates) == 1
+
+
+def test_a_processor_pickled_before_claims_restores_and_goes_on_as_a_fresh_one():
+    """tests/checkpoints/symbol-processor-221d457.pickle: a processor pickled by the code before claims
+    (its duplicate filter queued the buffered ticks' keys too), after six ticks (one out of order) and an
+    advance that applied three of them. Restored, it gives what a processor of this code fed the same
+    ticks gives, and forgets every key once its horizon has passed."""
+    restored = pickle.loads((Path(__file__).parent / "checkpoints" / "symbol-processor-221d457.pickle").read_bytes())
+    fresh = SymbolProcessor(Rules())
+    ticks = [_tick("S", START + t, 5.0 + i, i) for i, t in enumerate([0, 1_000, 3_000, 2_000, 5_000, 4_000])]
+    for tick in ticks:
+        fresh.accept(tick, -END_OF_INPUT)
+    fresh.advance(START + 2_500)
+    later = [_tick("S", START + t, 4.0 + i, 10 + i) for i, t in enumerate([2_600, 4_500, 9_000])]
+    for p in (restored, fresh):
+        assert len(p.pending) == 3 and len(p.duplicates) == 6
+        assert [p.accept(tick, START + 2_500) for tick in ticks + later] == ["duplicate"] * 6 + [None] * 3
+    assert restored.advance(START + 10_000) == fresh.advance(START + 10_000)
+    horizon_end = START + 9_000 + Rules().dedup_horizon_us + 1
+    assert restored.advance(horizon_end) == fresh.advance(horizon_end)
+    assert len(restored.duplicates) == len(fresh.duplicates) == 0
 
 
 def test_apply_order_breaks_time_ties_by_seq_then_arrival():
