@@ -213,7 +213,7 @@ class SymbolFunction(KeyedProcessFunction):
             if rejected:
                 (self.late_ticks if rejected == "late" else self.duplicate_ticks).inc()
                 outputs["late" if rejected == "late" else "duplicates"].append(output_line(
-                    symbol, {**Tick._make(tick)._asdict(), "reason": rejected, "watermark_ms": watermark}))
+                    symbol.encode(), {**Tick._make(tick)._asdict(), "reason": rejected, "watermark_ms": watermark}))
         schedule = self.schedule.value() or DueSchedule()
         for symbol, processor in touched.items():
             due = processor.due_after_accepting(schedule.due(symbol))
@@ -262,11 +262,11 @@ class SymbolFunction(KeyedProcessFunction):
 OUTPUTS_PER_ROW = 2000  # a watermark jump may release thousands of ticks at once: keep each row small
 
 
-def _emit(outputs: dict[str, list[str]]):
+def _emit(outputs: dict[str, list[bytes]]):
     """The outputs as rows of texts (UTF-8), at most OUTPUTS_PER_ROW lines per text."""
     chunks = max(len(lines) for lines in outputs.values())
     for start in range(0, chunks, OUTPUTS_PER_ROW):
-        yield Row(*("\n".join(outputs[kind][start:start + OUTPUTS_PER_ROW]).encode() for kind in OUTPUT_KINDS))
+        yield Row(*(b"\n".join(outputs[kind][start:start + OUTPUTS_PER_ROW]) for kind in OUTPUT_KINDS))
 
 
 def _kafka_options(settings: Settings, topic: str) -> dict[str, str]:

@@ -15,7 +15,7 @@ Over the released ticks of all symbols, in (symbol, apply order):
 - changes: each tick's (max, min) against the previous tick's in its segment (or the last values held).
 - rules, edge-triggered: a condition fires where it holds and did not hold at the previous tick.
 - rollups: per run of ticks in one (symbol, bucket), aggregates by reduceat, added as a run.
-Output records are the same dicts as the per-tick path's, made into text lines (output_line).
+Output records are the same dicts as the per-tick path's, made into lines (output_line).
 """
 
 from __future__ import annotations
@@ -36,24 +36,32 @@ MIN_COLUMNAR_TICKS = 64
 
 
 class OutputLines(NamedTuple):
-    """Output records as text lines (output_line), per kind."""
-    max_updates: list[str]
-    alerts: list[str]
-    rollups: list[str]
+    """Output records as lines (output_line), per kind."""
+    max_updates: list[bytes]
+    alerts: list[bytes]
+    rollups: list[bytes]
 
 
-def output_line(key: str, value: dict) -> str:
-    """One output record as one line: its key, a tab, its value as JSON. Neither part can hold a tab or a
-    line break: keys are symbols (the schema's pattern) and window names, and JSON escapes both."""
+def output_line(key: bytes, value: dict) -> bytes:
+    """One output record as one line of UTF-8: its key, a tab, its value as JSON. Neither part can hold a
+    tab or a line break: keys are symbols (the schema's pattern) and window names, and JSON escapes both.
+    Bytes, not str: they leave Python as bytes, and a str line cost ~0.3 µs more to decode from orjson's
+    bytes and to encode again."""
     # orjson: the same compact JSON as json.dumps, ~10x faster; every number here is finite (the parser
     # refuses non-finite prices and volumes).
-    return key + "\t" + orjson.dumps(value).decode()
+    return key + b"\t" + orjson.dumps(value)
+
+
+def max_update_key(symbol: str, window: str) -> bytes:
+    """The max-updates topic's record key."""
+    return f"{symbol}|{window}".encode()
 
 
 def _lines(symbol: str, out: Outputs, lines: OutputLines) -> None:
-    lines.max_updates.extend(output_line(f"{symbol}|{u['window']}", u) for u in out.max_updates)
-    lines.alerts.extend(output_line(symbol, a) for a in out.alerts)
-    lines.rollups.extend(output_line(symbol, r) for r in out.rollups)
+    key = symbol.encode()
+    lines.max_updates.extend(output_line(max_update_key(symbol, u["window"]), u) for u in out.max_updates)
+    lines.alerts.extend(output_line(key, a) for a in out.alerts)
+    lines.rollups.extend(output_line(key, r) for r in out.rollups)
 
 
 def advance_symbols(items: Sequence[tuple[str, SymbolProcessor]], frontier_us: int,
@@ -73,7 +81,10 @@ def advance_symbols(items: Sequence[tuple[str, SymbolProcessor]], frontier_us: i
         else:
             _ColumnarStep(group, released).apply(lines)
             for symbol, processor in group:
-                lines.rollups.extend(output_line(symbol, row) for row in processor.finish(frontier_us))
+                rows = processor.finish(frontier_us)
+                if rows:
+                    key = symbol.encode()
+                    lines.rollups.extend(output_line(key, row) for row in rows)
     return lines
 
 
@@ -287,7 +298,7 @@ class _ColumnarStep:
             changed = ((high != segments.previous(high, [values[0] for values in last], np.nan))
                        | (low != segments.previous(low, [values[1] for values in last], np.nan)))
             rows = np.flatnonzero(changed)
-            keys = [f"{symbol}|{format_duration(w)}" for symbol in symbols]
+            keys = [max_update_key(symbol, format_duration(w)) for symbol in symbols]
             lines.max_updates.extend([
                 output_line(keys[s], max_update(symbols[s], w, et, sq, hi, hi_t, lo, lo_t, avg,
                                                 rules.moving_average_ticks))
@@ -316,7 +327,7 @@ class _ColumnarStep:
             fires = holds & ~segments.previous(holds, held_before, False)
             alerts.extend((i, rank, make(i)) for i in np.flatnonzero(fires).tolist())
         alerts.sort(key=lambda a: a[:2])
-        lines.alerts.extend(output_line(a["symbol"], a) for _, _, a in alerts)
+        lines.alerts.extend(output_line(a["symbol"].encode(), a) for _, _, a in alerts)
         return [holds for holds, _, _ in conditions]
 
     def _leave_state(self, segments: _Segments, sides: list[_Side], extremes: dict, recent: list,

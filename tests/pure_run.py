@@ -12,9 +12,9 @@ from stockmax.operators.tick import Tick
 END_OF_INPUT = 2**62
 
 
-def values_of(lines: list[str]) -> list[dict]:
+def values_of(lines: list[bytes]) -> list[dict]:
     """Output lines (key TAB JSON) back into their values."""
-    return [orjson.loads(line.split("\t", 1)[1]) for line in lines]
+    return [orjson.loads(line.split(b"\t", 1)[1]) for line in lines]
 
 
 def run_processor(arrivals: list[Tick], rules: Rules, columnar: bool = False) -> dict[str, list]:

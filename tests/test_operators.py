@@ -191,9 +191,9 @@ def _float_sums(p: SymbolProcessor) -> list[float]:
     return p.average.recent() + [x for b in p.rollups if b._open_bucket for x in b._open_bucket[9:]]
 
 
-def _by_key(lines: list[str]) -> dict[str, list[dict]]:
+def _by_key(lines: list[bytes]) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
-    for key, value in zip([line.split("\t", 1)[0] for line in lines], values_of(lines)):
+    for key, value in zip([line.split(b"\t", 1)[0].decode() for line in lines], values_of(lines)):
         out.setdefault(key, []).append(value)
     return out
 
@@ -215,9 +215,9 @@ def test_columnar_advance_gives_and_leaves_what_per_tick_advance_does(case, data
     def advance(to):
         for symbol, p in per_tick.items():
             out = p.advance(to)
-            want.max_updates.extend(output_line(f"{symbol}|{u['window']}", u) for u in out.max_updates)
-            want.alerts.extend(output_line(symbol, a) for a in out.alerts)
-            want.rollups.extend(output_line(symbol, r) for r in out.rollups)
+            want.max_updates.extend(output_line(f"{symbol}|{u['window']}".encode(), u) for u in out.max_updates)
+            want.alerts.extend(output_line(symbol.encode(), a) for a in out.alerts)
+            want.rollups.extend(output_line(symbol.encode(), r) for r in out.rollups)
         for kind, lines in zip(OutputLines._fields, advance_symbols(list(columnar.items()), to, min_columnar_ticks=0)):
             getattr(got, kind).extend(lines)
         for symbol, p in per_tick.items():
