@@ -31,12 +31,12 @@ class ReorderBuffer:
     """Releases ticks in (event_time, seq, arrival) order once their event time is below a frontier.
 
     A push only appends the tick to a list of arrivals: a symbol's ticks come one at a time among those of
-    thousands of other symbols, and every object a push touches is a cache miss. Arrivals are sorted into
-    columns when the buffer is released or pickled, many at once: a stable sort by (event_time, seq) keeps
-    arrival order among equals, and most arrivals (in order) are then appended column by column; the rest
-    are merged with the held ticks they precede. Numbers are kept in arrays: a release hands them on
-    without touching a Python object per tick (operators.columnar reads them as numpy arrays), and they
-    pickle as bytes."""
+    thousands of other symbols, and every object a push touches is a cache miss. Arrivals go into the
+    held columns when the buffer is released or pickled, many at once: in order (most of them), they are
+    appended column by column as they are; otherwise they are sorted by (event_time, seq), stably (arrival
+    order among equals), and merged with the held ticks they precede. Numbers are kept in arrays: a
+    release hands them on without touching a Python object per tick (operators.columnar reads them as
+    numpy arrays), and they pickle as bytes."""
 
     __slots__ = ("_columns", "_arrivals", "_earliest_arrival")
 

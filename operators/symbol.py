@@ -180,10 +180,11 @@ class SymbolProcessor:
         return None
 
     def due_after_accepting(self, due_before: int | None) -> int | None:
-        """next_due after accept() calls, given next_due before them, in less time: accepting only buffers
-        ticks, so only the earliest buffered tick can make the processor due sooner. (When a tick arrives
-        for a processor that was waiting only to expire, the answer is that expiry point, earlier than
-        next_due: advancing there is merely early, and next_due is asked again then.)"""
+        """The due point after accept() calls, from the one before them (next_due's answer then, or this
+        one's), without walking the rollups again: accepting only buffers ticks, so only the earliest
+        buffered tick can make the processor due sooner. Never later than next_due; earlier only when a
+        tick comes to a processor that was waiting just to expire: advancing at that expiry point then does
+        nothing, and next_due is asked again."""
         if due_before is None:
             return self.next_due()
         earliest = self.pending.earliest()
