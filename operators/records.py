@@ -116,11 +116,6 @@ def _decode_record(raw: bytes, record_timestamp_ms: int | None, limits: TickLimi
     return ticks, refused
 
 
-def _whole_batch(table: pa.Table, record_timestamp_ms: int | None, limits: TickLimits) -> list[Tick] | None:
-    columns = _whole_batch_columns(table, record_timestamp_ms, limits)
-    return None if columns is None else list(map(Tick._make, zip(*columns)))
-
-
 def _whole_batch_columns(table: pa.Table, record_timestamp_ms: int | None, limits: TickLimits) -> list[list] | None:
     """Every row's tick, as columns in Tick's field order, when the whole batch is certainly good, checked
     column by column (the common case, ~10x faster than row by row); None when some row may not be a tick:

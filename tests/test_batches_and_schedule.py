@@ -13,7 +13,7 @@ import pyarrow as pa
 from hypothesis import given, settings as hyp_settings, strategies as st
 
 from oracle import alert_key, update_key
-from stockmax.operators.records import BATCH_SCHEMA, _whole_batch, dead_letter, decode_record, encode_batch, \
+from stockmax.operators.records import BATCH_SCHEMA, _whole_batch_columns, dead_letter, decode_record, encode_batch, \
     pack_fields, pack_ticks, unpack_ticks
 from stockmax.operators.schedule import DueSchedule
 from stockmax.operators.symbol import SymbolProcessor, frontier_from_watermark_ms, watermark_ms_for_frontier
@@ -102,9 +102,10 @@ def test_a_good_batch_is_checked_column_wise():
     rows = [{name: values[i % len(values)] for name, values in GOOD.items()} for i in range(12)]
     table = pa.Table.from_pylist(rows, schema=pa.schema([f.with_nullable(True) for f in BATCH_SCHEMA]))
     stamp = max(r["event_time"] for r in rows) // 1000
-    assert _whole_batch(table, stamp, DEFAULT_LIMITS) == [parse_tick(json.dumps(
+    columns = _whole_batch_columns(table, stamp, DEFAULT_LIMITS)
+    assert list(map(Tick._make, zip(*columns))) == [parse_tick(json.dumps(
         {k: v for k, v in row.items() if v is not None})) for row in rows]
-    assert _whole_batch(table, stamp + 1, DEFAULT_LIMITS) is None
+    assert _whole_batch_columns(table, stamp + 1, DEFAULT_LIMITS) is None
 
 
 def _ticks(n, seed=3):
