@@ -48,21 +48,27 @@ from stockmax import config as stockmax_config
 from stockmax.config import FUNCTIONS_JAR, KAFKA_CONNECTOR_JAR, Settings
 from stockmax.operators.columnar import advance_symbols, output_line
 from stockmax.operators.records import dead_letter, decode_record, pack_fields, unpack_tick_fields
+from stockmax.operators.rollups import ROLLUP_FIELDS
 from stockmax.operators.schedule import DueSchedule
-from stockmax.operators.symbol import Rules, SymbolProcessor, frontier_from_watermark_ms, watermark_ms_for_frontier
+from stockmax.operators.symbol import MAX_UPDATE_FIELDS, Rules, SymbolProcessor, frontier_from_watermark_ms, watermark_ms_for_frontier
 from stockmax.operators.tick import REASON_CODES, Tick, TickLimits
 
 # Every output record is (key, value): both text, the value a JSON object.
 RECORD = Types.ROW_NAMED(["k", "v"], [Types.STRING(), Types.STRING()])
 DEAD = OutputTag("dead", RECORD)
-# The keyed function's outputs of one call: per kind, one UTF-8 text of "key<TAB>JSON value" lines. One
-# element crosses from Python to the JVM per call, as bytes, which PyFlink passes on at no cost per record
-# (arrays of rows cost ~0.8 µs per record to encode, plus building the rows; a STRING is decoded on the JVM
-# side by Flink's own per-character loop); SPLIT_OUTPUTS cuts the lines into (topic, key, value) records again,
-# in the JVM, still as bytes. Neither part can hold a tab or a line break: keys are symbols (the schema's
-# pattern) and window names, and JSON escapes both inside strings.
+# The keyed function's outputs of one call, per kind one UTF-8 text: for max updates and rollups a JSON array
+# of rows (each an array of the fields below, in order, as one orjson call writes them), for the other kinds
+# "key<TAB>JSON value" lines. One element crosses from Python to the JVM per call, as bytes, which PyFlink
+# passes on at no cost per record (arrays of rows cost ~0.8 µs per record to encode, plus building the rows; a
+# STRING is decoded on the JVM side by Flink's own per-character loop); SPLIT_OUTPUTS cuts them into (topic,
+# key, value) records again, in the JVM, still as bytes: a row becomes the JSON object of its fields (each
+# value's text as orjson wrote it), keyed by its first fields joined with '|'. Neither part of a line can hold
+# a tab or a line break: keys are symbols (the schema's pattern) and window names, and JSON escapes both
+# inside strings.
 OUTPUT_KINDS = ("max_updates", "alerts", "rollups", "late", "duplicates")
 OUTPUTS = Types.ROW_NAMED(list(OUTPUT_KINDS), [Types.PRIMITIVE_ARRAY(Types.BYTE())] * len(OUTPUT_KINDS))
+# Per kind given as rows: (how many leading fields make the record key, the fields).
+ROW_KINDS = {"max_updates": (2, MAX_UPDATE_FIELDS), "rollups": (1, ROLLUP_FIELDS)}
 # jvm/src/main/java/dev/stockmax/flink/SplitOutputs.java, in the jar FUNCTIONS_JAR.
 SPLIT_OUTPUTS_CLASS = "dev.stockmax.flink.SplitOutputs"
 # The worker holds every symbol's state as objects; a full collection walks all of them, and with the default
@@ -262,11 +268,24 @@ class SymbolFunction(KeyedProcessFunction):
 OUTPUTS_PER_ROW = 2000  # a watermark jump may release thousands of ticks at once: keep each row small
 
 
-def _emit(outputs: dict[str, list[bytes]]):
-    """The outputs as rows of texts (UTF-8), at most OUTPUTS_PER_ROW lines per text."""
-    chunks = max(len(lines) for lines in outputs.values())
+def _emit(outputs: dict[str, list]):
+    """The outputs as rows of texts (UTF-8), at most OUTPUTS_PER_ROW records per text: rows of ROW_KINDS as
+    one JSON array, lines joined."""
+    chunks = max(len(records) for records in outputs.values())
     for start in range(0, chunks, OUTPUTS_PER_ROW):
-        yield Row(*(b"\n".join(outputs[kind][start:start + OUTPUTS_PER_ROW]) for kind in OUTPUT_KINDS))
+        yield Row(*(_text(kind, outputs[kind][start:start + OUTPUTS_PER_ROW]) for kind in OUTPUT_KINDS))
+
+
+def _text(kind: str, records: list) -> bytes:
+    if kind in ROW_KINDS:
+        return orjson.dumps(records) if records else b""
+    return b"\n".join(records)
+
+
+def split_outputs_shapes() -> str:
+    """SplitOutputs' shapes argument: per kind, '' for lines or 'KEY_FIELDS:field,field,...' for rows."""
+    return ";".join(f"{ROW_KINDS[kind][0]}:{','.join(ROW_KINDS[kind][1])}" if kind in ROW_KINDS else ""
+                    for kind in OUTPUT_KINDS)
 
 
 def _kafka_options(settings: Settings, topic: str) -> dict[str, str]:
@@ -393,6 +412,7 @@ def build(env: StreamExecutionEnvironment, settings: Settings, bounded: bool, di
     topics = [settings.topic(kind) for kind in OUTPUT_KINDS]
     records = t_env.sql_query(
         f"SELECT r.topic, r.k, r.v FROM outputs, LATERAL TABLE(split_outputs({_sql_literal(';'.join(topics))}, "
+        f"{_sql_literal(split_outputs_shapes())}, "
         f"{', '.join(f'outputs.{kind}' for kind in OUTPUT_KINDS)})) AS r(topic, k, v)")
     add_kafka_sink(t_env, statements, settings, "outputs", topics, records, "BYTES", discard_outputs)
     add_kafka_sink(t_env, statements, settings, "dead", [settings.topic("dead")],

@@ -15,12 +15,13 @@ Over the released ticks of all symbols, in (symbol, apply order):
 - changes: each tick's (max, min) against the previous tick's in its segment (or the last values held).
 - rules, edge-triggered: a condition fires where it holds and did not hold at the previous tick.
 - rollups: per run of ticks in one (symbol, bucket), aggregates by reduceat, added as a run.
-Output records are the same dicts as the per-tick path's, made into lines (output_line).
+Output records are the per-tick path's, as rows (max updates, rollups) and lines (alerts): StepOutputs.
 """
 
 from __future__ import annotations
 
 import itertools
+import operator
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -28,18 +29,22 @@ import orjson
 
 from .durations import format_duration
 from .reorder import ReleasedTicks
-from .symbol import Outputs, SymbolProcessor, max_update
+from .rollups import ROLLUP_FIELDS
+from .symbol import MAX_UPDATE_FIELDS, Outputs, SymbolProcessor
 from .tick import Tick
 
 # Below this many released ticks in a call, the per-tick path is cheaper than numpy's fixed costs.
 MIN_COLUMNAR_TICKS = 64
 
 
-class OutputLines(NamedTuple):
-    """Output records as lines (output_line), per kind."""
-    max_updates: list[bytes]
+class StepOutputs(NamedTuple):
+    """Output records per kind: max updates and rollups as rows (tuples in MAX_UPDATE_FIELDS and ROLLUP_FIELDS
+    order), alerts as lines (output_line). Rows leave Python as JSON arrays, many in one orjson call, and
+    become JSON objects in the JVM (jobs/pipeline.py, SplitOutputs): building a dict and serialising its
+    keys was most of a record's cost here (~1.2 µs of ~1.4)."""
+    max_updates: list[tuple]
     alerts: list[bytes]
-    rollups: list[bytes]
+    rollups: list[tuple]
 
 
 def output_line(key: bytes, value: dict) -> bytes:
@@ -57,18 +62,23 @@ def max_update_key(symbol: str, window: str) -> bytes:
     return f"{symbol}|{window}".encode()
 
 
-def _lines(symbol: str, out: Outputs, lines: OutputLines) -> None:
+_MAX_UPDATE_ROW = operator.itemgetter(*MAX_UPDATE_FIELDS)
+_ROLLUP_ROW = operator.itemgetter(*ROLLUP_FIELDS)
+
+
+def _collect(symbol: str, out: Outputs, step: StepOutputs) -> None:
+    """The per-tick path's outputs (dicts) into a step's."""
+    step.max_updates.extend(map(_MAX_UPDATE_ROW, out.max_updates))
     key = symbol.encode()
-    lines.max_updates.extend(output_line(max_update_key(symbol, u["window"]), u) for u in out.max_updates)
-    lines.alerts.extend(output_line(key, a) for a in out.alerts)
-    lines.rollups.extend(output_line(key, r) for r in out.rollups)
+    step.alerts.extend(output_line(key, a) for a in out.alerts)
+    step.rollups.extend(map(_ROLLUP_ROW, out.rollups))
 
 
 def advance_symbols(items: Sequence[tuple[str, SymbolProcessor]], frontier_us: int,
-                    min_columnar_ticks: int = MIN_COLUMNAR_TICKS) -> OutputLines:
-    """What `processor.advance(frontier_us)` gives for each (symbol, processor), as lines. Per key, the lines
-    come in the order the per-tick path gives them."""
-    lines = OutputLines([], [], [])
+                    min_columnar_ticks: int = MIN_COLUMNAR_TICKS) -> StepOutputs:
+    """What `processor.advance(frontier_us)` gives for each (symbol, processor), as StepOutputs. Per key, the
+    records come in the order the per-tick path gives them."""
+    step = StepOutputs([], [], [])
     by_rules: dict[tuple, list[tuple[str, SymbolProcessor]]] = {}
     for item in items:
         by_rules.setdefault(_rules_key(item[1]), []).append(item)
@@ -77,15 +87,12 @@ def advance_symbols(items: Sequence[tuple[str, SymbolProcessor]], frontier_us: i
         total = sum(len(columns.event_times) for columns in released)
         if total == 0 or total < min_columnar_ticks:
             for (symbol, processor), columns in zip(group, released):
-                _lines(symbol, processor.apply_released(columns.ticks(), frontier_us), lines)
+                _collect(symbol, processor.apply_released(columns.ticks(), frontier_us), step)
         else:
-            _ColumnarStep(group, released).apply(lines)
-            for symbol, processor in group:
-                rows = processor.finish(frontier_us)
-                if rows:
-                    key = symbol.encode()
-                    lines.rollups.extend(output_line(key, row) for row in rows)
-    return lines
+            _ColumnarStep(group, released).apply(step)
+            for _, processor in group:
+                step.rollups.extend(processor.finish_rows(frontier_us))
+    return step
 
 
 def _rules_key(processor: SymbolProcessor) -> tuple:
@@ -233,7 +240,7 @@ class _ColumnarStep:
         s = int(np.searchsorted(self.symbol_start, i, side="right")) - 1
         return Tick._make(column[i - int(self.symbol_start[s])] for column in self.released[s])
 
-    def apply(self, lines: OutputLines) -> None:
+    def apply(self, step: StepOutputs) -> None:
         rules, t, p = self.rules, self.t, self.p
         segments = self._segments()
         carried = [self.processors[s] for s in segments.symbol[segments.carried].tolist()]
@@ -251,8 +258,8 @@ class _ColumnarStep:
         extremes = {w: (*sides[0].window(w), *sides[1].window(w))
                     for w in dict.fromkeys(rules.windows_us + (rules.spike_window_us,))}
         average, recent = self._moving_average(segments, carried)
-        self._max_updates(segments, carried, extremes, average, lines)
-        conditions = self._alerts(segments, carried, extremes, lines)
+        self._max_updates(segments, carried, extremes, average, step)
+        conditions = self._alerts(segments, carried, extremes, step)
         self._leave_state(segments, sides, extremes, recent, conditions)
         self._add_rollups()
 
@@ -289,7 +296,7 @@ class _ColumnarStep:
         return total / count, recent
 
     def _max_updates(self, segments: _Segments, carried: list[SymbolProcessor], extremes: dict,
-                     average: np.ndarray, lines: OutputLines) -> None:
+                     average: np.ndarray, step: StepOutputs) -> None:
         """Where a window's (max, min) changed; per key (symbol, window) in tick order."""
         rules, symbols, row_symbol, t, seq = self.rules, self.symbols, self.row_symbol, self.t, self.seq
         for w in rules.windows_us:
@@ -298,16 +305,15 @@ class _ColumnarStep:
             changed = ((high != segments.previous(high, [values[0] for values in last], np.nan))
                        | (low != segments.previous(low, [values[1] for values in last], np.nan)))
             rows = np.flatnonzero(changed)
-            keys = [max_update_key(symbol, format_duration(w)) for symbol in symbols]
-            lines.max_updates.extend([
-                output_line(keys[s], max_update(symbols[s], w, et, sq, hi, hi_t, lo, lo_t, avg,
-                                                rules.moving_average_ticks))
-                for s, et, sq, hi, hi_t, lo, lo_t, avg in zip(
-                    row_symbol[rows].tolist(), t[rows].tolist(), seq[rows].tolist(), high[rows].tolist(),
-                    high_time[rows].tolist(), low[rows].tolist(), low_time[rows].tolist(), average[rows].tolist())])
+            n = len(rows)
+            step.max_updates.extend(zip(
+                map(symbols.__getitem__, row_symbol[rows].tolist()), itertools.repeat(format_duration(w), n),
+                itertools.repeat(w // 1000, n), t[rows].tolist(), seq[rows].tolist(), high[rows].tolist(),
+                high_time[rows].tolist(), low[rows].tolist(), low_time[rows].tolist(), average[rows].tolist(),
+                itertools.repeat(rules.moving_average_ticks, n)))
 
     def _alerts(self, segments: _Segments, carried: list[SymbolProcessor], extremes: dict,
-                lines: OutputLines) -> list[np.ndarray]:
+                step: StepOutputs) -> list[np.ndarray]:
         """The spike rule, then each level's up and down (the order the per-tick path fires them in), each
         firing where its condition holds and did not at the previous tick. Returns the conditions."""
         rules, p, tick = self.rules, self.p, self.tick
@@ -327,7 +333,7 @@ class _ColumnarStep:
             fires = holds & ~segments.previous(holds, held_before, False)
             alerts.extend((i, rank, make(i)) for i in np.flatnonzero(fires).tolist())
         alerts.sort(key=lambda a: a[:2])
-        lines.alerts.extend(output_line(a["symbol"].encode(), a) for _, _, a in alerts)
+        step.alerts.extend(output_line(a["symbol"].encode(), a) for _, _, a in alerts)
         return [holds for holds, _, _ in conditions]
 
     def _leave_state(self, segments: _Segments, sides: list[_Side], extremes: dict, recent: list,

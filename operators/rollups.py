@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from .tick import Tick
 
+# A row's fields, in order (the rollups topic's value is the JSON object of these; schemas/rollup.schema.json).
+ROLLUP_FIELDS = ("symbol", "resolution_s", "bucket_start", "open", "high", "high_time", "low", "low_time", "close",
+                 "count", "volume", "vwap")
+
 
 class RollupBuilder:
     """Builds buckets [start, start + resolution) from ticks applied in event-time order.
 
     A bucket is handed out by `close_before(frontier)` once frontier >= its end, i.e. once the watermark
     guarantees no tick of it can still arrive; a closed bucket never changes, so every row is a
-    deterministic function of the input (what makes the ClickHouse writes idempotent).
+    deterministic function of the input (what makes the ClickHouse writes idempotent). Rows are tuples
+    in ROLLUP_FIELDS order (the job turns them into JSON objects in bulk); close_before gives dicts.
     """
 
     __slots__ = ("resolution_s", "resolution_us", "_open_bucket", "_closed")
@@ -21,7 +26,7 @@ class RollupBuilder:
         self.resolution_s = resolution_s
         self.resolution_us = resolution_s * 1_000_000
         self._open_bucket: list | None = None
-        self._closed: list[dict] = []
+        self._closed: list[tuple] = []
 
     def bucket_end(self, time_us: int) -> int:
         return (time_us // self.resolution_us + 1) * self.resolution_us
@@ -54,6 +59,10 @@ class RollupBuilder:
 
     def close_before(self, frontier_us: int) -> list[dict]:
         """Every bucket whose end is <= frontier_us, oldest first."""
+        return [dict(zip(ROLLUP_FIELDS, row)) for row in self.close_rows_before(frontier_us)]
+
+    def close_rows_before(self, frontier_us: int) -> list[tuple]:
+        """The same as rows."""
         b = self._open_bucket
         if b is not None and b[1] + self.resolution_us <= frontier_us:
             self._closed.append(self._row(b))
@@ -69,17 +78,15 @@ class RollupBuilder:
     def is_empty(self) -> bool:
         return self._open_bucket is None and not self._closed
 
-    def _row(self, b: list) -> dict:
+    def _row(self, b: list) -> tuple:
         symbol, start, o, h, ht, lo, lt, c, n, vol, pv = b
-        return {
-            "symbol": symbol, "resolution_s": self.resolution_s, "bucket_start": start,
-            "open": o, "high": h, "high_time": ht, "low": lo, "low_time": lt, "close": c,
-            "count": n, "volume": vol, "vwap": (pv / vol) if vol > 0 else None,
-        }
+        return (symbol, self.resolution_s, start, o, h, ht, lo, lt, c, n, vol, (pv / vol) if vol > 0 else None)
 
     def __getstate__(self):
         return (self.resolution_s, self._open_bucket, self._closed)
 
     def __setstate__(self, state):
         self.resolution_s, self._open_bucket, self._closed = state
+        # Checkpoints from before rows were tuples hold dicts.
+        self._closed = [tuple(row[f] for f in ROLLUP_FIELDS) if isinstance(row, dict) else row for row in self._closed]
         self.resolution_us = self.resolution_s * 1_000_000

@@ -24,7 +24,7 @@ from .dedup import DuplicateFilter
 from .durations import format_duration
 from .extrema import MultiWindowExtrema
 from .reorder import ReleasedTicks, ReorderBuffer
-from .rollups import RollupBuilder
+from .rollups import ROLLUP_FIELDS, RollupBuilder
 from .rules import MovingAverage, SpikeRule, ThresholdRule
 from .tick import Tick
 
@@ -70,12 +70,17 @@ class Outputs(NamedTuple):
     rollups: list[dict]
 
 
+# A max update's fields, in order (the max-updates topic's value is the JSON object of these;
+# schemas/max_update.schema.json).
+MAX_UPDATE_FIELDS = ("symbol", "window", "window_ms", "event_time", "seq", "max", "max_time", "min", "min_time",
+                     "moving_average", "moving_average_ticks")
+
+
 def max_update(symbol: str, window_us: int, event_time: int, seq: int, high: float, high_time: int, low: float,
                low_time: int, moving_average: float, moving_average_ticks: int) -> dict:
     """The max update of one window at one tick (the max-updates topic's value)."""
-    return {"symbol": symbol, "window": format_duration(window_us), "window_ms": window_us // 1000,
-            "event_time": event_time, "seq": seq, "max": high, "max_time": high_time, "min": low,
-            "min_time": low_time, "moving_average": moving_average, "moving_average_ticks": moving_average_ticks}
+    return dict(zip(MAX_UPDATE_FIELDS, (symbol, format_duration(window_us), window_us // 1000, event_time, seq, high,
+                                        high_time, low, low_time, moving_average, moving_average_ticks)))
 
 
 class SymbolProcessor:
@@ -132,8 +137,12 @@ class SymbolProcessor:
     def finish(self, frontier_us: int) -> list[dict]:
         """After the ticks below the frontier are applied: forget what the frontier has passed, and hand
         out the rollup rows it closes."""
+        return [dict(zip(ROLLUP_FIELDS, row)) for row in self.finish_rows(frontier_us)]
+
+    def finish_rows(self, frontier_us: int) -> list[tuple]:
+        """The same, rows as tuples (ROLLUP_FIELDS)."""
         self.duplicates.forget_before(frontier_us)
-        return [row for builder in self.rollups for row in builder.close_before(frontier_us)]
+        return [row for builder in self.rollups for row in builder.close_rows_before(frontier_us)]
 
     def _apply(self, tick: Tick, alerts: list, updates: list) -> None:
         t, price = tick.event_time, tick.price

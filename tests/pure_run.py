@@ -6,15 +6,28 @@ from __future__ import annotations
 import orjson
 
 from stockmax.operators.columnar import advance_symbols
-from stockmax.operators.symbol import Rules, SymbolProcessor
+from stockmax.operators.rollups import ROLLUP_FIELDS
+from stockmax.operators.symbol import MAX_UPDATE_FIELDS, Rules, SymbolProcessor
 from stockmax.operators.tick import Tick
 
 END_OF_INPUT = 2**62
 
 
-def values_of(lines: list[bytes]) -> list[dict]:
-    """Output lines (key TAB JSON) back into their values."""
-    return [orjson.loads(line.split(b"\t", 1)[1]) for line in lines]
+# What each kind of a StepOutputs holds: rows of these fields (and how many of them make the record key), or
+# lines (key TAB JSON). The job's own list (jobs.pipeline.ROW_KINDS) is not imported: that would start PyFlink.
+ROW_FIELDS = {"max_updates": (2, MAX_UPDATE_FIELDS), "rollups": (1, ROLLUP_FIELDS)}
+
+
+def keyed_values(kind: str, records: list) -> list[tuple[str, dict]]:
+    """A StepOutputs kind's records as (key, value)."""
+    if kind not in ROW_FIELDS:
+        return [(line.split(b"\t", 1)[0].decode(), orjson.loads(line.split(b"\t", 1)[1])) for line in records]
+    key_fields, fields = ROW_FIELDS[kind]
+    return [("|".join(map(str, row[:key_fields])), dict(zip(fields, row))) for row in records]
+
+
+def values_of(kind: str, records: list) -> list[dict]:
+    return [value for _, value in keyed_values(kind, records)]
 
 
 def run_processor(arrivals: list[Tick], rules: Rules, columnar: bool = False) -> dict[str, list]:
@@ -28,7 +41,7 @@ def run_processor(arrivals: list[Tick], rules: Rules, columnar: bool = False) ->
     if columnar:
         lines = advance_symbols(list(processors.items()), END_OF_INPUT, min_columnar_ticks=0)
         for kind in ("alerts", "max_updates", "rollups"):
-            outcome[kind] = values_of(getattr(lines, kind))
+            outcome[kind] = values_of(kind, getattr(lines, kind))
         return outcome
     for p in processors.values():
         out = p.advance(END_OF_INPUT)

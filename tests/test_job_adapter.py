@@ -10,9 +10,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+import orjson
 from pyflink.common import Row
 
-from stockmax.jobs.pipeline import MAX_PARALLELISM, NO_TICKS, OUTPUT_KINDS, ParseTicks, SymbolFunction, partition_keys
+from stockmax.jobs.pipeline import (MAX_PARALLELISM, NO_TICKS, OUTPUT_KINDS, ROW_KINDS, ParseTicks, SymbolFunction,
+                                    partition_keys, split_outputs_shapes)
 from stockmax.operators.records import pack_ticks, unpack_ticks
 from stockmax.operators.symbol import Rules
 from stockmax.operators.tick import Tick, TickLimits
@@ -118,12 +120,18 @@ def fire_timers(function, ctx, up_to_ms):
 
 
 def records(outputs, kind):
-    """The JSON values of one output kind, from the adapter's rows of "key<TAB>value" lines."""
+    """The JSON values of one output kind, from the adapter's rows of texts."""
     return [json.loads(value) for key, value in keyed_records(outputs, kind)]
 
 
 def keyed_records(outputs, kind):
-    lines = [line for row in outputs for line in row[OUTPUT_KINDS.index(kind)].decode().split("\n") if line]
+    """(key, JSON value) of one output kind, read as SplitOutputs reads the texts (checked against it below)."""
+    texts = [row[OUTPUT_KINDS.index(kind)] for row in outputs]
+    if kind in ROW_KINDS:
+        key_fields, fields = ROW_KINDS[kind]
+        return [("|".join(row[:key_fields]), orjson.dumps(dict(zip(fields, row))).decode())
+                for text in texts if text for row in orjson.loads(text)]
+    lines = [line for text in texts for line in text.decode().split("\n") if line]
     return [tuple(line.split("\t", 1)) for line in lines]
 
 
@@ -234,9 +242,12 @@ def test_the_local_jvm_gets_its_heap_and_log_dir_and_they_do_not_leak(tmp_path):
     assert leaked == "False False"
 
 
-def _split_in_flink(rows: list[tuple[bytes, ...]], topics: str) -> list[tuple[str, bytes, bytes]]:
+def _split_in_flink(rows: list[tuple[bytes, ...]], topics: str, shapes: str | None = None) -> list[tuple[str, bytes, bytes]]:
     """SPLIT_OUTPUTS (the job's Java table function, from the jar `make setup` builds) over rows of texts, one
-    text per topic in topics (';'-separated), run by Flink."""
+    text per topic in topics (';'-separated), each read as its shape in shapes says (default: all lines), run
+    by Flink."""
+    if shapes is None:
+        shapes = ";" * topics.count(";")
     from pyflink.table import DataTypes, EnvironmentSettings, TableEnvironment
 
     from stockmax import config
@@ -254,7 +265,7 @@ def _split_in_flink(rows: list[tuple[bytes, ...]], topics: str) -> list[tuple[st
                        *(DataTypes.FIELD(f"t{j}", DataTypes.BYTES()) for j in range(width))])))
     columns = ", ".join(f"t.t{j}" for j in range(width))
     table = t_env.sql_query(f"SELECT t.i, r.topic, r.k, r.v FROM texts AS t, "
-                            f"LATERAL TABLE(split_outputs('{topics}', {columns})) AS r(topic, k, v)")
+                            f"LATERAL TABLE(split_outputs('{topics}', '{shapes}', {columns})) AS r(topic, k, v)")
     with table.execute().collect() as records:
         # Records of one row in their order; rows in theirs (parallelism 1 keeps both, the sort makes sure).
         return [(row[1], bytes(row[2]), bytes(row[3])) for row in sorted(records, key=lambda row: row[0])]
@@ -297,6 +308,73 @@ def test_the_jvm_splits_output_texts_into_the_records_python_joined():
     with pytest.raises(Py4JJavaError) as failure:
         _split_in_flink([(b"A\tv", b"B\tw")], "t;u;v")
     assert "split_outputs: 2 texts for 3 topics (t;u;v)" in str(failure.value)
+
+
+def test_the_jvm_turns_rows_into_the_json_objects_of_their_fields():
+    """Max updates and rollups cross as JSON arrays of rows; each row must come back as the record whose
+    value is exactly what orjson.dumps of its dict gives, keyed by its first fields joined with '|'. Oracle:
+    orjson on the dicts, for random rows (strings with quotes, escapes, control and non-ASCII characters,
+    extreme numbers, nulls, nested values), rows and lines in one call, and the job's own outputs."""
+    import random
+
+    import pytest
+    from py4j.protocol import Py4JJavaError
+
+    rng = random.Random(11)
+    floats = [0.0, -0.0, 1e-7, 5e-324, 1e16, 1e22, 1.7976931348623157e308, -2.5, 0.1 + 0.2, 123.456789]
+
+    def text_value() -> str:
+        return "".join(rng.choice('AZ09.|-"\\/\n\t\x01 é€中🙂') for _ in range(rng.randint(0, 12)))
+
+    def value():
+        return rng.choice([lambda: rng.randint(-2**63, 2**63 - 1), lambda: rng.choice(floats),
+                           lambda: rng.uniform(-1e6, 1e6), text_value, lambda: None, lambda: rng.random() < 0.5,
+                           lambda: [rng.randint(0, 9), text_value()], lambda: {"a": [text_value()]}])()
+
+    def key_part(v) -> str:
+        return v if isinstance(v, str) else orjson.dumps(v).decode()
+
+    shapes = {"two": (2, ("symbol", "window", "n", "x", "y")), "one": (1, ("symbol", "é", "z"))}
+    topics = ["p.two", "p.lines", "p.one"]
+    shape_text = ";".join(f"{k}:{','.join(f)}" for k, f in (shapes["two"], shapes["one"]))
+    shape_text = shape_text.replace(";", ";;")  # the middle text is lines
+    rows, expected = [], []
+    for i in range(300):
+        texts = []
+        for topic, kind in zip(topics, ("two", None, "one")):
+            if kind is None:
+                lines = [f"K{j}\tv{j}".encode() for j in range(rng.randint(0, 3))]
+                texts.append(b"\n".join(lines))
+                expected += [(topic, *line.split(b"\t", 1)) for line in lines]
+                continue
+            key_fields, fields = shapes[kind]
+            made = [[text_value() if j < key_fields and rng.random() < 0.8 else value() for j in range(len(fields))]
+                    for _ in range(rng.choice([0, 0, 1, 2, 7, 50]))]
+            texts.append(orjson.dumps(made) if made or rng.random() < 0.5 else b"")  # no rows: [] or nothing
+            expected += [(topic, "|".join(map(key_part, r[:key_fields])).encode(), orjson.dumps(dict(zip(fields, r))))
+                         for r in made]
+        rows.append(tuple(texts))
+    assert len(expected) > 5000
+    assert _split_in_flink(rows, ";".join(topics), shape_text) == expected
+
+    # The job's own texts, as its keyed function writes them for the sink: what its tests read (keyed_records).
+    rules = Rules(windows_us=(1_000_000, 60_000_000), levels=(100.0,))
+    function = SymbolFunction(rules)
+    function.open(FakeRuntime())
+    ctx = FakeContext(watermark_ms=START_MS - 10_000)
+    ticks = [Tick(f"S{i % 7}", 99 + rng.random() * 2, 1.0, "X", i, (START_MS + 37 * i) * 1000) for i in range(3000)]
+    outputs = list(function.process_element((0, pack_ticks(ticks)), ctx)) + fire_timers(function, ctx, START_MS + 10**7)
+    topic_of = {kind: f"t.{kind}" for kind in OUTPUT_KINDS}
+    want = [(topic_of[kind], key.encode(), value.encode()) for row in outputs for kind in OUTPUT_KINDS
+            for key, value in keyed_records([row], kind)]
+    assert {kind for kind in OUTPUT_KINDS if records(outputs, kind)} == {"max_updates", "alerts", "rollups"}
+    assert _split_in_flink([tuple(row) for row in outputs], ";".join(topic_of.values()), split_outputs_shapes()) == want
+
+    # Rows that do not match their shape can only come from a bug on the Python side: the job fails.
+    for text, message in ((b'[["A","1s",1,2]]', "a row of 4 values, not 5"), (b'[["A","1s",1,2,3]', "']' expected")):
+        with pytest.raises(Py4JJavaError) as failure:
+            _split_in_flink([(text,)], "t", "2:symbol,window,n,x,y")
+        assert message in str(failure.value)
 
 
 def test_the_loopback_boot_sends_beams_start_worker_request(tmp_path):

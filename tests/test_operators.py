@@ -13,7 +13,7 @@ from hypothesis import given, settings as hyp_settings, strategies as st
 
 from oracle import (alert_key, apply_order, expected_alerts, expected_max_updates, expected_rollups, update_key,
                     window_extremes)
-from stockmax.operators.columnar import OutputLines, advance_symbols, output_line
+from stockmax.operators.columnar import StepOutputs, advance_symbols, output_line
 from stockmax.operators.dedup import DuplicateFilter
 from stockmax.operators.durations import format_duration, parse_duration_us, parse_windows
 from stockmax.operators.extrema import MultiWindowExtrema
@@ -21,7 +21,7 @@ from stockmax.operators.reorder import ReorderBuffer
 from stockmax.operators.rollups import RollupBuilder
 from stockmax.operators.symbol import Rules, SymbolProcessor, frontier_from_watermark_ms
 from stockmax.operators.tick import SCHEMA_PATH, Tick
-from pure_run import END_OF_INPUT, run_processor, values_of
+from pure_run import END_OF_INPUT, keyed_values, run_processor
 
 MS = 1000
 HOUR_US = 3600 * 1_000_000
@@ -191,9 +191,9 @@ def _float_sums(p: SymbolProcessor) -> list[float]:
     return p.average.recent() + [x for b in p.rollups if b._open_bucket for x in b._open_bucket[9:]]
 
 
-def _by_key(lines: list[bytes]) -> dict[str, list[dict]]:
+def _by_key(kind: str, records: list) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
-    for key, value in zip([line.split(b"\t", 1)[0].decode() for line in lines], values_of(lines)):
+    for key, value in keyed_values(kind, records):
         out.setdefault(key, []).append(value)
     return out
 
@@ -209,17 +209,17 @@ def test_columnar_advance_gives_and_leaves_what_per_tick_advance_does(case, data
     arrivals, rules = case
     steps = data.draw(st.lists(st.booleans(), min_size=len(arrivals), max_size=len(arrivals)))
     per_tick, columnar = {}, {}
-    got, want = OutputLines([], [], []), OutputLines([], [], [])
+    got, want = StepOutputs([], [], []), StepOutputs([], [], [])
     frontier, newest = -END_OF_INPUT, -END_OF_INPUT
 
     def advance(to):
         for symbol, p in per_tick.items():
             out = p.advance(to)
-            want.max_updates.extend(output_line(f"{symbol}|{u['window']}".encode(), u) for u in out.max_updates)
+            want.max_updates.extend(tuple(u.values()) for u in out.max_updates)
             want.alerts.extend(output_line(symbol.encode(), a) for a in out.alerts)
-            want.rollups.extend(output_line(symbol.encode(), r) for r in out.rollups)
-        for kind, lines in zip(OutputLines._fields, advance_symbols(list(columnar.items()), to, min_columnar_ticks=0)):
-            getattr(got, kind).extend(lines)
+            want.rollups.extend(tuple(r.values()) for r in out.rollups)
+        for kind, records in zip(StepOutputs._fields, advance_symbols(list(columnar.items()), to, min_columnar_ticks=0)):
+            getattr(got, kind).extend(records)
         for symbol, p in per_tick.items():
             assert _exact_state(columnar[symbol]) == _exact_state(p), symbol
             assert _float_sums(columnar[symbol]) == pytest.approx(_float_sums(p), rel=1e-12)
@@ -235,8 +235,8 @@ def test_columnar_advance_gives_and_leaves_what_per_tick_advance_does(case, data
             p.accept(tick, frontier)
         newest = max(newest, tick.event_time)
     advance(END_OF_INPUT)
-    for kind in OutputLines._fields:
-        g, w = _by_key(getattr(got, kind)), _by_key(getattr(want, kind))
+    for kind in StepOutputs._fields:
+        g, w = _by_key(kind, getattr(got, kind)), _by_key(kind, getattr(want, kind))
         assert g.keys() == w.keys()
         for key in w:
             assert [{k: v for k, v in x.items() if k not in SUMS} for x in g[key]] == \
