@@ -361,7 +361,10 @@ class _ColumnarStep:
             q.last_applied = int(last_time[g])
 
     def _add_rollups(self) -> None:
-        """Per resolution, each run of a symbol's ticks in one bucket added to its builder as one aggregate."""
+        """Per resolution, each run of a symbol's ticks in one bucket, aggregated by reduceat. A symbol's
+        first run may continue its builder's open bucket and its last may stay open: they go through
+        add_run. The runs between are whole buckets, closed before this step's frontier (a later tick of
+        the symbol, below it, starts a later bucket): their rows are made here, column-wise."""
         t, p, v, row_symbol = self.t, self.p, self.v, self.row_symbol
         n = len(t)
         index = np.arange(n)
@@ -379,9 +382,28 @@ class _ColumnarStep:
             high_first = np.minimum.reduceat(np.where(p == high[run], index, n), starts)
             low_first = np.minimum.reduceat(np.where(p == low[run], index, n), starts)
             ends = np.append(starts[1:], n) - 1
-            columns = zip(row_symbol[starts].tolist(), bucket[starts].tolist(), p[starts].tolist(), high.tolist(),
-                          t[high_first].tolist(), low.tolist(), t[low_first].tolist(), p[ends].tolist(),
-                          (ends - starts + 1).tolist(), np.add.reduceat(v, starts).tolist(),
-                          np.add.reduceat(price_volume, starts).tolist())
-            for s, *aggregate in columns:
-                processors[s].rollups[r_index].add_run(symbols[s], *aggregate)
+            run_symbol = row_symbol[starts]
+            volume = np.add.reduceat(v, starts)
+            price_volume_sum = np.add.reduceat(price_volume, starts)
+            columns = (bucket[starts], p[starts], high, t[high_first], low, t[low_first], p[ends], ends - starts + 1,
+                       volume)
+            symbols_first = self.first_of_symbol[starts]
+            symbols_last = np.append(run_symbol[1:] != run_symbol[:-1], True)
+            edge = np.flatnonzero(symbols_first | symbols_last)
+            middle = np.flatnonzero(~(symbols_first | symbols_last))
+            vwap = np.divide(price_volume_sum[middle], volume[middle], out=np.zeros(len(middle)),
+                             where=volume[middle] > 0).tolist()
+            for i in np.flatnonzero(volume[middle] <= 0).tolist():
+                vwap[i] = None
+            middle_symbol = run_symbol[middle]
+            rows = list(zip(map(symbols.__getitem__, middle_symbol.tolist()), itertools.repeat(resolution_s),
+                            *(column[middle].tolist() for column in columns), vwap))
+            # Each symbol's middle rows: rows[row_at[s]:row_at[s + 1]].
+            row_at = np.searchsorted(middle_symbol, np.arange(len(symbols) + 1)).tolist()
+            for s, first, *aggregate in zip(run_symbol[edge].tolist(), symbols_first[edge].tolist(),
+                                            *(column[edge].tolist() for column in columns),
+                                            price_volume_sum[edge].tolist()):
+                builder = processors[s].rollups[r_index]
+                if not first and row_at[s] < row_at[s + 1]:
+                    builder.add_closed(rows[row_at[s]:row_at[s + 1]])
+                builder.add_run(symbols[s], *aggregate)

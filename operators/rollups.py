@@ -57,6 +57,15 @@ class RollupBuilder:
         b[9] += volume
         b[10] += price_volume
 
+    def add_closed(self, rows: list[tuple]) -> None:
+        """Rows of complete buckets that follow the open one (which this closes), oldest first: what add_run
+        of each bucket's aggregate and then of a later bucket's would leave (operators.columnar builds them
+        in bulk)."""
+        if self._open_bucket is not None:
+            self._closed.append(self._row(self._open_bucket))
+            self._open_bucket = None
+        self._closed.extend(rows)
+
     def close_before(self, frontier_us: int) -> list[dict]:
         """Every bucket whose end is <= frontier_us, oldest first."""
         return [dict(zip(ROLLUP_FIELDS, row)) for row in self.close_rows_before(frontier_us)]
