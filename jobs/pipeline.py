@@ -47,7 +47,7 @@ from pyflink.table import StreamTableEnvironment, Table
 from stockmax import config as stockmax_config
 from stockmax.config import FUNCTIONS_JAR, KAFKA_CONNECTOR_JAR, Settings
 from stockmax.operators.columnar import advance_symbols, output_line
-from stockmax.operators.records import dead_letter, decode_record, pack_fields, unpack_tick_fields
+from stockmax.operators.records import dead_letter, pack_fields, pack_record, unpack_tick_fields
 from stockmax.operators.rollups import ROLLUP_FIELDS
 from stockmax.operators.schedule import DueSchedule
 from stockmax.operators.symbol import MAX_UPDATE_FIELDS, Rules, SymbolProcessor, frontier_from_watermark_ms, watermark_ms_for_frontier
@@ -106,7 +106,7 @@ def partition_keys(partitions: int, max_parallelism: int = MAX_PARALLELISM) -> t
 
 
 class ParseTicks(ProcessFunction):
-    """A Kafka record (value bytes, partition, offset) -> (its partition's key, its ticks as pack_fields makes
+    """A Kafka record (value bytes, partition, offset) -> (its partition's key, its ticks as pack_record makes
     them): one JSON tick or an Arrow batch of them. Anything unusable goes to the dead-letter output with its
     reason, its original bytes and where it was read from. keys: partition_keys(); a partition beyond them
     (a topic grown under the job) is keyed by its number, which may share a key with another partition:
@@ -133,15 +133,15 @@ class ParseTicks(ProcessFunction):
             self.wake_keys = False
             for key in self.keys:
                 yield key, NO_TICKS
-        ticks, refused = decode_record(record.value, ctx.timestamp(), self.limits, fields_only=True)
+        packed, refused = pack_record(record.value, ctx.timestamp(), self.limits)
         for item in refused:
             self.dead_letters[item.rejection.code].inc()
             key, value = dead_letter(item, self.source_topic, record.partition, record.offset, ctx.timestamp(),
                                      int(time.time() * 1_000_000))
             yield DEAD, _record(key, value)
-        if ticks:
+        if packed is not None:
             keys = self.keys
-            yield keys[record.partition] if record.partition < len(keys) else record.partition, pack_fields(ticks)
+            yield keys[record.partition] if record.partition < len(keys) else record.partition, packed
 
 
 class InjectedFailure(RuntimeError):

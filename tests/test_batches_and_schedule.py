@@ -13,8 +13,8 @@ import pyarrow as pa
 from hypothesis import given, settings as hyp_settings, strategies as st
 
 from oracle import alert_key, update_key
-from stockmax.operators.records import BATCH_SCHEMA, _whole_batch_columns, dead_letter, decode_record, encode_batch, \
-    pack_fields, pack_ticks, unpack_ticks
+from stockmax.operators.records import BATCH_SCHEMA, _batch_columns, _whole_batch_is_good, dead_letter, decode_record, \
+    encode_batch, pack_fields, pack_record, pack_ticks, unpack_tick_fields, unpack_ticks
 from stockmax.operators.schedule import DueSchedule
 from stockmax.operators.symbol import SymbolProcessor, frontier_from_watermark_ms, watermark_ms_for_frontier
 from stockmax.operators.tick import DEFAULT_LIMITS, Rejection, Tick, parse_tick
@@ -102,10 +102,10 @@ def test_a_good_batch_is_checked_column_wise():
     rows = [{name: values[i % len(values)] for name, values in GOOD.items()} for i in range(12)]
     table = pa.Table.from_pylist(rows, schema=pa.schema([f.with_nullable(True) for f in BATCH_SCHEMA]))
     stamp = max(r["event_time"] for r in rows) // 1000
-    columns = _whole_batch_columns(table, stamp, DEFAULT_LIMITS)
-    assert list(map(Tick._make, zip(*columns))) == [parse_tick(json.dumps(
+    assert _whole_batch_is_good(table, stamp, DEFAULT_LIMITS)
+    assert list(map(Tick._make, zip(*_batch_columns(table)))) == [parse_tick(json.dumps(
         {k: v for k, v in row.items() if v is not None})) for row in rows]
-    assert _whole_batch_columns(table, stamp + 1, DEFAULT_LIMITS) is None
+    assert not _whole_batch_is_good(table, stamp + 1, DEFAULT_LIMITS)
 
 
 def _ticks(n, seed=3):
@@ -141,6 +141,11 @@ def test_a_batch_round_trips_and_is_refused_when_stamped_wrongly():
         assert fields == [tuple(t) for t in ticks_of] and all(type(f) is tuple for f in fields)
         assert refused_fields == refused_of
         assert unpack_ticks(pack_fields(fields)) == ticks_of
+        # What the parse step hands on: the record itself when all of it is ticks, else the good ones packed.
+        packed, refused_packed = pack_record(raw, record_stamp)
+        assert (packed is raw) == (record_stamp == newest_ms) and refused_packed == refused_of
+        assert (unpack_tick_fields(packed) if packed is not None else []) == fields
+        assert all(type(f) is tuple and type(f[1]) is float and type(f[5]) is int for f in unpack_tick_fields(raw))
 
 
 def test_a_bad_batch_row_is_a_dead_letter_of_its_own():
@@ -153,6 +158,35 @@ def test_a_bad_batch_row_is_a_dead_letter_of_its_own():
     key, value = dead_letter(refused, "ticks", 1, 42, 5, 7)
     assert key == "1:42:1" and value["batch_row"] == 1 and value["reason"] == "price_not_positive"
     assert json.loads(base64.b64decode(value["raw_base64"])) == rows[1]
+
+
+def test_a_bad_symbol_is_refused_however_many_good_batches_came_before():
+    """Strings that passed their checks are remembered (a batch's symbols are checked once, not in every
+    batch): a bad one among remembered ones is still found, and a full memory starts over."""
+    from stockmax.operators import records
+
+    ticks = _ticks(50)
+    stamp = max(t.event_time for t in ticks) // 1000
+    raw = encode_batch(pa.Table.from_pylist([t._asdict() for t in ticks]))
+    for _ in range(3):
+        assert pack_record(raw, stamp) == (raw, [])
+    assert {"A", "B", "C"} <= records._STRINGS_PASSED["symbol"]
+    for bad in ("bad symbol", "", "X" * 33):
+        rows = [t._asdict() for t in ticks]
+        rows[7]["symbol"] = bad
+        packed, refused = pack_record(encode_batch(pa.Table.from_pylist(rows)), stamp)
+        assert [r.row for r in refused] == [7] and refused[0].rejection.code.startswith("symbol")
+        assert [t[0] for t in unpack_tick_fields(packed)] == [t.symbol for i, t in enumerate(ticks) if i != 7]
+        assert bad not in records._STRINGS_PASSED["symbol"]
+    many = [t._replace(symbol=f"S{i}", seq=i) for i, t in enumerate(_ticks(3000))]
+    limit = records._STRINGS_PASSED_MAX
+    try:
+        records._STRINGS_PASSED_MAX = 1000
+        raw = encode_batch(pa.Table.from_pylist([t._asdict() for t in many]))
+        assert pack_record(raw, max(t.event_time for t in many) // 1000) == (raw, [])
+        assert len(records._STRINGS_PASSED["symbol"]) == 3000  # cleared first, then holds this batch's
+    finally:
+        records._STRINGS_PASSED_MAX = limit
 
 
 def test_broken_batches_are_refused_whole_with_a_reason():
