@@ -50,7 +50,8 @@ from stockmax.operators.columnar import advance_symbols, output_line
 from stockmax.operators.records import dead_letter, pack_fields, pack_record, unpack_tick_fields
 from stockmax.operators.rollups import ROLLUP_FIELDS
 from stockmax.operators.schedule import DueSchedule
-from stockmax.operators.symbol import MAX_UPDATE_FIELDS, Rules, SymbolProcessor, frontier_from_watermark_ms, watermark_ms_for_frontier
+from stockmax.operators.symbol import (MAX_UPDATE_FIELDS, Rules, SymbolProcessor, frontier_from_watermark_ms,
+                                      watermark_ms_for_frontier)
 from stockmax.operators.tick import REASON_CODES, Tick, TickLimits
 
 # Every output record is (key, value): both text, the value a JSON object.

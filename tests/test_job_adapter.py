@@ -242,7 +242,8 @@ def test_the_local_jvm_gets_its_heap_and_log_dir_and_they_do_not_leak(tmp_path):
     assert leaked == "False False"
 
 
-def _split_in_flink(rows: list[tuple[bytes, ...]], topics: str, shapes: str | None = None) -> list[tuple[str, bytes, bytes]]:
+def _split_in_flink(rows: list[tuple[bytes, ...]], topics: str,
+                    shapes: str | None = None) -> list[tuple[str, bytes, bytes]]:
     """SPLIT_OUTPUTS (the job's Java table function, from the jar `make setup` builds) over rows of texts, one
     text per topic in topics (';'-separated), each read as its shape in shapes says (default: all lines), run
     by Flink."""
