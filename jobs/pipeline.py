@@ -46,19 +46,17 @@ from pyflink.table import StreamTableEnvironment, Table
 
 from stockmax import config as stockmax_config
 from stockmax.config import FUNCTIONS_JAR, KAFKA_CONNECTOR_JAR, Settings
-from stockmax.operators.columnar import advance_symbols, output_line
+from stockmax.operators.columnar import ROW_KINDS, advance_symbols, output_line
 from stockmax.operators.records import dead_letter, pack_fields, pack_record, unpack_tick_fields
-from stockmax.operators.rollups import ROLLUP_FIELDS
 from stockmax.operators.schedule import DueSchedule
-from stockmax.operators.symbol import (MAX_UPDATE_FIELDS, Rules, SymbolProcessor, frontier_from_watermark_ms,
-                                      watermark_ms_for_frontier)
+from stockmax.operators.symbol import Rules, SymbolProcessor, frontier_from_watermark_ms, watermark_ms_for_frontier
 from stockmax.operators.tick import REASON_CODES, Tick, TickLimits
 
 # Every output record is (key, value): both text, the value a JSON object.
 RECORD = Types.ROW_NAMED(["k", "v"], [Types.STRING(), Types.STRING()])
 DEAD = OutputTag("dead", RECORD)
 # The keyed function's outputs of one call, per kind one UTF-8 text: for max updates and rollups a JSON array
-# of rows (each an array of the fields below, in order, as one orjson call writes them), for the other kinds
+# of rows (each an array of the fields in ROW_KINDS, in order, as one orjson call writes them), for the other kinds
 # "key<TAB>JSON value" lines. One element crosses from Python to the JVM per call, as bytes, which PyFlink
 # passes on at no cost per record (arrays of rows cost ~0.8 µs per record to encode, plus building the rows; a
 # STRING is decoded on the JVM side by Flink's own per-character loop); SPLIT_OUTPUTS cuts them into (topic,
@@ -68,8 +66,6 @@ DEAD = OutputTag("dead", RECORD)
 # inside strings.
 OUTPUT_KINDS = ("max_updates", "alerts", "rollups", "late", "duplicates")
 OUTPUTS = Types.ROW_NAMED(list(OUTPUT_KINDS), [Types.PRIMITIVE_ARRAY(Types.BYTE())] * len(OUTPUT_KINDS))
-# Per kind given as rows: (how many leading fields make the record key, the fields).
-ROW_KINDS = {"max_updates": (2, MAX_UPDATE_FIELDS), "rollups": (1, ROLLUP_FIELDS)}
 # jvm/src/main/java/dev/stockmax/flink/SplitOutputs.java, in the jar FUNCTIONS_JAR.
 SPLIT_OUTPUTS_CLASS = "dev.stockmax.flink.SplitOutputs"
 # The worker holds every symbol's state as objects; a full collection walks all of them, and with the default

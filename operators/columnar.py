@@ -47,6 +47,11 @@ class StepOutputs(NamedTuple):
     rollups: list[tuple]
 
 
+# The kinds given as rows: per kind, how many leading fields make the record key (joined with '|': a max
+# update's is symbol|window, a rollup's its symbol), and the fields.
+ROW_KINDS = {"max_updates": (2, MAX_UPDATE_FIELDS), "rollups": (1, ROLLUP_FIELDS)}
+
+
 def output_line(key: bytes, value: dict) -> bytes:
     """One output record as one line of UTF-8: its key, a tab, its value as JSON. Neither part can hold a
     tab or a line break: keys are symbols (the schema's pattern) and window names, and JSON escapes both.
@@ -55,11 +60,6 @@ def output_line(key: bytes, value: dict) -> bytes:
     # orjson: the same compact JSON as json.dumps, ~10x faster; every number here is finite (the parser
     # refuses non-finite prices and volumes).
     return key + b"\t" + orjson.dumps(value)
-
-
-def max_update_key(symbol: str, window: str) -> bytes:
-    """The max-updates topic's record key."""
-    return f"{symbol}|{window}".encode()
 
 
 _MAX_UPDATE_ROW = operator.itemgetter(*MAX_UPDATE_FIELDS)

@@ -5,24 +5,18 @@ from __future__ import annotations
 
 import orjson
 
-from stockmax.operators.columnar import advance_symbols
-from stockmax.operators.rollups import ROLLUP_FIELDS
-from stockmax.operators.symbol import MAX_UPDATE_FIELDS, Rules, SymbolProcessor
+from stockmax.operators.columnar import ROW_KINDS, advance_symbols
+from stockmax.operators.symbol import Rules, SymbolProcessor
 from stockmax.operators.tick import Tick
 
 END_OF_INPUT = 2**62
 
 
-# What each kind of a StepOutputs holds: rows of these fields (and how many of them make the record key), or
-# lines (key TAB JSON). The job's own list (jobs.pipeline.ROW_KINDS) is not imported: that would start PyFlink.
-ROW_FIELDS = {"max_updates": (2, MAX_UPDATE_FIELDS), "rollups": (1, ROLLUP_FIELDS)}
-
-
 def keyed_values(kind: str, records: list) -> list[tuple[str, dict]]:
-    """A StepOutputs kind's records as (key, value)."""
-    if kind not in ROW_FIELDS:
+    """A StepOutputs kind's records as (key, value): rows of ROW_KINDS, or lines (key TAB JSON)."""
+    if kind not in ROW_KINDS:
         return [(line.split(b"\t", 1)[0].decode(), orjson.loads(line.split(b"\t", 1)[1])) for line in records]
-    key_fields, fields = ROW_FIELDS[kind]
+    key_fields, fields = ROW_KINDS[kind]
     return [("|".join(map(str, row[:key_fields])), dict(zip(fields, row))) for row in records]
 
 

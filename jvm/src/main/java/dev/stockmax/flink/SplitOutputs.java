@@ -205,20 +205,23 @@ public class SplitOutputs extends TableFunction<RowData> {
     }
 
     private static byte[] key(byte[] text, int keyFields, int[] starts, int[] ends) {
-        if (keyFields == 1 && text[starts[0]] == '"' && noEscape(text, starts[0], ends[0])) {
-            return Arrays.copyOfRange(text, starts[0] + 1, ends[0] - 1);  // the common case: one plain string
+        if (keyFields == 1) {
+            return keyPart(text, starts[0], ends[0]);
         }
         ByteArrayOutputStream out = new ByteArrayOutputStream();
         for (int i = 0; i < keyFields; i++) {
             if (i > 0) {
                 out.write('|');
             }
-            byte[] part = text[starts[i]] == '"'
-                    ? unquote(text, starts[i], ends[i])
-                    : Arrays.copyOfRange(text, starts[i], ends[i]);
+            byte[] part = keyPart(text, starts[i], ends[i]);
             out.write(part, 0, part.length);
         }
         return out.toByteArray();
+    }
+
+    /** A value as key text: a string's content, anything else as written. */
+    private static byte[] keyPart(byte[] text, int start, int end) {
+        return text[start] == '"' ? unquote(text, start, end) : Arrays.copyOfRange(text, start, end);
     }
 
     private static boolean noEscape(byte[] text, int start, int end) {
