@@ -482,7 +482,7 @@ def local_configuration(settings: Settings, restore_from: str | None = None) -> 
     log_dir.mkdir(parents=True, exist_ok=True)
     # The heap; and the mini-cluster's log with the job's data, not in the venv's pyflink/log, where every
     # run on the machine overwrote the one before.
-    with _jvm_start_environment(JVM_ARGS=f"-Xmx{settings.local_jvm_heap_mb}m", FLINK_LOG_DIR=str(log_dir.resolve())):
+    with _jvm_start_environment(JVM_ARGS=settings.local_jvm_options(), FLINK_LOG_DIR=str(log_dir.resolve())):
         conf = Configuration()
     for key, value in {
         "pipeline.jars": connector.resolve().as_uri(),

@@ -44,6 +44,7 @@ def test_config_file_from_environment(tmp_path):
     ({"STOCKMAX_KAFKA_BATCH_BYTES": "0"}, "kafka_batch_bytes must be positive"),
     ({"STOCKMAX_KAFKA_COMPRESSION": "snappy"}, "kafka_compression must be one of none, lz4, zstd, gzip"),
     ({"STOCKMAX_PYTHON_WORKERS": "thread"}, "python_workers must be one of process, loopback"),
+    ({"STOCKMAX_LOCAL_JVM_GC": "zgc"}, "local_jvm_gc must be one of parallel, g1"),
 ])
 def test_bad_settings_are_clear_errors(env, message):
     with pytest.raises(config.ConfigError, match=message):

@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import orjson
+import pytest
 from pyflink.common import Row
 
 from stockmax.jobs.pipeline import (MAX_PARALLELISM, NO_TICKS, OUTPUT_KINDS, ROW_KINDS, ParseTicks, SymbolFunction,
@@ -216,29 +217,36 @@ def test_each_partition_key_lands_on_its_own_subtask():
             assert on.count(0) == on.count(1)
 
 
-def test_the_local_jvm_gets_its_heap_and_log_dir_and_they_do_not_leak(tmp_path):
-    """local_configuration hands the JVM it starts a heap cap and a log dir in the job's data dir, then takes
-    the variables back: left set, a later job started from the same process (the demo, a test) logged into
-    the first one's data dir."""
+@pytest.mark.parametrize("gc, collectors", [(None, "PS MarkSweep,PS Scavenge"),
+                                             ("g1", "G1 Old Generation,G1 Young Generation")])
+def test_the_local_jvm_gets_its_heap_gc_and_log_dir_and_they_do_not_leak(tmp_path, gc, collectors):
+    """local_configuration hands the JVM it starts a heap cap, its garbage collector (ParallelGC unless
+    STOCKMAX_LOCAL_JVM_GC says otherwise) and a log dir in the job's data dir, then takes the variables back:
+    left set, a later job started from the same process (the demo, a test) logged into the first one's data
+    dir."""
     code = textwrap.dedent("""
         import os, sys
         from pathlib import Path
         from pyflink.java_gateway import get_gateway
         from stockmax import config
         from stockmax.jobs.pipeline import local_configuration
-        local_configuration(config.load(env={}).with_(data_dir=Path(sys.argv[1]), local_jvm_heap_mb=600))
+        env = {"STOCKMAX_LOCAL_JVM_GC": sys.argv[2]} if sys.argv[2] else {}
+        local_configuration(config.load(env=env).with_(data_dir=Path(sys.argv[1]), local_jvm_heap_mb=600))
         jvm = get_gateway().jvm
         print(jvm.System.getProperty("log.file"), jvm.Runtime.getRuntime().maxMemory() // 2**20)
+        beans = jvm.java.lang.management.ManagementFactory.getGarbageCollectorMXBeans()
+        print(",".join(sorted(bean.getName() for bean in beans)))
         print("FLINK_LOG_DIR" in os.environ, "JVM_ARGS" in os.environ)
     """)
     env = {k: v for k, v in os.environ.items() if k not in ("FLINK_LOG_DIR", "JVM_ARGS")}
-    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, text=True,
-                          timeout=180)
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path), gc or ""], env=env, capture_output=True,
+                          text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
-    jvm_line, leaked = done.stdout.splitlines()[-2:]
+    jvm_line, collectors_seen, leaked = done.stdout.splitlines()[-3:]
     log_file, heap_mb = jvm_line.split()
     assert Path(log_file).parent == (tmp_path / "logs").resolve()
     assert 500 < int(heap_mb) <= 600
+    assert collectors_seen == collectors
     assert leaked == "False False"
 
 
