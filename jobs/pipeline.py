@@ -480,8 +480,8 @@ def local_configuration(settings: Settings, restore_from: str | None = None) -> 
         python = str(python_boot_launcher(settings).resolve())
     log_dir = settings.data_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    # The heap; and the mini-cluster's log with the job's data, not in the venv's pyflink/log, where every
-    # run on the machine overwrote the one before.
+    # The heap and the garbage collector (Settings.local_jvm_options); and the mini-cluster's log with the
+    # job's data, not in the venv's pyflink/log, where every run on the machine overwrote the one before.
     with _jvm_start_environment(JVM_ARGS=settings.local_jvm_options(), FLINK_LOG_DIR=str(log_dir.resolve())):
         conf = Configuration()
     for key, value in {
