@@ -10,10 +10,11 @@ batch is never skipped, and offsets are committed only after its insert.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
+
+import orjson
 
 from .config import Settings
 from .kafka_io import committed_reader
@@ -45,13 +46,13 @@ class StoreLoader:
         rollups_topic, ticks_topic = self.settings.topic("rollups"), self.settings.topic("ticks")
         for r in records:
             if r.topic == rollups_topic:
-                rollups.append(json.loads(r.value))
+                rollups.append(orjson.loads(r.value))
             elif r.topic == ticks_topic:
                 # one tick or a batch; what the job refused is not a tick here either
                 for tick in decode_record(r.value, r.timestamp, self.limits)[0]:
-                    ticks.append({**tick._asdict(), "applied": 1, "version": 0})
+                    ticks.append(dict(zip(Tick._fields, tick), applied=1, version=0))
             else:  # a late tick: the job did not apply it; this row replaces its raw one
-                late = json.loads(r.value)
+                late = orjson.loads(r.value)
                 ticks.append({**{f: late[f] for f in Tick._fields}, "applied": 0, "version": 1})
         return rollups, ticks
 
