@@ -212,6 +212,35 @@ public class SplitOutputs extends TableFunction<RowData> {
         if (keyFields == 1) {
             return keyPart(text, starts[0], ends[0]);
         }
+        // Most keys: strings without escapes and numbers, copied straight into a key of their exact size.
+        int size = keyFields - 1;
+        for (int i = 0; i < keyFields && size >= 0; i++) {
+            if (text[starts[i]] != '"') {
+                size += ends[i] - starts[i];
+            } else if (noEscape(text, starts[i], ends[i])) {
+                size += ends[i] - starts[i] - 2;
+            } else {
+                size = -1;
+            }
+        }
+        if (size >= 0) {
+            byte[] key = new byte[size];
+            int at = 0;
+            for (int i = 0; i < keyFields; i++) {
+                if (i > 0) {
+                    key[at++] = '|';
+                }
+                int start = starts[i];
+                int end = ends[i];
+                if (text[start] == '"') {
+                    start++;
+                    end--;
+                }
+                System.arraycopy(text, start, key, at, end - start);
+                at += end - start;
+            }
+            return key;
+        }
         ByteArrayOutputStream out = new ByteArrayOutputStream();
         for (int i = 0; i < keyFields; i++) {
             if (i > 0) {
