@@ -1,6 +1,5 @@
 package dev.stockmax.flink;
 
-import java.io.ByteArrayOutputStream;
 import java.nio.charset.StandardCharsets;
 import java.util.Arrays;
 
@@ -212,44 +211,23 @@ public class SplitOutputs extends TableFunction<RowData> {
         if (keyFields == 1) {
             return keyPart(text, starts[0], ends[0]);
         }
-        // Most keys: strings without escapes and numbers, copied straight into a key of their exact size.
+        // Each part once (keyPart), then joined into a key of its exact size: no growing buffer.
+        byte[][] parts = new byte[keyFields][];
         int size = keyFields - 1;
-        for (int i = 0; i < keyFields && size >= 0; i++) {
-            if (text[starts[i]] != '"') {
-                size += ends[i] - starts[i];
-            } else if (noEscape(text, starts[i], ends[i])) {
-                size += ends[i] - starts[i] - 2;
-            } else {
-                size = -1;
-            }
+        for (int i = 0; i < keyFields; i++) {
+            parts[i] = keyPart(text, starts[i], ends[i]);
+            size += parts[i].length;
         }
-        if (size >= 0) {
-            byte[] key = new byte[size];
-            int at = 0;
-            for (int i = 0; i < keyFields; i++) {
-                if (i > 0) {
-                    key[at++] = '|';
-                }
-                int start = starts[i];
-                int end = ends[i];
-                if (text[start] == '"') {
-                    start++;
-                    end--;
-                }
-                System.arraycopy(text, start, key, at, end - start);
-                at += end - start;
-            }
-            return key;
-        }
-        ByteArrayOutputStream out = new ByteArrayOutputStream();
+        byte[] key = new byte[size];
+        int at = 0;
         for (int i = 0; i < keyFields; i++) {
             if (i > 0) {
-                out.write('|');
+                key[at++] = '|';
             }
-            byte[] part = keyPart(text, starts[i], ends[i]);
-            out.write(part, 0, part.length);
+            System.arraycopy(parts[i], 0, key, at, parts[i].length);
+            at += parts[i].length;
         }
-        return out.toByteArray();
+        return key;
     }
 
     /** A value as key text: a string's content, anything else as written. */
