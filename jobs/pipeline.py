@@ -41,11 +41,13 @@ import orjson
 from pyflink.common import Configuration, Row, Types
 from pyflink.datastream import KeyedProcessFunction, OutputTag, ProcessFunction, StreamExecutionEnvironment
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
+from pyflink import java_gateway
 from pyflink.java_gateway import get_gateway
 from pyflink.table import StreamTableEnvironment, Table
 
+from stockmax import class_archive
 from stockmax import config as stockmax_config
-from stockmax.config import FUNCTIONS_JAR, KAFKA_CONNECTOR_JAR, Settings
+from stockmax.config import FUNCTIONS_JAR, KAFKA_CONNECTOR_JAR, LOCAL_JVM_CLASS_ARCHIVE_DIR, Settings
 from stockmax.operators.columnar import ROW_KINDS, advance_symbols, output_line
 from stockmax.operators.records import dead_letter, pack_fields, pack_record, unpack_tick_fields
 from stockmax.operators.schedule import DueSchedule
@@ -482,7 +484,11 @@ def local_configuration(settings: Settings, restore_from: str | None = None) -> 
     log_dir.mkdir(parents=True, exist_ok=True)
     # The heap and the garbage collector (Settings.local_jvm_options); and the mini-cluster's log with the
     # job's data, not in the venv's pyflink/log, where every run on the machine overwrote the one before.
-    with _jvm_start_environment(JVM_ARGS=settings.local_jvm_options(), FLINK_LOG_DIR=str(log_dir.resolve())):
+    jvm_options = settings.local_jvm_options()
+    if settings.local_jvm_class_archive and "JVM_ARGS" not in os.environ and java_gateway._gateway is None:
+        # This call starts the JVM: it maps the classes an earlier job loaded (stockmax/class_archive.py).
+        jvm_options += " " + class_archive.options(LOCAL_JVM_CLASS_ARCHIVE_DIR)
+    with _jvm_start_environment(JVM_ARGS=jvm_options, FLINK_LOG_DIR=str(log_dir.resolve())):
         conf = Configuration()
     for key, value in {
         "pipeline.jars": connector.resolve().as_uri(),
