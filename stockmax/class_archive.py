@@ -1,17 +1,17 @@
 """A class-data archive for the local mini-cluster's JVM (AppCDS: JDK 17's dynamic archive).
 
-Every local job starts a JVM that loads Flink's, Beam's and Kafka's classes afresh: parsing and verifying
-them was ~1.4 s of each job's start-up here, inside the job's own runtime (the tasks load their classes
+Every local job starts a JVM that loads Flink's and Beam's classes afresh: parsing and verifying them
+was 1.0-1.4 s of each job's start-up here, inside the job's own runtime (the tasks load their classes
 once they are deployed). The JVM can instead map the classes an earlier run loaded, already parsed and
 verified, from an archive file. JDK 17 makes one at exit with -XX:ArchiveClassesAtExit and maps it with
 -XX:SharedArchiveFile; JDK 19's -XX:+AutoCreateSharedArchive would do both, but the machine has 17.
 
 The first local job whose JVM this process starts makes the archive: when the process exits, the JVM is
-asked to exit too, writes the archive (a few seconds, once), and it is renamed into place. Later jobs map
-it. Its name holds a digest of what it depends on (the java binary, the JDK's own base archive, the jars
-on the JVM's class path), so an upgraded JDK or pyflink gets a new one instead of a mismatch; a JVM that
-cannot use an archive runs without it. Which classes it holds is up to the first job: delete the
-directory to have the next local job make it again.
+asked to exit too, writes the archive (~7 s, once), and it is renamed into place. Later jobs map it. Its
+name holds a digest of what it depends on (the java binary, the JDK's own base archive, the jars on the
+JVM's class path), so an upgraded JDK or pyflink gets a new one instead of a mismatch; a JVM that cannot
+use an archive runs without it. Which classes it holds is up to the first job: delete the directory to
+have the next local job make it again.
 """
 
 from __future__ import annotations
