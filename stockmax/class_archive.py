@@ -107,6 +107,9 @@ def _finish(partial: Path, archive: Path) -> None:
         time.sleep(0.05)
     if not javas and partial.exists() and partial.stat().st_size > 0:
         partial.replace(archive)
+        for stale in archive.parent.glob("flink-classes-*.jsa"):  # of an earlier JDK or pyflink (~150 MB each)
+            if stale != archive:
+                stale.unlink(missing_ok=True)
     else:
         partial.unlink(missing_ok=True)
 

@@ -28,10 +28,12 @@ def _start_jvm(archive_dir: Path, extra_options: str = "") -> None:
 
 
 def test_first_process_makes_the_archive_and_the_next_jvm_maps_it(tmp_path):
+    stale = tmp_path / "flink-classes-0123456789abcdef.jsa"  # an earlier JDK's or pyflink's
+    stale.write_bytes(b"x")
     _start_jvm(tmp_path)
     archive = class_archive.archive_path(tmp_path)
     assert archive.exists() and archive.stat().st_size > 1_000_000
-    assert not list(tmp_path.glob("*.partial"))
+    assert not list(tmp_path.glob("*.partial")) and not stale.exists()
 
     class_log = tmp_path / "classes.log"
     _start_jvm(tmp_path, f"-Xlog:class+load=info:file={class_log}")
