@@ -59,7 +59,7 @@ def options(directory: Path) -> str:
     """JVM options to map the archive, or to make it at exit (and rename it into place then). Call only
     when this process is about to start its JVM."""
     archive = archive_path(directory)
-    if archive is None:
+    if archive is None or not os.path.isdir("/proc/self/task"):  # _finish finds the JVM through Linux's /proc
         return ""
     # The JVM's own messages about the archive (classes it skips while writing one) are not the user's.
     quiet = "-Xlog:cds=off -Xlog:cds+dynamic=off"
