@@ -59,8 +59,8 @@ def options(directory: Path) -> str:
     """JVM options to map the archive, or to make it at exit (and rename it into place then). Call only
     when this process is about to start its JVM."""
     archive = archive_path(directory)
-    if archive is None or not os.path.isdir("/proc/self/task"):  # _finish finds the JVM through Linux's /proc
-        return ""
+    if archive is None or not os.path.exists(f"/proc/self/task/{os.getpid()}/children"):
+        return ""  # _finish finds the JVM through Linux's /proc: elsewhere it could not wait for the JVM's write
     # The JVM's own messages about the archive (classes it skips while writing one) are not the user's.
     quiet = "-Xlog:cds=off -Xlog:cds+dynamic=off"
     if archive.exists():
