@@ -16,7 +16,7 @@ help:
 	@echo "make kafka-up    start the local Kafka broker on localhost:9092 (STOCKMAX_KAFKA_BOOTSTRAP)"
 	@echo "make kafka-down  stop it"
 	@echo "make topics      create the topics;  make migrate: apply the ClickHouse schema"
-	@echo "make clean       remove .venv, fetched jars and local data"
+	@echo "make clean       remove .venv, fetched jars, the local JVM's class archive and local data"
 
 # The venv is rebuilt only when the pins change; the jars only when their poms change (see tools/fetch-jars.sh).
 $(STAMP): pyproject.toml constraints.txt
