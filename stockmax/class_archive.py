@@ -24,19 +24,22 @@ import shutil
 import time
 from pathlib import Path
 
+
 def _java() -> Path | None:
-    """The java that PyFlink starts (pyflink_gateway_server.find_java_executable: JAVA_HOME, else PATH)."""
-    home = os.environ.get("JAVA_HOME")
-    found = os.path.join(home, "bin", "java") if home else shutil.which("java")
-    return Path(found).resolve() if found and os.path.exists(found) else None
+    """The java that PyFlink starts (its own lookup: the Flink config's java home, JAVA_HOME, else PATH)."""
+    from pyflink.pyflink_gateway_server import find_java_executable
+
+    found = shutil.which(find_java_executable())
+    return Path(found).resolve() if found else None
 
 
 def _class_path_jars() -> list[str]:
-    """The jars on the local JVM's class path (pyflink_gateway_server.construct_flink_classpath)."""
-    import pyflink
+    """The jars on the local JVM's class path, as PyFlink puts them there."""
+    from pyflink.pyflink_gateway_server import construct_flink_classpath, prepare_environment_variables
 
-    home = Path(pyflink.__file__).parent
-    return sorted(glob.glob(str(home / "lib" / "*.jar"))) + sorted(glob.glob(str(home / "opt" / "flink-python*.jar")))
+    env = dict(os.environ)
+    prepare_environment_variables(env)
+    return sorted(jar for jar in construct_flink_classpath(env).split(os.pathsep) if jar.endswith(".jar"))
 
 
 def archive_path(directory: Path) -> Path | None:
