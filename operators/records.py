@@ -168,21 +168,41 @@ def _whole_batch_is_good(table: pa.Table, record_timestamp_ms: int | None, limit
     return True
 
 
+def _filled(table: pa.Table) -> pa.Table:
+    """A batch's columns in Tick's field order, absent values as the schema's defaults."""
+    defaults = {name: default for name, _, _, default, _ in _FIELDS}
+    columns = [table.column(name) for name in Tick._fields]
+    return pa.table([pc.fill_null(column, pa.scalar(defaults[name], column.type)) if column.null_count else column
+                     for name, column in zip(Tick._fields, columns)], names=list(Tick._fields))
+
+
 def _batch_columns(table: pa.Table) -> list[list]:
     """A batch's columns as lists in Tick's field order, absent values as the schema's defaults."""
-    columns = {}
-    for name, _, _, default, _ in _FIELDS:
-        column = table.column(name)
-        if column.null_count:
-            column = pc.fill_null(column, pa.scalar(default, column.type))
+    columns = []
+    for column in _filled(table).columns:
         values = column.to_numpy(zero_copy_only=False).tolist()  # ~20x faster than to_pylist
         if values and isinstance(values[0], str):
             # One object per distinct symbol or exchange, not per row: pickle writes a string it has seen
             # once, then a reference (the state's buffered ticks and dedup keys hold these per tick: 300 k
             # ticks pickled 2-3x faster, 25 % smaller), and its hash is computed once.
             values = list(map(sys.intern, values))
-        columns[name] = values
-    return [columns[name] for name in Tick._fields]
+        columns.append(values)
+    return columns
+
+
+def good_batch(raw: bytes, record_timestamp_ms: int | None, limits: TickLimits = DEFAULT_LIMITS) -> pa.Table | None:
+    """A batch record whose rows are all ticks, as a table of Tick's fields (absent values as the schema's
+    defaults), checked column by column; None for anything else (a JSON tick, or a batch with a row that
+    may not be a tick: decode_record then says which rows are ticks and why the others are not)."""
+    if not is_batch(raw):
+        return None
+    try:
+        table = pa.ipc.open_stream(raw).read_all()
+    except (pa.ArrowInvalid, OSError, ValueError):
+        return None
+    if _schema_refusal(table, raw) is None and _whole_batch_is_good(table, record_timestamp_ms, limits):
+        return _filled(table)
+    return None
 
 
 def pack_record(raw: bytes, record_timestamp_ms: int | None, limits: TickLimits = DEFAULT_LIMITS
@@ -190,14 +210,8 @@ def pack_record(raw: bytes, record_timestamp_ms: int | None, limits: TickLimits 
     """The job's parse step: a record's ticks as the keyed step takes them (unpack_tick_fields), or None
     when it has none, and what in it is not a tick. A batch whose rows are all ticks goes on as its own
     bytes: its ticks are made once, in the keyed step, not also here and again by pickle."""
-    if is_batch(raw):
-        try:
-            table = pa.ipc.open_stream(raw).read_all()
-        except (pa.ArrowInvalid, OSError, ValueError):
-            table = None  # decode_record says why
-        if table is not None and _schema_refusal(table, raw) is None \
-                and _whole_batch_is_good(table, record_timestamp_ms, limits):
-            return raw, []
+    if good_batch(raw, record_timestamp_ms, limits) is not None:
+        return raw, []
     ticks, refused = decode_record(raw, record_timestamp_ms, limits, fields_only=True)
     return (pack_fields(ticks) if ticks else None), refused
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from . import kafka_io
 from .config import Settings
-from .loader import StoreLoader
-from .store import Store
+from .loader import LoaderProcess, StoreLoader
+from .store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,8 @@ def run(settings: Settings, bounded: bool, restore_from: str | Path | None = Non
         raise ResumeError(f"a bounded run cannot resume from {restore_from} (Flink's bounded Kafka source never "
                           f"finishes after a restore, FLINK-31006). Resume with `stockmax run` (unbounded), or start "
                           f"over with `stockmax run --bounded --fresh` and a new STOCKMAX_JOB_NAME")
+    if not bounded:
+        return _run_unbounded(settings, restore_from, load, say)
     with contextlib.ExitStack() as resources:
         loader = None
         if load:
@@ -80,27 +82,42 @@ def run(settings: Settings, bounded: bool, restore_from: str | Path | None = Non
             store.migrate()
             loader = StoreLoader(settings, store)
             resources.callback(loader.close)
-        env = _environment(settings, restore_from, bounded)
-        if bounded:
-            # When the input ends, the job takes a final checkpoint, whose completion commits every
-            # output transaction (FLIP-147); then the loader takes what the job committed.
-            result = env.execute(settings.job_name)
-            if loader:
-                loader.drain()
-            return RunResult(rollups_loaded=loader.loaded if loader else 0,
-                             job_seconds=result.get_net_runtime() / 1000)
+        # When the input ends, the job takes a final checkpoint, whose completion commits every output
+        # transaction (FLIP-147); then the loader takes what the job committed.
+        result = _environment(settings, restore_from, bounded=True).execute(settings.job_name)
         if loader:
-            stop_loader = threading.Event()
-            thread = threading.Thread(target=loader.run, args=(stop_loader,), name="store-loader", daemon=True)
-            thread.start()
-            resources.callback(thread.join, timeout=30)
-            resources.callback(stop_loader.set)  # callbacks run last-in first: set, then join
-        savepoint = _run_until_stopped(env, settings, say)
-        resources.close()  # the loader finishes its batch and stops; then the store closes
-        return RunResult(rollups_loaded=loader.loaded if loader else 0, savepoint=savepoint)
+            loader.drain()
+        return RunResult(rollups_loaded=loader.loaded if loader else 0, job_seconds=result.get_net_runtime() / 1000)
 
 
-def _run_until_stopped(env, settings: Settings, say) -> str | None:
+def _run_unbounded(settings: Settings, restore_from: Path | None, load: bool, say) -> RunResult:
+    """The job until stopped, with the loader in a process of its own (LoaderProcess says why), started
+    first: a store that cannot be opened is a clear error before the JVM starts."""
+    loaders = [LoaderProcess(settings)] if load else []
+    try:
+        env = _environment(settings, restore_from, bounded=False)
+        retry_at = 0.0
+
+        def watch_loader() -> None:
+            nonlocal retry_at
+            if loaders and not loaders[-1].is_alive() and time.monotonic() >= retry_at:
+                # Unexpected (it retries store and broker failures itself): start another, which resumes
+                # from the committed offsets; rows loaded twice fold into one (idempotent inserts).
+                say(f"the store loader exited (exit code {loaders[-1].process.exitcode}); starting it again")
+                try:
+                    loaders.append(LoaderProcess(settings))
+                except StoreError as exc:
+                    say(f"the store loader could not start again ({exc}); retrying in 10 s")
+                    retry_at = time.monotonic() + 10
+
+        savepoint = _run_until_stopped(env, settings, say, watch_loader)
+    finally:
+        if loaders:
+            loaders[-1].stop()  # it finishes its batch and stops; then its store closes
+    return RunResult(rollups_loaded=sum(loader.loaded for loader in loaders), savepoint=savepoint)
+
+
+def _run_until_stopped(env, settings: Settings, say, every_half_second=lambda: None) -> str | None:
     """Run the job until it fails for good or is asked to stop (Ctrl-C or SIGTERM). Asked to stop, it
     stops with a savepoint, from which `stockmax run --from-savepoint PATH` (or plain `stockmax run`)
     resumes: the way to upgrade the job without losing or repeating an output."""
@@ -109,6 +126,7 @@ def _run_until_stopped(env, settings: Settings, say) -> str | None:
     handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         while not stop.wait(0.5):
+            every_half_second()
             if client.get_job_status().result().is_globally_terminal_state():
                 client.get_job_execution_result().result()  # raises the job's failure
                 return None

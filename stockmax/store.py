@@ -10,14 +10,23 @@ import os
 from pathlib import Path
 
 import clickhouse_connect
+import pyarrow as pa
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from .config import PROJECT_ROOT, Settings
 
 SQL_DIR = PROJECT_ROOT / "sql"
-ROLLUP_COLUMNS = ["symbol", "resolution_s", "bucket_start", "open", "high", "high_time", "low", "low_time",
-                  "close", "count", "volume", "vwap"]
-TICK_COLUMNS = ["symbol", "event_time", "exchange", "seq", "price", "volume", "applied", "version"]
+# What the loader inserts, as Arrow (sql/migrations has the tables): a whole batch goes to ClickHouse as one
+# Arrow block, no Python object per value. Times are epoch µs; ClickHouse reads an Arrow int64 into a
+# DateTime64 column as seconds, a timestamp('us') as what it is.
+_TIME = pa.timestamp("us", tz="UTC")
+ROLLUP_SCHEMA = pa.schema([("symbol", pa.string()), ("resolution_s", pa.uint32()), ("bucket_start", _TIME),
+                           ("open", pa.float64()), ("high", pa.float64()), ("high_time", _TIME),
+                           ("low", pa.float64()), ("low_time", _TIME), ("close", pa.float64()),
+                           ("count", pa.uint64()), ("volume", pa.float64()), ("vwap", pa.float64())])
+TICK_SCHEMA = pa.schema([("symbol", pa.string()), ("event_time", _TIME), ("exchange", pa.string()),
+                         ("seq", pa.uint64()), ("price", pa.float64()), ("volume", pa.float64()),
+                         ("applied", pa.uint8()), ("version", pa.uint8())])
 
 
 class StoreError(RuntimeError):
@@ -130,23 +139,25 @@ class Store:
         return applied
 
     # -- writes -----------------------------------------------------------------------------------
-    def insert_rollups(self, rows: list[dict]) -> None:
-        """Insert closed buckets. Idempotent (see sql/migrations/001_rollups.sql), so a caller may retry
-        freely; the loader does, with backoff. Raises StoreError when the store refuses them."""
-        self._insert("rollups", ROLLUP_COLUMNS, rows)
+    def insert_rollups(self, rows: list[dict] | pa.Table) -> None:
+        """Insert closed buckets: dicts or a table with ROLLUP_SCHEMA's columns (times as epoch µs or as
+        timestamps). Idempotent (see sql/migrations/001_rollups.sql), so a caller may retry freely; the loader does, with
+        backoff. Raises StoreError when the store refuses them."""
+        self._insert("rollups", ROLLUP_SCHEMA, rows)
 
-    def insert_ticks(self, rows: list[dict]) -> None:
-        """Insert raw ticks (TICK_COLUMNS); idempotent like insert_rollups (sql/migrations/002_ticks.sql)."""
-        self._insert("ticks", TICK_COLUMNS, rows)
+    def insert_ticks(self, rows: list[dict] | pa.Table) -> None:
+        """Insert raw ticks (TICK_SCHEMA's columns); idempotent like insert_rollups (sql/migrations/002_ticks.sql)."""
+        self._insert("ticks", TICK_SCHEMA, rows)
 
-    def _insert(self, table: str, columns: list[str], rows: list[dict]) -> None:
-        if not rows:
+    def _insert(self, table: str, schema: pa.Schema, rows: list[dict] | pa.Table) -> None:
+        data = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=schema)
+        if data.num_rows == 0:
             return
-        data = [[r[c] for c in columns] for r in rows]
         try:
-            self.client.insert(table, data, column_names=columns)
+            self.client.insert_arrow(table, data.select(schema.names).cast(schema))
         except (ClickHouseError, OSError) as exc:
-            raise StoreError(f"inserting {len(rows)} rows into {table} failed: {self.settings.scrub(str(exc))}") from exc
+            raise StoreError(f"inserting {data.num_rows} rows into {table} failed: "
+                             f"{self.settings.scrub(str(exc))}") from exc
 
     # -- reads ------------------------------------------------------------------------------------
     def query(self, name: str, **parameters) -> list[dict]:
