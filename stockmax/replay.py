@@ -94,12 +94,13 @@ def tick_record(row: dict) -> tuple[bytes, bytes, int]:
 
 
 def replay(settings: Settings, path: str | Path, speed: float | None = None, progress: bool = True,
-           batch_ticks: int = 1) -> int:
+           batch_ticks: int = 1, ticks_per_s: float | None = None) -> int:
     """Publish every tick of the file, in file order, with the Kafka record timestamp set to the tick's
     event time. `speed`: N x recorded time (None: as fast as possible), one JSON record per tick.
     As fast as possible with batch_ticks > 1, ticks go as Arrow batches of up to `batch_ticks` per record
     (the fast path of the job): the ticks of one partition in file order, to the partition their symbol's
-    records go to, stamped with the batch's newest event time. Returns the number of ticks published."""
+    records go to, stamped with the batch's newest event time; ticks_per_s paces them (a load test's fixed
+    rate) instead. Returns the number of ticks published."""
     table = read_tick_file(path)
     n = table.num_rows
     kafka = producer(settings)
@@ -110,7 +111,7 @@ def replay(settings: Settings, path: str | Path, speed: float | None = None, pro
             if speed or batch_ticks <= 1:
                 _send_records(kafka, topic, table, speed, bar)
             else:
-                _send_batches(kafka, topic, table, batch_ticks, bar)
+                _send_batches(kafka, topic, table, batch_ticks, bar, ticks_per_s)
             kafka.flush()
     finally:
         kafka.close()
@@ -135,7 +136,7 @@ def _send_records(kafka, topic: str, table: pa.Table, speed: float | None, bar) 
         bar.update(len(rows))
 
 
-def _send_batches(kafka, topic: str, table: pa.Table, batch_ticks: int, bar) -> None:
+def _send_batches(kafka, topic: str, table: pa.Table, batch_ticks: int, bar, ticks_per_s: float | None = None) -> None:
     """Each partition's ticks in file order, cut into batches. The partition is the one Kafka's default
     partitioner gives the symbol as key (what per-tick records get), so a symbol's ticks never move."""
     partitions = sorted(kafka.partitions_for(topic))
@@ -154,7 +155,13 @@ def _send_batches(kafka, topic: str, table: pa.Table, batch_ticks: int, bar) -> 
         order += rows
     grouped = table.take(pa.array(order, pa.int64())).combine_chunks()
     event_times = grouped["event_time"]
+    started, sent = time.monotonic(), 0
     for _, partition, offset, length in sorted(cuts):
+        if ticks_per_s:
+            wait = started + sent / ticks_per_s - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            sent += length
         newest_ms = pc.max(event_times.slice(offset, length)).as_py() // 1000
         kafka.send(topic, value=encode_batch(grouped.slice(offset, length)), partition=partition,
                    timestamp_ms=newest_ms)
