@@ -275,6 +275,30 @@ def median_run(variant: str, inp: Input, runs: int, **kwargs) -> dict:
 LATENCY_SPIKE_PCT = 0.2
 
 
+def _live_job(settings, name: str, **env_settings: str):
+    """`stockmax run` unbounded in a process group of its own, on topics of its own: (its settings, process)."""
+    from stockmax import kafka_io
+
+    prefix = f"{name[0]}{uuid.uuid4().hex[:6]}-"
+    s = settings.with_(topic_prefix=prefix, job_name=f"bench-{name}-{uuid.uuid4().hex[:6]}")
+    kafka_io.create_topics(s)
+    env = _clean_env()
+    env.update({"STOCKMAX_DATA_DIR": str(s.data_dir), "STOCKMAX_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
+                "STOCKMAX_TOPIC_PREFIX": prefix, "STOCKMAX_JOB_NAME": s.job_name, **env_settings})
+    job = subprocess.Popen([sys.executable, "-m", "stockmax.cli", "run", "--fresh"], env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return s, job
+
+
+def _stop_live_job(job: subprocess.Popen) -> None:
+    """As Ctrl-C does (a savepoint, the loader's last batch), or killed when that takes too long."""
+    job.send_signal(signal.SIGINT)
+    try:
+        job.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(job.pid, signal.SIGKILL)
+
+
 def latency(settings, inp: Input, rate: int, seconds: float) -> dict:
     """Tick -> alert (and tick -> max update) wall-clock latency: the job runs unbounded (`stockmax run`), ticks
     are published at `rate` per second, and a read_committed consumer notes when each output that a tick caused
@@ -284,16 +308,9 @@ def latency(settings, inp: Input, rate: int, seconds: float) -> dict:
     from stockmax import kafka_io
     from stockmax.replay import tick_record
 
-    prefix = f"l{uuid.uuid4().hex[:6]}-"
-    s = settings.with_(topic_prefix=prefix, job_name=f"bench-latency-{uuid.uuid4().hex[:6]}")
-    kafka_io.create_topics(s)
-    env = _clean_env()
     # A low spike threshold: the random walk then gives alerts every few seconds per symbol, enough samples.
-    env.update({"STOCKMAX_DATA_DIR": str(s.data_dir), "STOCKMAX_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
-                "STOCKMAX_TOPIC_PREFIX": prefix, "STOCKMAX_JOB_NAME": s.job_name,
-                "STOCKMAX_SPIKE_THRESHOLD_PCT": str(LATENCY_SPIKE_PCT)})
-    job = subprocess.Popen([sys.executable, "-m", "stockmax.cli", "run", "--fresh"], env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    s, job = _live_job(settings, "latency", STOCKMAX_SPIKE_THRESHOLD_PCT=str(LATENCY_SPIKE_PCT))
+    prefix = s.topic_prefix
     sent: dict[tuple[str, int], float] = {}
     seen: dict[str, list[float]] = {"alerts": [], "max_updates": []}
     stop = threading.Event()
@@ -333,11 +350,7 @@ def latency(settings, inp: Input, rate: int, seconds: float) -> dict:
         stop.set()
         reader.join()
         consumer.close()
-        job.send_signal(signal.SIGINT)
-        try:
-            job.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            os.killpg(job.pid, signal.SIGKILL)
+        _stop_live_job(job)
 
     def pct(values, q):
         return statistics.quantiles(values, n=100)[q - 1] if len(values) >= 2 else float("nan")
@@ -355,16 +368,9 @@ def sustained(settings, path: Path, ticks: int, rate: int, start_s: float = 15, 
     from stockmax import kafka_io
     from stockmax.replay import replay
 
-    prefix = f"s{uuid.uuid4().hex[:6]}-"
-    s = settings.with_(topic_prefix=prefix, job_name=f"bench-live-{uuid.uuid4().hex[:6]}")
-    kafka_io.create_topics(s)
-    env = _clean_env()
-    env.update({"STOCKMAX_DATA_DIR": str(s.data_dir), "STOCKMAX_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
-                "STOCKMAX_TOPIC_PREFIX": prefix, "STOCKMAX_JOB_NAME": s.job_name})
-    job = subprocess.Popen([sys.executable, "-m", "stockmax.cli", "run", "--fresh"], env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    s, job = _live_job(settings, "live")
     admin, topic = kafka_io.admin(s), s.topic("ticks")
-    reader, partitions = kafka_io.committed_reader(s, [topic], f"live-{prefix}")
+    reader, partitions = kafka_io.committed_reader(s, [topic], f"live-{s.topic_prefix}")
 
     def as_ticks(records: int) -> int:
         return min(records * 1000, ticks)  # records of 1,000 ticks (a partition's last one fewer)
@@ -398,11 +404,7 @@ def sustained(settings, path: Path, ticks: int, rate: int, start_s: float = 15, 
     finally:
         reader.close()
         admin.close()
-        job.send_signal(signal.SIGINT)
-        try:
-            job.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            os.killpg(job.pid, signal.SIGKILL)
+        _stop_live_job(job)
     publish_s = (published_at or time.monotonic()) - started
     while_publishing = [lag for t, lag in samples if t <= publish_s]
     return {"rate": rate, "ticks": ticks, "publish_s": publish_s, "max_lag": max(while_publishing, default=0),
