@@ -216,6 +216,16 @@ class Settings:
             options["ssl_cafile"] = self.kafka_ssl_cafile
         return options
 
+    def kafka_librdkafka_options(self) -> dict[str, str]:
+        """The same security options for librdkafka (confluent-kafka, the store loader's reader)."""
+        options = {"security.protocol": self.kafka_security_protocol}
+        if self.kafka_security_protocol.startswith("SASL"):
+            options.update({"sasl.mechanism": self.kafka_sasl_mechanism, "sasl.username": self.kafka_sasl_username,
+                            "sasl.password": self.kafka_sasl_password})
+        if self.kafka_security_protocol.endswith("SSL") and self.kafka_ssl_cafile:
+            options["ssl.ca.location"] = self.kafka_ssl_cafile
+        return options
+
     def kafka_java_properties(self) -> dict[str, str]:
         """The same security options as Kafka client properties for Flink's Kafka connector (table option
         names, with the `properties.` prefix). Flink masks jaas.config values in what it prints."""

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.json as pa_json
 
 from .config import PROJECT_ROOT, Settings
-from .kafka_io import committed_reader
+from .kafka_io import BatchReader
 from .operators.records import decode_record, good_batch
 from .operators.tick import Tick, TickLimits
 from .store import TICK_SCHEMA, Store, StoreError, StoreLockedError
@@ -47,24 +47,25 @@ ROLLUP_RECORD = _record_schema("rollup")
 
 
 def record_tables(records, rollups_topic: str, ticks_topic: str, limits: TickLimits) -> tuple[pa.Table, pa.Table]:
-    """(rollups, raw ticks) of polled records (of the rollups, ticks and late topics), as tables for the
-    store: column by column, no Python object per value where the records allow it (~500 k rollups and
-    1 M ticks per million ticks in: row by row, the loader took ~18 s of Python per million ticks)."""
+    """(rollups, raw ticks) of polled records, (topic, value, timestamp ms) of the rollups, ticks and late
+    topics, as tables for the store: column by column, no Python object per value where the records allow
+    it (~500 k rollups and 1 M ticks per million ticks in: row by row, the loader took ~18 s of Python per
+    million ticks)."""
     rollups, tick_tables, tick_rows = [], [], []
-    for r in records:
-        if r.topic == rollups_topic:
-            rollups.append(r.value)
-        elif r.topic == ticks_topic:
+    for topic, value, timestamp in records:
+        if topic == rollups_topic:
+            rollups.append(value)
+        elif topic == ticks_topic:
             # A batch of good ticks as it is; otherwise one tick, or the rows of a batch that are ticks
             # (what the job refused is not a tick here either).
-            batch = good_batch(r.value, r.timestamp, limits)
+            batch = good_batch(value, timestamp, limits)
             if batch is not None:
                 tick_tables.append(batch)
             else:
                 tick_rows += (dict(zip(Tick._fields, tick), applied=1, version=0)
-                              for tick in decode_record(r.value, r.timestamp, limits, fields_only=True)[0])
+                              for tick in decode_record(value, timestamp, limits, fields_only=True)[0])
         else:  # a late tick: the job did not apply it; this row replaces its raw one
-            late = orjson.loads(r.value)
+            late = orjson.loads(value)
             tick_rows.append({**{f: late[f] for f in Tick._fields}, "applied": 0, "version": 1})
     ticks = [pa.Table.from_pylist(tick_rows, schema=TICK_SCHEMA)]
     for batch in tick_tables:
@@ -91,20 +92,18 @@ class StoreLoader:
         self.ticks_loaded = 0
         self.failed_inserts = 0  # batches the store refused (each retried until it took them)
         self._pending: list = []  # records polled, not yet in the store
-        self.consumer, self.partitions = committed_reader(
-            settings, [settings.topic(kind) for kind in ("rollups", "ticks", "late")], self.group_id)
+        self.reader = BatchReader(settings, [settings.topic(kind) for kind in ("rollups", "ticks", "late")],
+                                  self.group_id)
 
     def close(self) -> None:
-        self.consumer.close()
+        self.reader.close()
 
     def _load_batch(self) -> int:
         """Insert the pending batch, or a new one; raises StoreError with the batch kept for the next try."""
         if not self._pending:
             deadline = time.monotonic() + self.batch_ms / 1000
             while len(self._pending) < self.batch_rows and time.monotonic() < deadline:
-                for records in self.consumer.poll(timeout_ms=200,
-                                                  max_records=self.batch_rows - len(self._pending)).values():
-                    self._pending.extend(records)
+                self._pending += self.reader.poll(self.batch_rows - len(self._pending), timeout_s=0.2)
         rollups, ticks = record_tables(self._pending, self.settings.topic("rollups"), self.settings.topic("ticks"),
                                        self.limits)
         try:
@@ -113,7 +112,7 @@ class StoreLoader:
         except StoreError:
             self.failed_inserts += 1
             raise
-        self.consumer.commit()  # after the inserts: a crash in between re-inserts, which is harmless
+        self.reader.commit()  # after the inserts: a crash in between re-inserts, which is harmless
         self._pending = []
         self.loaded += rollups.num_rows
         self.ticks_loaded += ticks.num_rows
@@ -137,10 +136,10 @@ class StoreLoader:
 
     def drain(self, timeout_s: float = 300.0) -> int:
         """Load everything committed up to the topic's end now; returns rows loaded."""
-        end = self.consumer.end_offsets(self.partitions)
+        end = self.reader.end_offsets()
         deadline = time.monotonic() + timeout_s
         before = self.loaded
-        while any(self.consumer.position(tp) < end[tp] for tp in self.partitions):
+        while any(self.reader.positions()[tp] < offset for tp, offset in end.items() if offset > 0):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the loader did not reach the end of its topics "
                                    f"within {timeout_s:.0f}s")

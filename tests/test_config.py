@@ -72,6 +72,8 @@ def test_secrets_reach_the_clients_and_are_never_printed(tmp_path):
     s = config.load(env=SECRETS)
     assert s.kafka_python_options() == {"security_protocol": "SASL_SSL", "sasl_mechanism": "PLAIN",
                                         "sasl_plain_username": "trader", "sasl_plain_password": 'pa"ss\\word'}
+    assert s.kafka_librdkafka_options() == {"security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN",
+                                            "sasl.username": "trader", "sasl.password": 'pa"ss\\word'}
     jaas = s.kafka_java_properties()["properties.sasl.jaas.config"]
     # The connector's Kafka client is shaded; quotes and backslashes in the password are escaped for JAAS.
     assert jaas == ('org.apache.flink.kafka.shaded.org.apache.kafka.common.security.plain.PlainLoginModule '

@@ -43,11 +43,14 @@ def test_sasl_broker_end_to_end_and_the_password_is_never_shown(settings, tmp_pa
 
         shown = ""
         for args in (["config"], ["topics", "create"], ["replay", str(tick_file), "--no-progress"],
-                     ["run", "--bounded", "--no-load"], ["dead-letters"]):
+                     ["run", "--bounded", "--no-load"], ["dead-letters"], ["load", "--once"]):
             done = subprocess.run([sys.executable, "-m", "stockmax.cli", "-v", *args], env=cli_env(s),
                                   capture_output=True, text=True, timeout=600)
             assert done.returncode == 0, f"stockmax {' '.join(args)}:\n{done.stderr[-3000:]}"
             shown += done.stdout + done.stderr
+        # The loader's own Kafka client (librdkafka) logged in too: every committed rollup is in the store.
+        rollups = kafka_io.read_committed_json(s, "rollups")
+        assert rollups and f"loaded {len(rollups)} rollup rows and {len(data)} raw ticks" in done.stdout, done.stdout
 
         want = expected_alerts(data, s.spike_threshold_pct, s.spike_window_ms)
         assert want
