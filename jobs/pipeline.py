@@ -48,7 +48,7 @@ from pyflink.table import StreamTableEnvironment, Table
 from stockmax import class_archive
 from stockmax import config as stockmax_config
 from stockmax.config import FUNCTIONS_JAR, KAFKA_CONNECTOR_JAR, LOCAL_JVM_CLASS_ARCHIVE_DIR, Settings
-from stockmax.operators.columnar import ROW_KINDS, advance_symbols, output_line
+from stockmax.operators.columnar import ROW_KINDS, ColumnBlock, advance_symbols, block_columns, output_line
 from stockmax.operators.records import dead_letter, pack_fields, pack_record, unpack_tick_fields
 from stockmax.operators.schedule import DueSchedule
 from stockmax.operators.symbol import Rules, SymbolProcessor, frontier_from_watermark_ms, watermark_ms_for_frontier
@@ -58,8 +58,8 @@ from stockmax.operators.tick import REASON_CODES, Tick, TickLimits
 RECORD = Types.ROW_NAMED(["k", "v"], [Types.STRING(), Types.STRING()])
 DEAD = OutputTag("dead", RECORD)
 # The keyed function's outputs of one call, per kind one UTF-8 text: for max updates and rollups a JSON array
-# of rows (each an array of the fields in ROW_KINDS, in order, as one orjson call writes them), for the other kinds
-# "key<TAB>JSON value" lines. One element crosses from Python to the JVM per call, as bytes, which PyFlink
+# of rows (each an array of the fields in ROW_KINDS, in order, as one orjson call writes them) and column blocks
+# (operators.columnar.ColumnBlock: an array of the fields' columns), for the other kinds "key<TAB>JSON value" lines. One element crosses from Python to the JVM per call, as bytes, which PyFlink
 # passes on at no cost per record (arrays of rows cost ~0.8 µs per record to encode, plus building the rows; a
 # STRING is decoded on the JVM side by Flink's own per-character loop); SPLIT_OUTPUTS cuts them into (topic,
 # key, value) records again, in the JVM, still as bytes: a row becomes the JSON object of its fields (each
@@ -268,16 +268,35 @@ OUTPUTS_PER_ROW = 2000  # a watermark jump may release thousands of ticks at onc
 
 
 def _emit(outputs: dict[str, list]):
-    """The outputs as rows of texts (UTF-8), at most OUTPUTS_PER_ROW records per text: rows of ROW_KINDS as
-    one JSON array, lines joined."""
-    chunks = max(len(records) for records in outputs.values())
-    for start in range(0, chunks, OUTPUTS_PER_ROW):
-        yield Row(*(_text(kind, outputs[kind][start:start + OUTPUTS_PER_ROW]) for kind in OUTPUT_KINDS))
+    """The outputs as rows of texts (UTF-8), at most OUTPUTS_PER_ROW records per text: the records of ROW_KINDS
+    (rows and column blocks) as one JSON array, lines joined."""
+    chunks = {kind: _chunks(records, OUTPUTS_PER_ROW) for kind, records in outputs.items()}
+    for row in itertools.zip_longest(*(chunks[kind] for kind in OUTPUT_KINDS), fillvalue=[]):
+        yield Row(*(_text(kind, records) for kind, records in zip(OUTPUT_KINDS, row)))
+
+
+def _chunks(records: list, size: int) -> list[list]:
+    """records in lists of at most `size` records each; a list of column blocks (max updates) is cut by the
+    records the blocks hold, a block across two lists split in two."""
+    if not records or not isinstance(records[0], ColumnBlock):
+        return [records[start:start + size] for start in range(0, len(records), size)]
+    chunks, chunk, room = [], [], size
+    for block in records:
+        start = 0
+        while start < block.n:
+            part = block if start == 0 and block.n <= room else block.slice(start, start + room)
+            chunk.append(part)
+            start += part.n
+            room -= part.n
+            if room == 0:
+                chunks.append(chunk)
+                chunk, room = [], size
+    return chunks + [chunk] if chunk else chunks
 
 
 def _text(kind: str, records: list) -> bytes:
     if kind in ROW_KINDS:
-        return orjson.dumps(records) if records else b""
+        return orjson.dumps(records, default=block_columns, option=orjson.OPT_SERIALIZE_NUMPY) if records else b""
     return b"\n".join(records)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import orjson
 
-from stockmax.operators.columnar import ROW_KINDS, advance_symbols
+from stockmax.operators.columnar import ROW_KINDS, advance_symbols, record_rows
 from stockmax.operators.symbol import Rules, SymbolProcessor
 from stockmax.operators.tick import Tick
 
@@ -13,11 +13,11 @@ END_OF_INPUT = 2**62
 
 
 def keyed_values(kind: str, records: list) -> list[tuple[str, dict]]:
-    """A StepOutputs kind's records as (key, value): rows of ROW_KINDS, or lines (key TAB JSON)."""
+    """A StepOutputs kind's records as (key, value): rows and column blocks of ROW_KINDS, or lines (key TAB JSON)."""
     if kind not in ROW_KINDS:
         return [(line.split(b"\t", 1)[0].decode(), orjson.loads(line.split(b"\t", 1)[1])) for line in records]
     key_fields, fields = ROW_KINDS[kind]
-    return [("|".join(map(str, row[:key_fields])), dict(zip(fields, row))) for row in records]
+    return [("|".join(map(str, row[:key_fields])), dict(zip(fields, row))) for row in record_rows(records)]
 
 
 def values_of(kind: str, records: list) -> list[dict]:

@@ -10,6 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 from pyflink.common import Row
@@ -120,6 +121,15 @@ def fire_timers(function, ctx, up_to_ms):
     return outputs
 
 
+def rows_of(item: list) -> list[list]:
+    """An item of a text of rows: a row, or a column block (an array of the fields' columns, each a list of n
+    values or one value all n share; the first always a list, which no row's first field is)."""
+    if not item or not isinstance(item[0], list):
+        return [item]
+    n = len(item[0])
+    return [list(row) for row in zip(*(column if isinstance(column, list) else [column] * n for column in item))]
+
+
 def records(outputs, kind):
     """The JSON values of one output kind, from the adapter's rows of texts."""
     return [json.loads(value) for key, value in keyed_records(outputs, kind)]
@@ -131,7 +141,7 @@ def keyed_records(outputs, kind):
     if kind in ROW_KINDS:
         key_fields, fields = ROW_KINDS[kind]
         return [("|".join(row[:key_fields]), orjson.dumps(dict(zip(fields, row))).decode())
-                for text in texts if text for row in orjson.loads(text)]
+                for text in texts if text for item in orjson.loads(text) for row in rows_of(item)]
     lines = [line for text in texts for line in text.decode().split("\n") if line]
     return [tuple(line.split("\t", 1)) for line in lines]
 
@@ -199,6 +209,37 @@ def test_a_restored_function_sets_its_key_timer_again():
     assert ctx.timers == {START_MS}
     outputs = fire_timers(restored, ctx, START_MS + 100)
     assert [u["max"] for u in records(outputs, "max_updates")] == [10.0]
+
+
+def test_outputs_leave_in_texts_of_at_most_outputs_per_row_records_in_order():
+    """A watermark step can release hundreds of thousands of records; they leave in rows of texts of at most
+    OUTPUTS_PER_ROW records per kind, column blocks split where a text fills up, every record once and in
+    order. Oracle: the records listed one by one, against what the texts hold when read back."""
+    from stockmax.jobs.pipeline import OUTPUTS_PER_ROW, _emit
+    from stockmax.operators.columnar import ColumnBlock
+
+    def block(first: int, n: int) -> ColumnBlock:
+        return ColumnBlock([[f"S{first + i}" for i in range(n)], "1s", 1000, np.arange(first, first + n),
+                            np.arange(n, dtype=np.int64), np.linspace(1.5, 9.5, n), np.arange(n) * 7,
+                            np.full(n, 0.25), np.arange(n) * 3, np.full(n, 2.0), 20], n)
+
+    sizes = [1, OUTPUTS_PER_ROW - 1, 3, OUTPUTS_PER_ROW, 2 * OUTPUTS_PER_ROW + 17, 5]
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    outputs = {kind: [] for kind in OUTPUT_KINDS}
+    outputs["max_updates"] = [block(first, n) for first, n in zip(starts, sizes)]
+    outputs["rollups"] = [("R", 60, i, 1.0, 2.0, i, 0.5, i, 1.5, 3, 1.0, 1.25) for i in range(OUTPUTS_PER_ROW + 1)]
+    outputs["alerts"] = [f"A{i}\t{{}}".encode() for i in range(3 * OUTPUTS_PER_ROW)]
+    rows = list(_emit(outputs))
+    want_updates = [(f"S{i}|1s", i) for i in range(sum(sizes))]
+    assert [(key, json.loads(value)["event_time"]) for key, value in keyed_records(rows, "max_updates")] == want_updates
+    assert [json.loads(value)["bucket_start"] for _, value in keyed_records(rows, "rollups")] == \
+        list(range(OUTPUTS_PER_ROW + 1))
+    assert [key for key, _ in keyed_records(rows, "alerts")] == [f"A{i}" for i in range(3 * OUTPUTS_PER_ROW)]
+    for row in rows:
+        for kind in OUTPUT_KINDS:
+            assert len(keyed_records([row], kind)) <= OUTPUTS_PER_ROW
+    assert len(rows) == -(-sum(sizes) // OUTPUTS_PER_ROW)  # max updates fill every text but the last
+    assert list(_emit({kind: [] for kind in OUTPUT_KINDS})) == []
 
 
 def test_each_partition_key_lands_on_its_own_subtask():
@@ -340,8 +381,44 @@ def test_the_jvm_turns_rows_into_the_json_objects_of_their_fields():
                            lambda: rng.uniform(-1e6, 1e6), text_value, lambda: None, lambda: rng.random() < 0.5,
                            lambda: [rng.randint(0, 9), text_value()], lambda: {"a": [text_value()]}])()
 
+    def scalar():
+        return rng.choice([lambda: rng.randint(-2**63, 2**63 - 1), lambda: rng.choice(floats),
+                           lambda: rng.uniform(-1e6, 1e6), text_value, lambda: None, lambda: rng.random() < 0.5])()
+
     def key_part(v) -> str:
         return v if isinstance(v, str) else orjson.dumps(v).decode()
+
+    def made_rows(key_fields: int, width: int) -> list[list]:
+        # A row's first field is never an array (then it would start like a column block).
+        return [[(text_value() if rng.random() < 0.8 else scalar()) if j == 0 else
+                 text_value() if j < key_fields and rng.random() < 0.8 else value() for j in range(width)]
+                for _ in range(rng.choice([0, 0, 1, 2, 7, 50]))]
+
+    def made_block(key_fields: int, width: int) -> tuple[list, list[list]]:
+        """A column block as the job writes one (numpy columns through orjson's numpy support, values that all
+        records share written once), and its records as rows."""
+        n = rng.choice([0, 1, 2, 5, 40])
+        columns, rows = [], [[] for _ in range(n)]
+        for j in range(width):
+            kind = "list" if j == 0 else rng.choice(["list", "shared", "floats", "ints"])
+            if kind == "shared":  # anything but an array
+                shared = rng.choice([scalar, lambda: {"a": [text_value()]}])()
+                columns.append(shared)
+                values = [shared] * n
+            elif kind == "floats":
+                column = np.array([rng.choice(floats + [rng.uniform(-1e6, 1e6)]) for _ in range(n)], np.float64)
+                columns.append(column)
+                values = column.tolist()
+            elif kind == "ints":
+                column = np.array([rng.randint(-2**63, 2**63 - 1) for _ in range(n)], np.int64)
+                columns.append(column)
+                values = column.tolist()
+            else:
+                values = [(text_value() if j < key_fields and rng.random() < 0.8 else value()) for _ in range(n)]
+                columns.append(values)
+            for row, v in zip(rows, values):
+                row.append(v)
+        return columns, rows
 
     shapes = {"two": (2, ("symbol", "window", "n", "x", "y")), "one": (1, ("symbol", "é", "z"))}
     topics = ["p.two", "p.lines", "p.one"]
@@ -357,13 +434,24 @@ def test_the_jvm_turns_rows_into_the_json_objects_of_their_fields():
                 expected += [(topic, *line.split(b"\t", 1)) for line in lines]
                 continue
             key_fields, fields = shapes[kind]
-            made = [[text_value() if j < key_fields and rng.random() < 0.8 else value() for j in range(len(fields))]
-                    for _ in range(rng.choice([0, 0, 1, 2, 7, 50]))]
-            texts.append(orjson.dumps(made) if made or rng.random() < 0.5 else b"")  # no rows: [] or nothing
+            items, made = [], []  # rows and column blocks, in any order; the records they hold
+            for _ in range(rng.choice([0, 1, 3])):
+                if rng.random() < 0.5:
+                    rows_made = made_rows(key_fields, len(fields))
+                    items += rows_made
+                else:
+                    block, rows_made = made_block(key_fields, len(fields))
+                    items.append(block)
+                made += rows_made
+            texts.append(orjson.dumps(items, option=orjson.OPT_SERIALIZE_NUMPY) if items or rng.random() < 0.5
+                         else b"")  # nothing: [] or no text at all
             expected += [(topic, "|".join(map(key_part, r[:key_fields])).encode(), orjson.dumps(dict(zip(fields, r))))
                          for r in made]
         rows.append(tuple(texts))
     assert len(expected) > 5000
+    blocks = [item for row in rows for text in row[::2] if text for item in orjson.loads(text)
+              if item and isinstance(item[0], list)]
+    assert len(blocks) > 100 and any(len(block[0]) == 0 for block in blocks)
     assert _split_in_flink(rows, ";".join(topics), shape_text) == expected
 
     # The job's own texts, as its keyed function writes them for the sink: what its tests read (keyed_records).
@@ -380,7 +468,11 @@ def test_the_jvm_turns_rows_into_the_json_objects_of_their_fields():
     assert _split_in_flink([tuple(row) for row in outputs], ";".join(topic_of.values()), split_outputs_shapes()) == want
 
     # Rows that do not match their shape can only come from a bug on the Python side: the job fails.
-    for text, message in ((b'[["A","1s",1,2]]', "a row of 4 values, not 5"), (b'[["A","1s",1,2,3]', "']' expected")):
+    for text, message in ((b'[["A","1s",1,2]]', "a row of 4 values, not 5"), (b'[["A","1s",1,2,3]', "']' expected"),
+                          (b'[[["A"],"1s",1,2]]', "a block of 4 columns, not 5"),
+                          (b'[[["A"],"1s",1,2,3,4]]', "a block of more than 5 columns"),
+                          (b'[[["A","B"],"1s",[1],2,3]]', "a column of 1 values in a block of 2"),
+                          (b'[[["A"],"1s",1,2,3],["B"', "a row cut short")):
         with pytest.raises(Py4JJavaError) as failure:
             _split_in_flink([(text,)], "t", "2:symbol,window,n,x,y")
         assert message in str(failure.value)

@@ -21,7 +21,10 @@ import org.apache.flink.table.functions.TableFunction;
  *   <li>{@code K:f1,f2,...}: a JSON array of rows, each a JSON array of the fields f1, f2, ... in order (as
  *   orjson writes them: no white space). Every row becomes a record whose value is the JSON object
  *   {@code {"f1":v1,"f2":v2,...}}, each value's text copied as it is, and whose key is its first K values
- *   (strings unquoted) joined by '|'.</li>
+ *   (strings unquoted) joined by '|'. Among the rows may stand column blocks: a JSON array of the fields'
+ *   columns, each an array of n values or one value that all n records share, the first always an array
+ *   (so a block starts with "[[", a row never does: no field of a row is an array). A block's records are
+ *   made as its rows would be.</li>
  * </ul>
  *
  * <p>Why rows: in Python a record's dict and the serialisation of its field names cost most of its time
@@ -47,6 +50,9 @@ public class SplitOutputs extends TableFunction<RowData> {
     private StringData[] topicNames;
     /** Per text: null for lines, else the row shape. */
     private RowShape[] shapes;
+    /** A column block's values, per field: where each starts and ends (reused from block to block). */
+    private int[][] columnStarts = new int[0][];
+    private int[][] columnEnds = new int[0][];
 
     /** How a text of rows becomes records. */
     private static final class RowShape {
@@ -154,6 +160,15 @@ public class SplitOutputs extends TableFunction<RowData> {
         }
         while (true) {
             int rowStart = pos;
+            if (pos + 1 < text.length && text[pos] == '[' && text[pos + 1] == '[') {
+                pos = splitBlock(topic, shape, text, pos);
+                if (pos < text.length && text[pos] == ',') {
+                    pos++;
+                    continue;
+                }
+                expectEnd(text, expect(text, pos, ']'));
+                return;
+            }
             pos = expect(text, pos, '[');
             int n = 0;
             while (true) {
@@ -186,6 +201,87 @@ public class SplitOutputs extends TableFunction<RowData> {
                 return;
             }
         }
+    }
+
+    /** The column block at pos, its records collected; returns where it ends. */
+    private int splitBlock(StringData topic, RowShape shape, byte[] text, int pos) {
+        int blockStart = pos;
+        int fields = shape.parts.length - 1;
+        if (columnStarts.length < fields) {
+            columnStarts = new int[fields][64];
+            columnEnds = new int[fields][64];
+        }
+        boolean[] shared = new boolean[fields];
+        int[] starts = new int[fields];
+        int[] ends = new int[fields];
+        int n = -1;
+        pos = expect(text, pos, '[');
+        for (int f = 0; f < fields; f++) {
+            if (f > 0) {
+                if (pos < text.length && text[pos] == ']') {
+                    throw malformed(text, blockStart, "a block of " + f + " columns, not " + fields);
+                }
+                pos = expect(text, pos, ',');
+            }
+            if (pos >= text.length) {
+                throw malformed(text, blockStart, "a block cut short");
+            }
+            if (text[pos] != '[') {
+                if (f == 0) {
+                    throw malformed(text, blockStart, "a block whose first column is not an array");
+                }
+                shared[f] = true;
+                starts[f] = pos;
+                pos = skipValue(text, pos);
+                ends[f] = pos;
+                continue;
+            }
+            pos++;
+            int count = 0;
+            if (pos < text.length && text[pos] == ']') {
+                pos++;
+            } else {
+                while (true) {
+                    if (count == columnStarts[f].length) {
+                        columnStarts[f] = Arrays.copyOf(columnStarts[f], count * 2);
+                        columnEnds[f] = Arrays.copyOf(columnEnds[f], count * 2);
+                    }
+                    columnStarts[f][count] = pos;
+                    pos = skipValue(text, pos);
+                    columnEnds[f][count++] = pos;
+                    if (pos >= text.length) {
+                        throw malformed(text, blockStart, "a column cut short");
+                    }
+                    if (text[pos] == ',') {
+                        pos++;
+                    } else if (text[pos] == ']') {
+                        pos++;
+                        break;
+                    } else {
+                        throw malformed(text, blockStart, "'" + (char) text[pos] + "' after a value");
+                    }
+                }
+            }
+            if (n < 0) {
+                n = count;
+            } else if (count != n) {
+                throw malformed(text, blockStart, "a column of " + count + " values in a block of " + n);
+            }
+        }
+        if (pos < text.length && text[pos] == ',') {
+            throw malformed(text, blockStart, "a block of more than " + fields + " columns");
+        }
+        pos = expect(text, pos, ']');
+        for (int r = 0; r < n; r++) {
+            for (int f = 0; f < fields; f++) {
+                if (!shared[f]) {
+                    starts[f] = columnStarts[f][r];
+                    ends[f] = columnEnds[f][r];
+                }
+            }
+            collect(GenericRowData.of(topic, key(text, shape.keyFields, starts, ends), value(text, shape, starts, ends)));
+        }
+        return pos;
     }
 
     private static byte[] value(byte[] text, RowShape shape, int[] starts, int[] ends) {
