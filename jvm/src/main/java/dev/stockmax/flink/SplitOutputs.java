@@ -50,9 +50,12 @@ public class SplitOutputs extends TableFunction<RowData> {
     private StringData[] topicNames;
     /** Per text: null for lines, else the row shape. */
     private RowShape[] shapes;
-    /** A column block's values, per field: where each starts and ends (reused from block to block). */
-    private int[][] columnStarts = new int[0][];
-    private int[][] columnEnds = new int[0][];
+    /** Where the values of a scanned array start and end, per slot (a row uses slot 0, a block's column f slot
+     * f); reused from call to call, grown as needed. */
+    private int[][] valueStarts = new int[0][];
+    private int[][] valueEnds = new int[0][];
+    /** How many values the last scanArray found. */
+    private int scanned;
 
     /** How a text of rows becomes records. */
     private static final class RowShape {
@@ -151,8 +154,6 @@ public class SplitOutputs extends TableFunction<RowData> {
             return;
         }
         int fields = shape.parts.length - 1;
-        int[] starts = new int[fields];
-        int[] ends = new int[fields];
         int pos = expect(text, 0, '[');
         if (pos < text.length && text[pos] == ']') {
             expectEnd(text, pos + 1);
@@ -169,30 +170,12 @@ public class SplitOutputs extends TableFunction<RowData> {
                 expectEnd(text, expect(text, pos, ']'));
                 return;
             }
-            pos = expect(text, pos, '[');
-            int n = 0;
-            while (true) {
-                if (n == fields) {
-                    throw malformed(text, rowStart, "a row with more than " + fields + " values");
-                }
-                starts[n] = pos;
-                pos = skipValue(text, pos);
-                ends[n++] = pos;
-                if (pos >= text.length) {
-                    throw malformed(text, rowStart, "a row cut short");
-                }
-                if (text[pos] == ',') {
-                    pos++;
-                } else if (text[pos] == ']') {
-                    pos++;
-                    break;
-                } else {
-                    throw malformed(text, rowStart, "'" + (char) text[pos] + "' after a value");
-                }
+            pos = scanArray(text, pos, 0, "a row");
+            if (scanned != fields) {
+                throw malformed(text, rowStart, "a row of " + scanned + " values, not " + fields);
             }
-            if (n != fields) {
-                throw malformed(text, rowStart, "a row of " + n + " values, not " + fields);
-            }
+            int[] starts = valueStarts[0];
+            int[] ends = valueEnds[0];
             collect(GenericRowData.of(topic, key(text, shape.keyFields, starts, ends), value(text, shape, starts, ends)));
             if (pos < text.length && text[pos] == ',') {
                 pos++;
@@ -207,10 +190,6 @@ public class SplitOutputs extends TableFunction<RowData> {
     private int splitBlock(StringData topic, RowShape shape, byte[] text, int pos) {
         int blockStart = pos;
         int fields = shape.parts.length - 1;
-        if (columnStarts.length < fields) {
-            columnStarts = new int[fields][64];
-            columnEnds = new int[fields][64];
-        }
         boolean[] shared = new boolean[fields];
         int[] starts = new int[fields];
         int[] ends = new int[fields];
@@ -236,36 +215,11 @@ public class SplitOutputs extends TableFunction<RowData> {
                 ends[f] = pos;
                 continue;
             }
-            pos++;
-            int count = 0;
-            if (pos < text.length && text[pos] == ']') {
-                pos++;
-            } else {
-                while (true) {
-                    if (count == columnStarts[f].length) {
-                        columnStarts[f] = Arrays.copyOf(columnStarts[f], count * 2);
-                        columnEnds[f] = Arrays.copyOf(columnEnds[f], count * 2);
-                    }
-                    columnStarts[f][count] = pos;
-                    pos = skipValue(text, pos);
-                    columnEnds[f][count++] = pos;
-                    if (pos >= text.length) {
-                        throw malformed(text, blockStart, "a column cut short");
-                    }
-                    if (text[pos] == ',') {
-                        pos++;
-                    } else if (text[pos] == ']') {
-                        pos++;
-                        break;
-                    } else {
-                        throw malformed(text, blockStart, "'" + (char) text[pos] + "' after a value");
-                    }
-                }
-            }
+            pos = scanArray(text, pos, f, "a column");
             if (n < 0) {
-                n = count;
-            } else if (count != n) {
-                throw malformed(text, blockStart, "a column of " + count + " values in a block of " + n);
+                n = scanned;
+            } else if (scanned != n) {
+                throw malformed(text, blockStart, "a column of " + scanned + " values in a block of " + n);
             }
         }
         if (pos < text.length && text[pos] == ',') {
@@ -275,8 +229,8 @@ public class SplitOutputs extends TableFunction<RowData> {
         for (int r = 0; r < n; r++) {
             for (int f = 0; f < fields; f++) {
                 if (!shared[f]) {
-                    starts[f] = columnStarts[f][r];
-                    ends[f] = columnEnds[f][r];
+                    starts[f] = valueStarts[f][r];
+                    ends[f] = valueEnds[f][r];
                 }
             }
             collect(GenericRowData.of(topic, key(text, shape.keyFields, starts, ends), value(text, shape, starts, ends)));
@@ -284,14 +238,57 @@ public class SplitOutputs extends TableFunction<RowData> {
         return pos;
     }
 
+    /**
+     * The array that opens at pos: its values' starts and ends into valueStarts[slot] and valueEnds[slot], how many
+     * into scanned; returns where it ends. what names the array in an error.
+     */
+    private int scanArray(byte[] text, int pos, int slot, String what) {
+        if (valueStarts.length <= slot) {
+            valueStarts = Arrays.copyOf(valueStarts, slot + 1);
+            valueEnds = Arrays.copyOf(valueEnds, slot + 1);
+        }
+        if (valueStarts[slot] == null) {
+            valueStarts[slot] = new int[16];
+            valueEnds[slot] = new int[16];
+        }
+        int arrayStart = pos;
+        pos = expect(text, pos, '[');
+        int count = 0;
+        if (pos < text.length && text[pos] == ']') {
+            scanned = 0;
+            return pos + 1;
+        }
+        while (true) {
+            if (count == valueStarts[slot].length) {
+                valueStarts[slot] = Arrays.copyOf(valueStarts[slot], count * 2);
+                valueEnds[slot] = Arrays.copyOf(valueEnds[slot], count * 2);
+            }
+            valueStarts[slot][count] = pos;
+            pos = skipValue(text, pos);
+            valueEnds[slot][count++] = pos;
+            if (pos >= text.length) {
+                throw malformed(text, arrayStart, what + " cut short");
+            }
+            if (text[pos] == ',') {
+                pos++;
+            } else if (text[pos] == ']') {
+                scanned = count;
+                return pos + 1;
+            } else {
+                throw malformed(text, arrayStart, "'" + (char) text[pos] + "' after a value");
+            }
+        }
+    }
+
     private static byte[] value(byte[] text, RowShape shape, int[] starts, int[] ends) {
+        int fields = shape.parts.length - 1;  // starts and ends may be longer (scratch arrays)
         int size = shape.partsLength;
-        for (int i = 0; i < starts.length; i++) {
+        for (int i = 0; i < fields; i++) {
             size += ends[i] - starts[i];
         }
         byte[] out = new byte[size];
         int at = 0;
-        for (int i = 0; i < starts.length; i++) {
+        for (int i = 0; i < fields; i++) {
             byte[] part = shape.parts[i];
             System.arraycopy(part, 0, out, at, part.length);
             at += part.length;
