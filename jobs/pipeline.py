@@ -59,13 +59,13 @@ RECORD = Types.ROW_NAMED(["k", "v"], [Types.STRING(), Types.STRING()])
 DEAD = OutputTag("dead", RECORD)
 # The keyed function's outputs of one call, per kind one UTF-8 text: for max updates and rollups a JSON array
 # of rows (each an array of the fields in ROW_KINDS, in order, as one orjson call writes them) and column blocks
-# (operators.columnar.ColumnBlock: an array of the fields' columns), for the other kinds "key<TAB>JSON value" lines. One element crosses from Python to the JVM per call, as bytes, which PyFlink
-# passes on at no cost per record (arrays of rows cost ~0.8 µs per record to encode, plus building the rows; a
-# STRING is decoded on the JVM side by Flink's own per-character loop); SPLIT_OUTPUTS cuts them into (topic,
-# key, value) records again, in the JVM, still as bytes: a row becomes the JSON object of its fields (each
-# value's text as orjson wrote it), keyed by its first fields joined with '|'. Neither part of a line can hold
-# a tab or a line break: keys are symbols (the schema's pattern) and window names, and JSON escapes both
-# inside strings.
+# (operators.columnar.ColumnBlock: an array of the fields' columns), for the other kinds "key<TAB>JSON value"
+# lines. One element crosses from Python to the JVM per call, as bytes, which PyFlink passes on at no cost per
+# record (arrays of rows cost ~0.8 µs per record to encode, plus building the rows; a STRING is decoded on the
+# JVM side by Flink's own per-character loop); SPLIT_OUTPUTS cuts them into (topic, key, value) records again,
+# in the JVM, still as bytes: a row (or a block's row) becomes the JSON object of its fields (each value's text
+# as orjson wrote it), keyed by its first fields joined with '|'. Neither part of a line can hold a tab or a
+# line break: keys are symbols (the schema's pattern) and window names, and JSON escapes both inside strings.
 OUTPUT_KINDS = ("max_updates", "alerts", "rollups", "late", "duplicates")
 OUTPUTS = Types.ROW_NAMED(list(OUTPUT_KINDS), [Types.PRIMITIVE_ARRAY(Types.BYTE())] * len(OUTPUT_KINDS))
 # jvm/src/main/java/dev/stockmax/flink/SplitOutputs.java, in the jar FUNCTIONS_JAR.
