@@ -57,9 +57,6 @@ class ColumnBlock:
     def from_rows(cls, rows: list[tuple]) -> "ColumnBlock":
         return cls([list(column) for column in zip(*rows)], len(rows))
 
-    def __len__(self) -> int:
-        return self.n
-
     def slice(self, start: int, stop: int) -> "ColumnBlock":
         """Records start..stop-1 (numpy slices are views: no copy)."""
         stop = min(stop, self.n)
