@@ -22,6 +22,7 @@ StepOutputs.
 from __future__ import annotations
 
 import itertools
+import math
 import operator
 from typing import NamedTuple, Sequence
 
@@ -30,7 +31,7 @@ import orjson
 
 from .durations import format_duration
 from .reorder import ReleasedTicks
-from .rollups import ROLLUP_FIELDS
+from .rollups import ROLLUP_FIELDS, row
 from .symbol import MAX_UPDATE_FIELDS, Outputs, SymbolProcessor
 from .tick import Tick
 
@@ -335,12 +336,14 @@ class _ColumnarStep:
         layout = _HeldThenReleased(held_len, segments.last - segments.first + 1)
         prices = layout.array(self.p, list(itertools.chain.from_iterable(held)), np.float64)
         count = np.minimum(n_average, layout.tick_pos - layout.start[layout.segment[layout.tick_pos]] + 1)
-        total = np.zeros(len(self.p))
-        for back in range(n_average):
-            total += np.where(back < count, prices[np.maximum(layout.tick_pos - back, 0)], 0.0)
+        # The correctly rounded sum of each tick's last n prices (math.fsum, as MovingAverage.push): a plain
+        # sum would depend on the order of its terms and differ from it in the last bits.
+        price_list = prices.tolist()
+        total = np.array([math.fsum(price_list[b - c + 1:b + 1])
+                          for b, c in zip(layout.tick_pos.tolist(), count.tolist())], np.float64)
         ends = layout.end[segments.symbols_last].tolist()
         starts = np.maximum(layout.start[segments.symbols_last], layout.end[segments.symbols_last] - n_average)
-        recent = [prices[a:b].tolist() for a, b in zip(starts.tolist(), ends)]
+        recent = [price_list[a:b] for a, b in zip(starts.tolist(), ends)]
         return total / count, recent
 
     def _max_updates(self, segments: _Segments, carried: list[SymbolProcessor], extremes: dict,
@@ -415,7 +418,9 @@ class _ColumnarStep:
         t, p, v, row_symbol = self.t, self.p, self.v, self.row_symbol
         n = len(t)
         index = np.arange(n)
-        price_volume = p * v
+        # Sums of volume and price * volume per run, exact whatever the runs (operators.sums): what the ticks
+        # one by one would give, bit for bit.
+        volumes, price_volumes = v.tolist(), (p * v).tolist()
         processors, symbols = self.processors, self.symbols
         for r_index, resolution_s in enumerate(self.rules.rollup_resolutions_s):
             size = resolution_s * 1_000_000
@@ -430,27 +435,21 @@ class _ColumnarStep:
             low_first = np.minimum.reduceat(np.where(p == low[run], index, n), starts)
             ends = np.append(starts[1:], n) - 1
             run_symbol = row_symbol[starts]
-            volume = np.add.reduceat(v, starts)
-            price_volume_sum = np.add.reduceat(price_volume, starts)
-            columns = (bucket[starts], p[starts], high, t[high_first], low, t[low_first], p[ends], ends - starts + 1,
-                       volume)
+            columns = (bucket[starts], p[starts], high, t[high_first], low, t[low_first], p[ends], ends - starts + 1)
             symbols_first = self.first_of_symbol[starts]
             symbols_last = np.append(run_symbol[1:] != run_symbol[:-1], True)
             edge = np.flatnonzero(symbols_first | symbols_last)
             middle = np.flatnonzero(~(symbols_first | symbols_last))
-            vwap = np.divide(price_volume_sum[middle], volume[middle], out=np.zeros(len(middle)),
-                             where=volume[middle] > 0).tolist()
-            for i in np.flatnonzero(volume[middle] <= 0).tolist():
-                vwap[i] = None
             middle_symbol = run_symbol[middle]
-            rows = list(zip(map(symbols.__getitem__, middle_symbol.tolist()), itertools.repeat(resolution_s),
-                            *(column[middle].tolist() for column in columns), vwap))
+            rows = [row(symbols[s], resolution_s, *aggregate, volumes[a:b + 1], price_volumes[a:b + 1])
+                    for s, *aggregate, a, b in zip(middle_symbol.tolist(), *(column[middle].tolist() for column in columns),
+                                                   starts[middle].tolist(), ends[middle].tolist())]
             # Each symbol's middle rows: rows[row_at[s]:row_at[s + 1]].
             row_at = np.searchsorted(middle_symbol, np.arange(len(symbols) + 1)).tolist()
-            for s, first, *aggregate in zip(run_symbol[edge].tolist(), symbols_first[edge].tolist(),
-                                            *(column[edge].tolist() for column in columns),
-                                            price_volume_sum[edge].tolist()):
+            for s, first, *aggregate, a, b in zip(run_symbol[edge].tolist(), symbols_first[edge].tolist(),
+                                                  *(column[edge].tolist() for column in columns),
+                                                  starts[edge].tolist(), ends[edge].tolist()):
                 builder = processors[s].rollups[r_index]
                 if not first and row_at[s] < row_at[s + 1]:
                     builder.add_closed(rows[row_at[s]:row_at[s + 1]])
-                builder.add_run(symbols[s], *aggregate)
+                builder.add_run(symbols[s], *aggregate, volumes[a:b + 1], price_volumes[a:b + 1])

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from . import sums
 from .tick import Tick
 
 # A row's fields, in order (the rollups topic's value is the JSON object of these; schemas/rollup.schema.json).
 ROLLUP_FIELDS = ("symbol", "resolution_s", "bucket_start", "open", "high", "high_time", "low", "low_time", "close",
                  "count", "volume", "vwap")
+
+
+def row(symbol: str, resolution_s: int, start: int, first: float, high: float, high_time: int, low: float,
+        low_time: int, last: float, count: int, volume_terms: list[float], price_volume_terms: list[float]) -> tuple:
+    """A closed bucket's row (ROLLUP_FIELDS): its volume the correctly rounded sum of its ticks' volumes, its
+    VWAP the correctly rounded sum of price * volume (each product rounded) over that volume; None when no
+    volume."""
+    volume = sums.value(volume_terms)
+    return (symbol, resolution_s, start, first, high, high_time, low, low_time, last, count, volume,
+            sums.value(price_volume_terms) / volume if volume > 0 else None)
 
 
 class RollupBuilder:
@@ -33,20 +44,21 @@ class RollupBuilder:
 
     def add(self, tick: Tick) -> None:
         t, p = tick.event_time, tick.price
-        self.add_run(tick.symbol, t - t % self.resolution_us, p, p, t, p, t, p, 1, tick.volume, p * tick.volume)
+        self.add_run(tick.symbol, t - t % self.resolution_us, p, p, t, p, t, p, 1, [tick.volume], [p * tick.volume])
 
     def add_run(self, symbol: str, start: int, first: float, high: float, high_time: int, low: float, low_time: int,
-                last: float, count: int, volume: float, price_volume: float) -> None:
+                last: float, count: int, volume: list[float], price_volume: list[float]) -> None:
         """Add ticks of one bucket, in order, given as their aggregate: first and last price, highest and
-        lowest with the earliest time of each, count, volume, sum of price * volume. (One tick: add.)"""
+        lowest with the earliest time of each, count, and the volumes and prices * volumes (any terms whose
+        exact sums are theirs: operators.sums). (One tick: add.)"""
         b = self._open_bucket
         if b is not None and b[1] != start:
             self._closed.append(self._row(b))
             b = None
         if b is None:
             # symbol, start, open, high, high_time, low, low_time, close, count, volume, price*volume
-            self._open_bucket = [symbol, start, first, high, high_time, low, low_time, last, count, volume,
-                                 price_volume]
+            self._open_bucket = [symbol, start, first, high, high_time, low, low_time, last, count, list(volume),
+                                 list(price_volume)]
             return
         if high > b[3]:
             b[3], b[4] = high, high_time
@@ -54,8 +66,8 @@ class RollupBuilder:
             b[5], b[6] = low, low_time
         b[7] = last
         b[8] += count
-        b[9] += volume
-        b[10] += price_volume
+        b[9] = sums.add(b[9], volume)
+        b[10] = sums.add(b[10], price_volume)
 
     def add_closed(self, rows: list[tuple]) -> None:
         """Rows of complete buckets that follow the open one (which this closes), oldest first: what add_run
@@ -88,14 +100,17 @@ class RollupBuilder:
         return self._open_bucket is None and not self._closed
 
     def _row(self, b: list) -> tuple:
-        symbol, start, o, h, ht, lo, lt, c, n, vol, pv = b
-        return (symbol, self.resolution_s, start, o, h, ht, lo, lt, c, n, vol, (pv / vol) if vol > 0 else None)
+        symbol, start, o, h, ht, lo, lt, c, n, volume_terms, pv_terms = b
+        return row(symbol, self.resolution_s, start, o, h, ht, lo, lt, c, n, volume_terms, pv_terms)
 
     def __getstate__(self):
         return (self.resolution_s, self._open_bucket, self._closed)
 
     def __setstate__(self, state):
         self.resolution_s, self._open_bucket, self._closed = state
+        if self._open_bucket is not None and not isinstance(self._open_bucket[9], list):
+            # Checkpoints from before sums were exact hold the running float sums.
+            self._open_bucket[9:11] = [[self._open_bucket[9]], [self._open_bucket[10]]]
         # Checkpoints from before rows were tuples hold dicts.
         self._closed = [tuple(row[f] for f in ROLLUP_FIELDS) if isinstance(row, dict) else row for row in self._closed]
         self.resolution_us = self.resolution_s * 1_000_000

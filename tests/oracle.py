@@ -1,6 +1,7 @@
 """Brute-force expected outputs, computed from the ticks alone and written independently of operators/.
 
-No deques, no incremental state: every window is re-scanned from the full list of applied ticks. The
+No deques, no incremental state: every window is re-scanned from the full list of applied ticks. Sums of
+floats are exact (Fractions), rounded once at the end: the semantics say sums are correctly rounded. The
 oracle takes ticks in arrival order and assumes none is late (the test data keeps its disorder within the
 watermark bound); duplicates are the later arrivals of an already-seen (symbol, exchange, seq).
 """
@@ -8,7 +9,7 @@ watermark bound); duplicates are the later arrivals of an already-seen (symbol, 
 from __future__ import annotations
 
 from collections import defaultdict
-from statistics import fmean
+from fractions import Fraction
 
 DEFAULT_WINDOWS_MS = (1000, 60_000, 300_000, 3_600_000)
 
@@ -26,6 +27,11 @@ def split_duplicates(ticks: list[dict]) -> tuple[list[dict], list[dict]]:
         (repeats if key in seen else kept).append(tick)
         seen.add(key)
     return kept, repeats
+
+
+def exact_sum(values) -> float:
+    """The sum of floats, computed exactly and rounded once to the nearest float."""
+    return float(sum(map(Fraction, values), Fraction(0)))
 
 
 def apply_order(ticks: list[dict]) -> dict[str, list[dict]]:
@@ -98,7 +104,8 @@ def expected_max_updates(ticks: list[dict], windows_ms=DEFAULT_WINDOWS_MS, spike
         for segment in segments(applied, _idle_gap(windows_ms, spike_window_ms, bound_ms)):
             previous = {}
             for k, tick in enumerate(segment):
-                average = fmean(t["price"] for t in segment[max(0, k - average_n + 1): k + 1])
+                last = [t["price"] for t in segment[max(0, k - average_n + 1): k + 1]]
+                average = exact_sum(last) / len(last)
                 for w in windows_ms:
                     low, low_time, high, high_time = window_extremes(segment, k, w * 1000)
                     if previous.get(w) != (high, low):
@@ -120,14 +127,14 @@ def expected_rollups(ticks: list[dict], resolution_s: int) -> list[dict]:
         for start, members in sorted(buckets.items()):
             prices = [t["price"] for t in members]
             high, low = max(prices), min(prices)
-            volume = sum(t["volume"] for t in members)
+            volume = exact_sum(t["volume"] for t in members)
             rows.append({
                 "symbol": symbol, "resolution_s": resolution_s, "bucket_start": start,
                 "open": prices[0], "close": prices[-1], "high": high, "low": low,
                 "high_time": next(t["event_time"] for t in members if t["price"] == high),
                 "low_time": next(t["event_time"] for t in members if t["price"] == low),
                 "count": len(members), "volume": volume,
-                "vwap": sum(t["price"] * t["volume"] for t in members) / volume if volume > 0 else None,
+                "vwap": exact_sum(t["price"] * t["volume"] for t in members) / volume if volume > 0 else None,
             })
     return rows
 
@@ -138,6 +145,7 @@ def alert_key(alert: dict) -> tuple:
 
 
 def update_key(update: dict) -> tuple:
-    """Everything but the moving average, which is compared approximately."""
+    """A max update's fields the oracle computes (every field but window_ms and moving_average_ticks, which
+    restate settings), compared exactly."""
     return (update["symbol"], update["window"], update["event_time"], update["seq"], update["max"],
-            update["max_time"], update["min"], update["min_time"])
+            update["max_time"], update["min"], update["min_time"], update["moving_average"])

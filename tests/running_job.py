@@ -16,10 +16,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from cli_env import cli_env
-from oracle import alert_key, expected_alerts, expected_rollups, update_key
-from pure_run import run_processor
+from oracle import alert_key, expected_alerts, expected_max_updates, expected_rollups, update_key
 from stockmax import kafka_io, sample
-from stockmax.operators.tick import Tick
 
 CONVERGE_S = 240
 
@@ -42,7 +40,9 @@ def group_alive(pgid: int) -> bool:
 
 
 def rollup_values(r: dict) -> tuple:
-    return (r["symbol"], r["resolution_s"], r["bucket_start"], r["open"], r["high"], r["low"], r["close"], r["count"])
+    """Every field of a rollup row, compared exactly."""
+    return (r["symbol"], r["resolution_s"], r["bucket_start"], r["open"], r["high"], r["high_time"], r["low"],
+            r["low_time"], r["close"], r["count"], r["volume"], r["vwap"])
 
 
 def kafka_outputs(settings) -> dict:
@@ -115,7 +115,9 @@ def expected_outputs(settings, data: list[dict]) -> dict:
     rules = settings.rules()
     return {
         "alerts": Counter(map(alert_key, expected_alerts(data, settings.spike_threshold_pct, settings.spike_window_ms))),
-        "max_updates": Counter(map(update_key, run_processor([Tick(**t) for t in data], rules)["max_updates"])),
+        "max_updates": Counter(map(update_key, expected_max_updates(
+            data, tuple(w // 1000 for w in rules.windows_us), settings.spike_window_ms, settings.watermark_bound_ms,
+            settings.moving_average_ticks))),
         "rollups": Counter(rollup_values(r) for res in rules.rollup_resolutions_s for r in expected_rollups(data, res)),
         "late": 0,
     }
