@@ -39,7 +39,7 @@ from pathlib import Path
 
 import orjson
 from pyflink.common import Configuration, Row, Types
-from pyflink.datastream import KeyedProcessFunction, OutputTag, ProcessFunction, StreamExecutionEnvironment
+from pyflink.datastream import DataStream, KeyedProcessFunction, OutputTag, ProcessFunction, StreamExecutionEnvironment
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 from pyflink import java_gateway
 from pyflink.java_gateway import get_gateway
@@ -49,7 +49,7 @@ from stockmax import class_archive
 from stockmax import config as stockmax_config
 from stockmax.config import FUNCTIONS_JAR, KAFKA_CONNECTOR_JAR, LOCAL_JVM_CLASS_ARCHIVE_DIR, Settings
 from stockmax.operators.columnar import ROW_KINDS, ColumnBlock, advance_symbols, block_columns, output_line
-from stockmax.operators.records import dead_letter, pack_fields, pack_record, unpack_tick_fields
+from stockmax.operators.records import dead_letter, decode_group, pack_fields, pack_group, unpack_tick_fields
 from stockmax.operators.schedule import DueSchedule
 from stockmax.operators.symbol import Rules, SymbolProcessor, frontier_from_watermark_ms, watermark_ms_for_frontier
 from stockmax.operators.tick import REASON_CODES, Tick, TickLimits
@@ -68,8 +68,9 @@ DEAD = OutputTag("dead", RECORD)
 # line break: keys are symbols (the schema's pattern) and window names, and JSON escapes both inside strings.
 OUTPUT_KINDS = ("max_updates", "alerts", "rollups", "late", "duplicates")
 OUTPUTS = Types.ROW_NAMED(list(OUTPUT_KINDS), [Types.PRIMITIVE_ARRAY(Types.BYTE())] * len(OUTPUT_KINDS))
-# jvm/src/main/java/dev/stockmax/flink/SplitOutputs.java, in the jar FUNCTIONS_JAR.
+# jvm/src/main/java/dev/stockmax/flink/SplitOutputs.java and GroupRecords.java, in the jar FUNCTIONS_JAR.
 SPLIT_OUTPUTS_CLASS = "dev.stockmax.flink.SplitOutputs"
+GROUP_RECORDS_CLASS = "dev.stockmax.flink.GroupRecords"
 # The worker holds every symbol's state as objects; a full collection walks all of them, and with the default
 # thresholds it ran every few thousand allocations (~10 % of the time). The state has no reference cycles.
 WORKER_GC_THRESHOLDS = (50_000, 20, 100)
@@ -105,11 +106,12 @@ def partition_keys(partitions: int, max_parallelism: int = MAX_PARALLELISM) -> t
 
 
 class ParseTicks(ProcessFunction):
-    """A Kafka record (value bytes, partition, offset) -> (its partition's key, its ticks as pack_record makes
-    them): one JSON tick or an Arrow batch of them. Anything unusable goes to the dead-letter output with its
-    reason, its original bytes and where it was read from. keys: partition_keys(); a partition beyond them
-    (a topic grown under the job) is keyed by its number, which may share a key with another partition:
-    harmless, the key then holds both partitions' symbols."""
+    """A partition's records, grouped in the JVM (GROUP_RECORDS: Row(partition, records)) -> (its partition's
+    key, its ticks as pack_group makes them), an element per run of ticks: JSON ticks (one per record) or
+    Arrow batches of them. Anything unusable goes to the dead-letter output with its reason, its original
+    bytes and where it was read from. keys: partition_keys(); a partition beyond them (a topic grown under
+    the job) is keyed by its number, which may share a key with another partition: harmless, the key then
+    holds both partitions' symbols."""
 
     def __init__(self, source_topic: str, limits: TickLimits, keys: tuple[int, ...]) -> None:
         self.source_topic = source_topic
@@ -122,9 +124,10 @@ class ParseTicks(ProcessFunction):
         # One counter per reason (metric group reason=<code>), registered up front as PyFlink requires.
         group = runtime_context.get_metrics_group()
         self.dead_letters = {code: group.add_group("reason", code).counter("deadLetters") for code in REASON_CODES}
+        self.records_in = group.counter("recordsIn")
         self.wake_keys = True
 
-    def process_element(self, record: Row, ctx):
+    def process_element(self, grouped: Row, ctx):
         if self.wake_keys:
             # Once per attempt, an empty batch to every partition key: a restored key sets its timer again
             # on its first call (SymbolFunction.open says why), and a partition whose input all came before
@@ -132,15 +135,20 @@ class ParseTicks(ProcessFunction):
             self.wake_keys = False
             for key in self.keys:
                 yield key, NO_TICKS
-        packed, refused = pack_record(record.value, ctx.timestamp(), self.limits)
-        for item in refused:
-            self.dead_letters[item.rejection.code].inc()
-            key, value = dead_letter(item, self.source_topic, record.partition, record.offset, ctx.timestamp(),
-                                     int(time.time() * 1_000_000))
-            yield DEAD, _record(key, value)
-        if packed is not None:
-            keys = self.keys
-            yield keys[record.partition] if record.partition < len(keys) else record.partition, packed
+        partition = grouped[0]
+        records = decode_group(grouped[1])
+        self.records_in.inc(len(records.values))
+        packed, refused = pack_group(records, self.limits)
+        if refused:
+            rejected_at = int(time.time() * 1_000_000)
+            for index, item in refused:
+                self.dead_letters[item.rejection.code].inc()
+                key, value = dead_letter(item, self.source_topic, partition, records.offsets[index],
+                                         records.timestamps_ms[index], rejected_at)
+                yield DEAD, _record(key, value)
+        key = self.keys[partition] if partition < len(self.keys) else partition
+        for item in packed:
+            yield key, item
 
 
 class InjectedFailure(RuntimeError):
@@ -398,6 +406,15 @@ def _sql_options(options: dict[str, str]) -> str:
     return ", ".join(f"{_sql_literal(k)} = {_sql_literal(v)}" for k, v in options.items())
 
 
+def group_records(raw: DataStream, settings: Settings) -> DataStream:
+    """The source's records, a partition's gathered into one element in the JVM (GroupRecords says how event
+    time and checkpoints stay exact): one crossing into Python per group instead of per record."""
+    group_class = getattr(get_gateway().jvm, GROUP_RECORDS_CLASS)
+    operator = group_class(settings.group_max_records, settings.group_max_bytes)
+    return DataStream(raw._j_data_stream.transform("group records per partition", group_class.outputType(), operator)
+                      .uid("group-records"))
+
+
 def build(env: StreamExecutionEnvironment, settings: Settings, bounded: bool, discard_outputs: bool = False) -> None:
     """Add the stockmax pipeline to an environment. discard_outputs: every output goes to a blackhole
     (bench/throughput.py measures the job without its sinks)."""
@@ -410,7 +427,8 @@ def build(env: StreamExecutionEnvironment, settings: Settings, bounded: bool, di
     raw = t_env.to_data_stream(t_env.from_path(_source_table(t_env, settings, bounded)))
     # Stable uids: a restarted job maps its checkpointed state (keyed state, the sinks' transactions) back
     # onto these operators.
-    parsed = (raw.process(ParseTicks(settings.topic("ticks"), settings.tick_limits(),
+    grouped = group_records(raw, settings)
+    parsed = (grouped.process(ParseTicks(settings.topic("ticks"), settings.tick_limits(),
                                      partition_keys(settings.topic_partitions)))
               .name("parse ticks").uid("parse-ticks"))
     failures = None

@@ -12,12 +12,16 @@ the one that the same ticks sent one by one would give.
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import math
+import operator
 import pickle
 import sys
 from typing import NamedTuple
 
+import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -135,36 +139,48 @@ def _whole_batch_is_good(table: pa.Table, record_timestamp_ms: int | None, limit
     """True when every row of a batch (of the right columns) is certainly a tick, checked column by column in
     Arrow (the common case, ~10x faster than row by row, and no Python object per value); False when some
     row may not be one: the caller then checks the rows one by one, which gives each refused row its own
-    reason. The checks are the schema's own (_FIELDS): a string column's on each distinct value, a number
-    column's on its smallest and largest value."""
+    reason."""
     if not _COLUMNWISE or table.num_rows == 0 or any(name not in table.column_names for name in BATCH_SCHEMA.names):
         return False
-    for name, kind, required, default, checks in _FIELDS:
+    probes = {}
+    for name, kind, required, default, _ in _FIELDS:
         column = table.column(name)
         if column.null_count:
             if required:
                 return False
             column = pc.fill_null(column, pa.scalar(default, column.type))
         if kind == "string":
-            # Only the strings not seen to pass before (symbols and exchanges repeat batch after batch).
-            passed = _STRINGS_PASSED[name]
-            probes = set(pc.unique(column).to_numpy(zero_copy_only=False).tolist()).difference(passed)
+            probes[name] = set(pc.unique(column).to_numpy(zero_copy_only=False).tolist())
         else:
             if kind == "number" and not pc.all(pc.is_finite(column)).as_py():
                 return False
             extremes = pc.min_max(column).as_py()
-            probes = [extremes["min"], extremes["max"]]
-        if any(check(value) for value in probes for check in checks):
+            probes[name] = (extremes["min"], extremes["max"])
+    return _probes_pass(probes, record_timestamp_ms, limits)
+
+
+def _probes_pass(probes: dict, record_timestamp_ms: int | None, limits: TickLimits) -> bool:
+    """Whether every value of every column passes the schema's checks (_FIELDS) and the event-time bounds,
+    from each column's probes: a string column's distinct values, a number column's smallest and largest
+    (every number check bounds one side: _COLUMNWISE), all finite and none absent. Strings seen to pass
+    before are not checked again."""
+    for name, kind, _, _, checks in _FIELDS:
+        values = probes[name]
+        if kind == "string":
+            # Only the strings not seen to pass before (symbols and exchanges repeat batch after batch).
+            passed = _STRINGS_PASSED[name]
+            values = values.difference(passed)
+        if any(check(value) for value in values for check in checks):
             return False
         if name == "event_time":
-            if check_event_time(probes[0], limits) or check_event_time(probes[1], limits):
+            if check_event_time(values[0], limits) or check_event_time(values[1], limits):
                 return False
-            if record_timestamp_ms is not None and probes[1] // 1000 != record_timestamp_ms:
+            if record_timestamp_ms is not None and values[1] // 1000 != record_timestamp_ms:
                 return False
         if kind == "string":
-            if len(passed) + len(probes) > _STRINGS_PASSED_MAX:
+            if len(passed) + len(values) > _STRINGS_PASSED_MAX:
                 passed.clear()
-            passed.update(probes)
+            passed.update(values)
     return True
 
 
@@ -214,6 +230,130 @@ def pack_record(raw: bytes, record_timestamp_ms: int | None, limits: TickLimits 
         return raw, []
     ticks, refused = decode_record(raw, record_timestamp_ms, limits, fields_only=True)
     return (pack_fields(ticks) if ticks else None), refused
+
+
+class RecordGroup(NamedTuple):
+    """Records of one ticks partition, in the topic's order, as the job's JVM side hands them to Python in one
+    element (jvm/, GroupRecords): each record's offset, timestamp (ms) and value."""
+    offsets: list[int]
+    timestamps_ms: list[int]
+    values: list[bytes]
+
+
+def decode_group(payload: bytes) -> RecordGroup:
+    """GroupRecords' layout, little-endian: int32 n, n int64 offsets, n int64 record timestamps (ms), n int32
+    value lengths, then the n values one after another."""
+    n = int.from_bytes(payload[:4], "little")
+    offsets = np.frombuffer(payload, "<i8", n, 4)
+    stamps = np.frombuffer(payload, "<i8", n, 4 + 8 * n)
+    ends = np.cumsum(np.frombuffer(payload, "<i4", n, 4 + 16 * n), dtype=np.int64) + (4 + 20 * n)
+    starts = np.concatenate(([4 + 20 * n], ends[:-1])).tolist() if n else []
+    if n and ends[-1] != len(payload):
+        raise ValueError(f"a record group of {n} records should end at byte {ends[-1]}, not {len(payload)}")
+    return RecordGroup(offsets.tolist(), stamps.tolist(), [payload[a:b] for a, b in zip(starts, ends.tolist())])
+
+
+def encode_group(group: RecordGroup) -> bytes:
+    """decode_group's inverse (GroupRecords writes it in the job; this is for tests and tools)."""
+    n = len(group.values)
+    return b"".join([n.to_bytes(4, "little"), np.asarray(group.offsets, "<i8").tobytes(),
+                     np.asarray(group.timestamps_ms, "<i8").tobytes(),
+                     np.asarray([len(v) for v in group.values], "<i4").tobytes(), *group.values])
+
+
+_JSON_TYPES = {"string": {str}, "number": {float, int}, "integer": {int}}
+# JSON ticks are checked column-wise this many at a time: a bad record sends only its chunk record by record.
+JSON_CHUNK_RECORDS = 1000
+
+
+def good_json_ticks(values: list[bytes], timestamps_ms: list[int], limits: TickLimits = DEFAULT_LIMITS
+                    ) -> list[list] | None:
+    """JSON tick records whose every one is certainly a tick, as columns in Tick's field order (absent values
+    as the schema's defaults, symbols and exchanges interned, as _batch_columns gives a batch's), checked
+    column by column with a batch's checks (_probes_pass); None when some record may not be one:
+    decode_record then says, record by record, which are ticks and why the others are not. Accepts only
+    what decode_record accepts, with the same fields: a JSON value that the strict parser here (orjson)
+    refuses, a value of another JSON type than the schema's, or any failed check sends the whole chunk
+    the record-by-record way."""
+    if not values or not _COLUMNWISE or max(map(len, values)) > limits.max_bytes:
+        return None
+    try:
+        objects = list(map(orjson.loads, values))
+    except orjson.JSONDecodeError:
+        return None
+    if set(map(type, objects)) != {dict}:
+        return None
+    columns, probes = {}, {}
+    for name, kind, required, default, _ in _FIELDS:
+        column = [o.get(name) for o in objects]
+        kinds = set(map(type, column))
+        if type(None) in kinds:
+            if required:
+                return None
+            column = [default if v is None else v for v in column]
+            kinds = set(map(type, column))
+        if not kinds <= _JSON_TYPES[kind]:  # bool is not int here: type(), not isinstance
+            return None
+        if kind == "string":
+            probes[name] = set(column)
+            column = list(map(sys.intern, column))
+        else:
+            # orjson gives finite numbers only (it refuses NaN, Infinity and overflowing literals); an integer
+            # beyond int64 (it gives those as int) fails the schema's bounds below.
+            if kind == "number" and int in kinds:
+                column = list(map(float, column))
+            probes[name] = (min(column), max(column))
+        columns[name] = column
+    if not _probes_pass(probes, None, limits):
+        return None
+    # Each tick's own record timestamp is its event time in ms (check_record_timestamp).
+    if any(map(operator.ne, map(operator.floordiv, columns["event_time"], itertools.repeat(1000)), timestamps_ms)):
+        return None
+    return [columns[name] for name in Tick._fields]
+
+
+def pack_group(group: RecordGroup, limits: TickLimits = DEFAULT_LIMITS
+               ) -> tuple[list[bytes], list[tuple[int, RefusedTick]]]:
+    """The job's parse step for a partition's records grouped in the JVM: their ticks as the keyed step takes
+    them (unpack_tick_fields), in the topic's order, as few elements as the records allow (a run of JSON
+    ticks is one; a good Arrow batch goes on as its own bytes), and what is not a tick, each with the index
+    of its record in the group. The same ticks and refusals as pack_record record by record."""
+    packed: list[bytes] = []
+    refused: list[tuple[int, RefusedTick]] = []
+    fields: list[tuple] = []
+    run: list[int] = []  # indexes of the JSON records not yet parsed
+
+    def parse_run() -> None:
+        for start in range(0, len(run), JSON_CHUNK_RECORDS):
+            chunk = run[start:start + JSON_CHUNK_RECORDS]
+            columns = good_json_ticks([group.values[i] for i in chunk], [group.timestamps_ms[i] for i in chunk], limits)
+            if columns is not None:
+                fields.extend(zip(*columns))
+                continue
+            for i in chunk:
+                ticks, bad = decode_record(group.values[i], group.timestamps_ms[i], limits, fields_only=True)
+                fields.extend(ticks)
+                refused.extend((i, item) for item in bad)
+        run.clear()
+
+    for i, value in enumerate(group.values):
+        if not is_batch(value):
+            run.append(i)
+            continue
+        parse_run()
+        if good_batch(value, group.timestamps_ms[i], limits) is not None:
+            if fields:
+                packed.append(pack_fields(fields))
+                fields = []
+            packed.append(value)
+        else:
+            ticks, bad = decode_record(value, group.timestamps_ms[i], limits, fields_only=True)
+            fields.extend(ticks)
+            refused.extend((i, item) for item in bad)
+    parse_run()
+    if fields:
+        packed.append(pack_fields(fields))
+    return packed, refused
 
 
 def _row_json(fields: dict) -> bytes:

@@ -102,6 +102,11 @@ class Settings:
     # restart). A broker outage of several minutes is ridden out.
     restart_attempts: int = 30
     python_bundle_size: int = 10_000
+    # The ticks topic's records reach the Python step a partition's group at a time (jvm/, GroupRecords): each
+    # crossing into Python costs tens of µs, whatever it carries. A group goes at every watermark and
+    # checkpoint, or once it holds this many records or bytes of values.
+    group_max_records: int = 5000
+    group_max_bytes: int = 4 * 1024 * 1024
     python_bundle_time_ms: int = 1000
     # Where the local mini-cluster runs the Python functions: "loopback", PyFlink's local default, every
     # step in threads of the `stockmax run` process (one GIL; py-spy on that process sees them); or
@@ -365,7 +370,8 @@ LOCAL_JVM_CLASS_ARCHIVE_DIR = PROJECT_ROOT / ".cache" / "jvm"  # Settings.local_
 def _validate(s: Settings) -> None:
     positive = ["tick_max_bytes", "max_future_skew_ms", "topic_partitions", "spike_window_ms", "parallelism",
                 "checkpoint_interval_ms", "kafka_transaction_timeout_ms", "kafka_batch_bytes", "python_bundle_size",
-                "python_bundle_time_ms", "watermark_interval_ms", "local_jvm_heap_mb"]
+                "python_bundle_time_ms", "watermark_interval_ms", "local_jvm_heap_mb", "group_max_records",
+                "group_max_bytes"]
     for name in positive:
         if getattr(s, name) <= 0:
             raise ConfigError(f"{name} must be positive, got {getattr(s, name)}")

@@ -73,7 +73,9 @@ def test_bad_ticks_go_to_dead_letters_and_change_no_output(settings, tmp_path):
     # One partition: a watermark dragged into the future by one record would hold for the whole stream.
     s = isolated(settings, tmp_path, "bad", restart_attempts=0, topic_partitions=1)  # a failure would end the job
     data = sample.generate(symbols=6, duration_s=180, ticks_per_second=5, spikes_per_symbol=3, seed=31).to_pylist()
-    expected = expected_outputs(s, data)
+    # Late: copies of the first ticks under new seqs, published once the job's watermark has passed them.
+    late = [{**data[i], "seq": 10**9 + i} for i in range(3)]
+    expected = {**expected_outputs(s, data), "late": len(late)}
     assert expected["alerts"], "the sample should contain spikes"
     cases = _bad_messages(data[0])
     assert {code for _, code, _ in cases} == set(REASON_CODES) - {"seq_negative", "seq_too_large",
@@ -117,12 +119,27 @@ def test_bad_ticks_go_to_dead_letters_and_change_no_output(settings, tmp_path):
             assert time.monotonic() < deadline, "the first dead letters were not committed"
             time.sleep(0.5)
         time.sleep(2 * s.checkpoint_interval_ms / 1000 + 1)  # and its watermarks have gone through
-        publish(messages[pause:])
-        # The valid ticks' outputs are the oracle's, nothing late, while the job keeps running.
+        # A committed 1 s rollup after the late ticks' second: the keyed step's watermark has passed them.
+        passed = max(t["event_time"] for t in late) // 1_000_000 * 1_000_000 + 1_000_000
+        while not any(r["resolution_s"] == 1 and r["bucket_start"] >= passed
+                      for r in kafka_io.read_committed_json(s, "rollups")):
+            assert job.poll() is None, f"the job ended: {job.stderr.read()[-3000:]}"
+            assert time.monotonic() < deadline, "no rollup after the late ticks' time was committed"
+            time.sleep(0.5)
+        publish([(*tick_record(t), None) for t in late] + messages[pause:])
+        # The valid ticks' outputs are the oracle's, the late ones reported late, while the job keeps running.
         assert run_until(s, expected, job) == expected
     finally:
         if job.poll() is None:
             job.kill()
+
+    # The live run said its status every few seconds, dead letters counted from the topic.
+    status = [line for line in job.stdout.read().splitlines() if line.startswith("records in ")]
+    assert status and f"dead letters {len(want_dead):,}," in status[-1], status[-3:]
+
+    got_late = kafka_io.read_committed_json(s, "late")
+    assert sorted((t["symbol"], t["seq"]) for t in got_late) == sorted((t["symbol"], t["seq"]) for t in late)
+    assert all(t["reason"] == "late" and t["watermark_ms"] >= t["event_time"] // 1000 for t in got_late)
 
     # Dead letters: each bad message once, with its reason, its bytes and where it was read from.
     dead = kafka_io.read_committed_json(s, "dead")

@@ -13,8 +13,9 @@ import pyarrow as pa
 from hypothesis import given, settings as hyp_settings, strategies as st
 
 from oracle import alert_key, update_key
-from stockmax.operators.records import BATCH_SCHEMA, _batch_columns, _whole_batch_is_good, dead_letter, decode_record, \
-    encode_batch, pack_fields, pack_record, pack_ticks, unpack_tick_fields, unpack_ticks
+from stockmax.operators.records import BATCH_SCHEMA, RecordGroup, _batch_columns, _whole_batch_is_good, dead_letter, \
+    decode_group, decode_record, encode_batch, encode_group, good_json_ticks, pack_fields, pack_group, pack_record, \
+    pack_ticks, unpack_tick_fields, unpack_ticks
 from stockmax.operators.schedule import DueSchedule
 from stockmax.operators.symbol import SymbolProcessor, frontier_from_watermark_ms, watermark_ms_for_frontier
 from stockmax.operators.tick import DEFAULT_LIMITS, Rejection, Tick, parse_tick
@@ -59,6 +60,83 @@ def mostly_good_rows(draw):
         name = draw(st.sampled_from(sorted(BAD)))
         draw(st.sampled_from(rows))[name] = draw(st.sampled_from(BAD[name]))
     return rows
+
+
+# -- a partition's records grouped in the JVM ---------------------------------------------------------------
+
+OTHER_RECORDS = [b"\xff\xfe{}", b'{"symbol": "AAPL"', b"[1, 2]", b"", b"null", b'"AAPL"',
+                 b'{"symbol": "AAPL", "price": 1.5, "event_time": 1767623400000000, "symbol": "MSFT"}',
+                 b'{"symbol": "AAPL", "price": 1, "event_time": 1767623400000000, "seq": 1.0}',
+                 b'{"symbol": "AAPL", "price": 1, "event_time": 1767623400000000, "seq": 18446744073709551615}',
+                 b'{"symbol": "AAPL", "price": true, "event_time": 1767623400000000}',
+                 b'{"symbol": "AAPL", "price": 100, "volume": 7, "event_time": 1767623400000000}',
+                 b'{"symbol": "AAPL", "price": 0.1000000000000000055511151231257827, "event_time": 1767623400000000}',
+                 b'{"symbol": "AAPL", "price": 1e400, "event_time": 1767623400000000}',
+                 b'{"symbol": "AAPL", "price": 1.5, "event_time": -9223372036854775809}',
+                 b'{"symbol": "A\\ud800", "price": 1.5, "event_time": 1767623400000000}',
+                 b' {"symbol": "AAPL", "price": 2.5, "event_time": 1767623400000001, "extra": [1]}\n',
+                 b'{"symbol": "AAPL", "price": 2.5, "event_time": 1767623400000001, "note": "' + b"x" * 70_000 + b'"}']
+
+
+NULLABLE_BATCH_SCHEMA = pa.schema([field.with_nullable(True) for field in BATCH_SCHEMA])
+
+
+@st.composite
+def record_groups(draw):
+    """A partition's records: mostly JSON ticks, some of them bad, some other bytes, now and then an Arrow batch;
+    each stamped with its event time (ms), or now and then otherwise."""
+    values, stamps = [], []
+    for _ in range(draw(st.integers(0, 30))):
+        kind = draw(st.sampled_from(["tick"] * 6 + ["other", "batch"]))
+        if kind == "other":
+            value = draw(st.sampled_from(OTHER_RECORDS))
+            stamp = 1_767_623_400_000
+        elif kind == "batch":
+            rows = draw(mostly_good_rows())
+            table = pa.Table.from_pylist(rows, schema=NULLABLE_BATCH_SCHEMA)
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, table.schema) as writer:
+                writer.write_table(table)
+            value = sink.getvalue().to_pybytes()
+            stamp = max((r["event_time"] or 0) for r in rows) // 1000
+        else:
+            row = draw(mostly_good_rows())[0]
+            value = json.dumps({k: v for k, v in row.items() if v is not None or draw(st.booleans())}).encode()
+            stamp = (row["event_time"] or NOW_US) // 1000
+        values.append(value)
+        stamps.append(stamp + draw(st.sampled_from([0] * 8 + [1, -1])))
+    return RecordGroup(list(range(100, 100 + len(values))), stamps, values)
+
+
+def _exactly(ticks: list[tuple]) -> list[tuple]:
+    """Ticks compared by type and bits too (1 and 1.0, 0.0 and -0.0 differ)."""
+    return [tuple((type(v), repr(v)) for v in tick) for tick in ticks]
+
+
+@given(record_groups())
+@hyp_settings(max_examples=150, deadline=None)
+def test_a_group_of_records_gives_what_its_records_give_one_by_one(group):
+    assert decode_group(encode_group(group)) == group
+    want_ticks, want_refused = [], []
+    for i, (value, stamp) in enumerate(zip(group.values, group.timestamps_ms)):
+        packed, refused = pack_record(value, stamp)
+        want_ticks += unpack_tick_fields(packed) if packed is not None else []
+        want_refused += [(i, item) for item in refused]
+    packed, refused = pack_group(group)
+    got_ticks = [tick for item in packed for tick in unpack_tick_fields(item)]
+    assert _exactly(got_ticks) == _exactly(want_ticks)
+    assert refused == want_refused
+
+
+def test_good_json_ticks_take_the_column_wise_path():
+    ticks = [{"symbol": f"J{i % 7}", "price": 100 + i / 8, "volume": float(i), "exchange": "XNAS", "seq": i,
+              "event_time": NOW_US + i * 1000} for i in range(500)]
+    values = [json.dumps(t).encode() for t in ticks]
+    stamps = [t["event_time"] // 1000 for t in ticks]
+    columns = good_json_ticks(values, stamps)
+    assert columns is not None and list(zip(*columns)) == [tuple(t.values()) for t in ticks]
+    assert good_json_ticks(values, stamps[:-1] + [stamps[-1] + 1]) is None  # one mis-stamped record: row by row
+    assert good_json_ticks(values[:-1] + [b"{"], stamps) is None
 
 
 @given(mostly_good_rows(), st.sampled_from([0, 1, -1]))

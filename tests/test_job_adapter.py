@@ -17,7 +17,7 @@ from pyflink.common import Row
 
 from stockmax.jobs.pipeline import (MAX_PARALLELISM, NO_TICKS, OUTPUT_KINDS, ROW_KINDS, ParseTicks, SymbolFunction,
                                     partition_keys, split_outputs_shapes)
-from stockmax.operators.records import pack_ticks, unpack_ticks
+from stockmax.operators.records import RecordGroup, encode_group, pack_ticks, unpack_ticks
 from stockmax.operators.symbol import Rules
 from stockmax.operators.tick import Tick, TickLimits
 
@@ -200,11 +200,12 @@ def test_a_restored_function_sets_its_key_timer_again():
     ctx = FakeContext(watermark_ms=START_MS - 10_000)
     parse = ParseTicks("ticks", TickLimits(), keys=(40, 41))
     parse.open(FakeRuntime())
-    record = Row(value=json.dumps(TICK_JSON).encode(), partition=1, offset=7)
-    first = list(parse.process_element(record, FakeRecordContext(TICK_JSON["event_time"] // 1000)))
+    # A partition's records as the JVM groups them (GroupRecords): here one record, partition 1, offset 7.
+    grouped = Row(1, encode_group(RecordGroup([7], [TICK_JSON["event_time"] // 1000], [json.dumps(TICK_JSON).encode()])))
+    first = list(parse.process_element(grouped, FakeRecordContext(TICK_JSON["event_time"] // 1000)))
     assert first[:2] == [(40, NO_TICKS), (41, NO_TICKS)] and len(first) == 3  # every partition key woken,
     assert first[2][0] == 41 and unpack_ticks(first[2][1])[0].symbol == "AAPL"  # then the tick, under its key
-    assert len(list(parse.process_element(record, FakeRecordContext(TICK_JSON["event_time"] // 1000)))) == 1
+    assert len(list(parse.process_element(grouped, FakeRecordContext(TICK_JSON["event_time"] // 1000)))) == 1
     assert list(restored.process_element(first[0], ctx)) == []  # the wake-up of this key: no input at all
     assert ctx.timers == {START_MS}
     outputs = fire_timers(restored, ctx, START_MS + 100)

@@ -1,0 +1,175 @@
+package dev.stockmax.flink;
+
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.util.Arrays;
+import java.util.LinkedHashMap;
+import java.util.Map;
+
+import org.apache.flink.api.common.typeinfo.TypeInformation;
+import org.apache.flink.api.common.typeinfo.Types;
+import org.apache.flink.streaming.api.operators.AbstractStreamOperator;
+import org.apache.flink.streaming.api.operators.BoundedOneInput;
+import org.apache.flink.streaming.api.operators.OneInputStreamOperator;
+import org.apache.flink.streaming.api.watermark.Watermark;
+import org.apache.flink.streaming.runtime.streamrecord.StreamRecord;
+import org.apache.flink.types.Row;
+
+/**
+ * The ticks topic's records, grouped per partition into one element before the job's Python step.
+ *
+ * <p>PyFlink costs tens of µs per element that crosses into Python, whatever the element holds; a feed that
+ * writes one JSON record per tick would pay that per tick. Here the records of a partition are gathered in
+ * the JVM and cross as one element: {@code Row(partition INT, records BYTES)}, where {@code records} is
+ * {@link #encode}'s layout (offsets, record timestamps, lengths, then the values), which Python reads with
+ * numpy in one call (operators/records.py, RecordGroup).
+ *
+ * <p>Event time and exactly-once stay as they were record by record. Everything gathered is emitted before
+ * the watermark that follows it ({@link #processWatermark}), so the Python step sees each record under the
+ * same watermark as before; before each checkpoint barrier ({@link #prepareSnapshotPreBarrier}), so no
+ * record is held in a checkpoint (the operator has no state); and at the end of input. A partition's group
+ * is also emitted as soon as it holds {@code maxRecords} records or {@code maxBytes} bytes of values.
+ * Within a partition the order is the topic's.
+ *
+ * <p>Input: the Kafka table source's rows (value BYTES, partition INT, offset BIGINT, event_ts), with the
+ * record timestamp (ms) as the element's timestamp.
+ */
+public class GroupRecords extends AbstractStreamOperator<Row>
+        implements OneInputStreamOperator<Row, Row>, BoundedOneInput {
+
+    private static final long serialVersionUID = 1L;
+
+    /** What this operator emits, as PyFlink reads it: Types.ROW([INT(), PRIMITIVE_ARRAY(BYTE())]). */
+    public static TypeInformation<Row> outputType() {
+        return Types.ROW(Types.INT, Types.PRIMITIVE_ARRAY(Types.BYTE));
+    }
+
+    private final int maxRecords;
+    private final int maxBytes;
+    private transient Map<Integer, Group> groups;
+
+    public GroupRecords(int maxRecords, int maxBytes) {
+        if (maxRecords < 1 || maxBytes < 1) {
+            throw new IllegalArgumentException("maxRecords and maxBytes must be positive");
+        }
+        this.maxRecords = maxRecords;
+        this.maxBytes = maxBytes;
+    }
+
+    @Override
+    public void open() throws Exception {
+        super.open();
+        groups = new LinkedHashMap<>();
+    }
+
+    @Override
+    public void processElement(StreamRecord<Row> element) throws Exception {
+        Row row = element.getValue();
+        byte[] value = (byte[]) row.getField(0);
+        int partition = (Integer) row.getField(1);
+        long offset = (Long) row.getField(2);
+        Group group = groups.computeIfAbsent(partition, Group::new);
+        group.add(offset, element.getTimestamp(), value == null ? new byte[0] : value);
+        if (group.size >= maxRecords || group.bytes >= maxBytes) {
+            emit(group);
+        }
+    }
+
+    @Override
+    public void processWatermark(Watermark mark) throws Exception {
+        emitAll();
+        super.processWatermark(mark);
+    }
+
+    @Override
+    public void prepareSnapshotPreBarrier(long checkpointId) throws Exception {
+        emitAll();
+        super.prepareSnapshotPreBarrier(checkpointId);
+    }
+
+    @Override
+    public void endInput() throws Exception {
+        emitAll();
+    }
+
+    @Override
+    public void finish() throws Exception {
+        emitAll();
+        super.finish();
+    }
+
+    private void emitAll() {
+        for (Group group : groups.values()) {
+            if (group.size > 0) {
+                emit(group);
+            }
+        }
+    }
+
+    private void emit(Group group) {
+        output.collect(new StreamRecord<>(Row.of(group.partition, group.encode()), group.newestTimestamp));
+        group.clear();
+    }
+
+    /** One partition's gathered records. */
+    private static final class Group {
+        final int partition;
+        long[] offsets = new long[64];
+        long[] timestamps = new long[64];
+        int[] lengths = new int[64];
+        byte[][] values = new byte[64][];
+        int size;
+        int bytes;
+        long newestTimestamp = Long.MIN_VALUE;
+
+        Group(int partition) {
+            this.partition = partition;
+        }
+
+        void add(long offset, long timestamp, byte[] value) {
+            if (size == offsets.length) {
+                int capacity = size * 2;
+                offsets = Arrays.copyOf(offsets, capacity);
+                timestamps = Arrays.copyOf(timestamps, capacity);
+                lengths = Arrays.copyOf(lengths, capacity);
+                values = Arrays.copyOf(values, capacity);
+            }
+            offsets[size] = offset;
+            timestamps[size] = timestamp;
+            lengths[size] = value.length;
+            values[size] = value;
+            size++;
+            bytes += value.length;
+            newestTimestamp = Math.max(newestTimestamp, timestamp);
+        }
+
+        /**
+         * Little-endian: int32 n, n int64 offsets, n int64 record timestamps (ms), n int32 value lengths, then
+         * the n values one after another.
+         */
+        byte[] encode() {
+            ByteBuffer out = ByteBuffer.allocate(4 + size * 20 + bytes).order(ByteOrder.LITTLE_ENDIAN);
+            out.putInt(size);
+            for (int i = 0; i < size; i++) {
+                out.putLong(offsets[i]);
+            }
+            for (int i = 0; i < size; i++) {
+                out.putLong(timestamps[i]);
+            }
+            for (int i = 0; i < size; i++) {
+                out.putInt(lengths[i]);
+            }
+            for (int i = 0; i < size; i++) {
+                out.put(values[i]);
+            }
+            return out.array();
+        }
+
+        void clear() {
+            Arrays.fill(values, 0, size, null);
+            size = 0;
+            bytes = 0;
+            newestTimestamp = Long.MIN_VALUE;
+        }
+    }
+}
