@@ -92,7 +92,7 @@ def cmd_run(args) -> int:
 
     settings = _settings(args)
     result = run(settings, bounded=args.bounded, restore_from=args.from_savepoint, fresh=args.fresh,
-                 load=not args.no_load, say=lambda text: print(text, flush=True))
+                 load=not args.no_load, say=lambda text: print(text, flush=True), progress=not args.no_progress)
     loaded = ("rollups left in the topic for `stockmax load`" if args.no_load
               else f"{result.rollups_loaded} rollup rows loaded into ClickHouse")
     print(f"job {'stopped' if result.savepoint else 'finished'}; {loaded}")
@@ -347,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ignore the checkpoints an earlier run of this job left (default: resume from the latest)")
     p.add_argument("--no-load", action="store_true",
                    help="do not load rollups into ClickHouse here (run `stockmax load` as its own process)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (bounded) or status line every 5 s (live: records in, not yet committed, "
+                        "outputs, how far event time trails the clock, dead letters)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("load", help="load committed rollups and raw ticks into ClickHouse (beside a cluster job)",

@@ -13,6 +13,7 @@ from pathlib import Path
 from . import kafka_io
 from .config import Settings
 from .loader import LoaderProcess, StoreLoader
+from .progress import BoundedProgress, StatusReporter
 from .store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -51,10 +52,12 @@ def latest_resume_point(settings: Settings) -> Path | None:
 
 
 def run(settings: Settings, bounded: bool, restore_from: str | Path | None = None, fresh: bool = False,
-        load: bool = True, say=log.info) -> RunResult:
+        load: bool = True, say=log.info, progress: bool = False) -> RunResult:
     """bounded: process every tick in the topic now, commit all outputs, load all rollups, return.
     Otherwise run until interrupted, loading rollups continuously. load=False leaves the rollups in their
     topic for a loader of its own (`stockmax load`), and this process does not open the store.
+    progress: a bounded run shows a bar over the ticks topic's records; a live one says a status line
+    (stockmax/progress.py) every few seconds.
 
     The job resumes from `restore_from` (a savepoint or checkpoint) if given, else from the latest
     checkpoint or savepoint this job name left behind, unless `fresh`."""
@@ -74,7 +77,7 @@ def run(settings: Settings, bounded: bool, restore_from: str | Path | None = Non
                           f"finishes after a restore, FLINK-31006). Resume with `stockmax run` (unbounded), or start "
                           f"over with `stockmax run --bounded --fresh` and a new STOCKMAX_JOB_NAME")
     if not bounded:
-        return _run_unbounded(settings, restore_from, load, say)
+        return _run_unbounded(settings, restore_from, load, say, progress)
     with contextlib.ExitStack() as resources:
         loader = None
         if load:
@@ -84,13 +87,15 @@ def run(settings: Settings, bounded: bool, restore_from: str | Path | None = Non
             resources.callback(loader.close)
         # When the input ends, the job takes a final checkpoint, whose completion commits every output
         # transaction (FLIP-147); then the loader takes what the job committed.
-        result = _environment(settings, restore_from, bounded=True).execute(settings.job_name)
+        env = _environment(settings, restore_from, bounded=True)
+        with BoundedProgress(settings, enabled=progress):
+            result = env.execute(settings.job_name)
         if loader:
             loader.drain()
         return RunResult(rollups_loaded=loader.loaded if loader else 0, job_seconds=result.get_net_runtime() / 1000)
 
 
-def _run_unbounded(settings: Settings, restore_from: Path | None, load: bool, say) -> RunResult:
+def _run_unbounded(settings: Settings, restore_from: Path | None, load: bool, say, progress: bool) -> RunResult:
     """The job until stopped, with the loader in a process of its own (LoaderProcess says why), started
     first: a store that cannot be opened is a clear error before the JVM starts."""
     loaders = [LoaderProcess(settings)] if load else []
@@ -110,7 +115,8 @@ def _run_unbounded(settings: Settings, restore_from: Path | None, load: bool, sa
                     say(f"the store loader could not start again ({exc}); retrying in 10 s")
                     retry_at = time.monotonic() + 10
 
-        savepoint = _run_until_stopped(env, settings, say, watch_loader)
+        with StatusReporter(settings, say) if progress else contextlib.nullcontext():
+            savepoint = _run_until_stopped(env, settings, say, watch_loader)
     finally:
         if loaders:
             loaders[-1].stop()  # it finishes its batch and stops; then its store closes
