@@ -1,0 +1,84 @@
+"""The baselines of the live benchmark: what a Flink SQL user would write instead of stockmax, run live on the
+same per-tick JSON topic with the same settings (STOCKMAX_*: topics, checkpoint interval, watermark bound),
+its results written exactly-once to the max-updates topic as JSON with the tick's event time (µs), until
+SIGINT. bench/live.py starts it as it starts `stockmax run`.
+
+    over  MAX/MIN(price) OVER (PARTITION BY symbol ORDER BY event_ts RANGE BETWEEN W PRECEDING AND CURRENT ROW),
+          one INSERT per window of STOCKMAX_WINDOWS (Flink SQL computes one OVER window per SELECT): the sliding
+          max at each tick, what stockmax's max updates are
+    hop   HOP(TABLE ticks, 1 s slide, 1 min size) MAX/MIN per symbol: the window TVF, one result per symbol and
+          second (its event time: the newest tick's of the window)
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("variant", choices=["over", "hop"])
+    args = parser.parse_args()
+
+    from pyflink.table import EnvironmentSettings, TableEnvironment
+
+    from stockmax import config
+    from stockmax.jobs.pipeline import _kafka_options, _sql_interval, _sql_literal, _sql_options, local_configuration
+    from stockmax.operators.durations import format_duration
+
+    settings = config.load()
+    conf = local_configuration(settings)
+    t_env = TableEnvironment.create(EnvironmentSettings.new_instance().in_streaming_mode().with_configuration(conf)
+                                    .build())
+    source = {**_kafka_options(settings, settings.topic("ticks")), "properties.group.id": settings.job_name,
+              "properties.auto.offset.reset": "earliest", "scan.startup.mode": "group-offsets",
+              "value.format": "json", "value.json.ignore-parse-errors": "true",
+              "scan.watermark.idle-timeout": f"{settings.source_idleness_ms} ms"}
+    t_env.execute_sql(f"""
+        CREATE TEMPORARY TABLE ticks (
+          symbol STRING, price DOUBLE, event_time BIGINT,
+          event_ts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp',
+          WATERMARK FOR event_ts AS event_ts - {_sql_interval(settings.watermark_bound_ms + 1)}
+        ) WITH ({_sql_options(source)})""")
+    sink = {**_kafka_options(settings, settings.topic("max_updates")), "value.format": "json",
+            "sink.delivery-guarantee": "exactly-once",
+            "sink.transactional-id-prefix": f"{settings.job_name}-sql",
+            "properties.transaction.timeout.ms": str(settings.kafka_transaction_timeout_ms),
+            "properties.linger.ms": str(settings.kafka_linger_ms), "properties.compression.type": "lz4"}
+    t_env.execute_sql(f"""CREATE TEMPORARY TABLE maxima (symbol STRING, `window` STRING, event_time BIGINT,
+                          `max` DOUBLE, `min` DOUBLE) WITH ({_sql_options(sink)})""")
+    statements = t_env.create_statement_set()
+    if args.variant == "over":
+        for window_us in settings.rules().windows_us:
+            interval = _sql_interval(window_us // 1000)
+            statements.add_insert_sql(f"""
+                INSERT INTO maxima
+                SELECT symbol, {_sql_literal(format_duration(window_us))}, event_time,
+                       MAX(price) OVER w, MIN(price) OVER w
+                FROM ticks
+                WINDOW w AS (PARTITION BY symbol ORDER BY event_ts RANGE BETWEEN {interval} PRECEDING AND CURRENT ROW)""")
+    else:
+        statements.add_insert_sql("""
+            INSERT INTO maxima
+            SELECT symbol, '1m', MAX(event_time), MAX(price), MIN(price) FROM TABLE(
+              HOP(TABLE ticks, DESCRIPTOR(event_ts), INTERVAL '1' SECOND, INTERVAL '1' MINUTE))
+            GROUP BY symbol, window_start, window_end""")
+    client = statements.execute().get_job_client()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(0.5):
+        if client.get_job_status().result().is_globally_terminal_state():
+            client.get_job_execution_result().result()  # raises the job's failure
+            return
+    client.cancel().result()
+
+
+if __name__ == "__main__":
+    main()
