@@ -3,8 +3,9 @@ ticks topic for a bounded run, a status line every few seconds for a live one.
 
 Everything comes from the topics, not from Flink: the job commits its source offsets (consumer group = the
 job name) at each completed checkpoint, together with the outputs before them, so "committed" here is what
-read_committed readers can see. Output topics are counted by offsets, which include a transaction marker
-per partition and checkpoint: counts of records are close, not exact.
+read_committed readers can see. Alerts, dead letters, late and duplicate ticks are counted exactly, record
+by record, since the reader started (they are few); the rate of max updates and rollups is read from
+offsets, which include a transaction marker per partition and checkpoint: close, not exact.
 """
 
 from __future__ import annotations
@@ -13,71 +14,88 @@ import threading
 import time
 from typing import Callable, NamedTuple
 
-import confluent_kafka
 import orjson
+from kafka.errors import KafkaError
 
 from . import kafka_io
 from .config import Settings
 
-OUTPUT_KINDS = ("max_updates", "alerts", "rollups", "late", "duplicates", "dead")
+OFFSET_KINDS = ("max_updates", "rollups")  # many records: counted by offsets
+COUNTED_KINDS = ("alerts", "late", "duplicates", "dead")  # few: counted record by record
 
 
 class Sample(NamedTuple):
     at: float  # time.monotonic()
     ticks_in_topic: int  # records in the ticks topic (every partition's end offset): a tick each, or a batch
     ticks_committed: int  # the job's committed offsets on it
-    outputs: dict[str, int]  # per kind, the committed end offsets of its topic
+    outputs: dict[str, int]  # per kind: OFFSET_KINDS their topics' committed end offsets, COUNTED_KINDS the
+    # committed records since the reader started
     newest_event_time_us: int | None  # the newest event time among the last committed max updates
 
 
 class JobProgress:
-    """Samples of a job's progress from its topics (one reader; it never joins the job's group)."""
+    """Samples of a job's progress from its topics. Its readers belong to no consumer group (a group member
+    waits for its coordinator when it closes: for minutes when the broker has just come back); the job's
+    committed offsets are asked of the admin API. kafka-python: nothing here outlives a close."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._consumer = confluent_kafka.Consumer({
-            "bootstrap.servers": settings.kafka_bootstrap, "group.id": settings.job_name,
-            "client.id": "stockmax-progress", "isolation.level": "read_committed", "enable.auto.commit": False,
-            **settings.kafka_librdkafka_options()})
-        self._ticks = self._partitions(settings.topic("ticks"))
-        self._outputs = {kind: self._partitions(settings.topic(kind)) for kind in OUTPUT_KINDS}
+        self._admin = kafka_io.admin(settings)
+        self._counter = kafka_io._committed_consumer(settings, None, client_id="stockmax-progress")
+        self._reader = kafka_io._committed_consumer(settings, None, client_id="stockmax-progress")
+        self._ticks = kafka_io._partitions(self._counter, settings.topic("ticks"))
+        self._outputs = {kind: kafka_io._partitions(self._counter, settings.topic(kind)) for kind in OFFSET_KINDS}
+        self._kinds = {settings.topic(kind): kind for kind in COUNTED_KINDS}
+        self._counts = dict.fromkeys(COUNTED_KINDS, 0)
+        counted = [tp for kind in COUNTED_KINDS for tp in kafka_io._partitions(self._counter, settings.topic(kind))]
+        self._counter.assign(counted)
+        for tp, end in self._counter.end_offsets(counted).items():  # count from now on
+            self._counter.seek(tp, end)
 
-    def _partitions(self, topic: str) -> list[confluent_kafka.TopicPartition]:
-        found = self._consumer.list_topics(topic, timeout=10).topics.get(topic)
-        ids = sorted(found.partitions) if found is not None and found.partitions else []
-        return [confluent_kafka.TopicPartition(topic, p) for p in ids]
-
-    def _end(self, tp) -> int:
-        return kafka_io._retrying(lambda: self._consumer.get_watermark_offsets(tp, timeout=5, cached=False))[1]
+    def _committed(self) -> int:
+        """The job's committed offsets on the ticks topic, summed (its group's coordinator may need a moment
+        on a new broker)."""
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                offsets = self._admin.list_group_offsets(self.settings.job_name)
+                break
+            except KafkaError as exc:
+                if not exc.retriable or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        if offsets and isinstance(next(iter(offsets)), str):  # keyed by group in some kafka-python versions
+            offsets = offsets.get(self.settings.job_name) or {}
+        return sum(max(0, o.offset) for tp, o in (offsets or {}).items() if tp.topic == self._ticks[0].topic)
 
     def sample(self) -> Sample:
-        committed = kafka_io._retrying(lambda: self._consumer.committed(self._ticks, timeout=5))
-        return Sample(time.monotonic(), sum(map(self._end, self._ticks)), sum(max(0, tp.offset) for tp in committed),
-                      {kind: sum(map(self._end, tps)) for kind, tps in self._outputs.items()},
-                      self._newest_event_time())
+        committed = self._committed()
+        while batches := self._counter.poll(timeout_ms=200, max_records=10_000):
+            for tp, records in batches.items():
+                self._counts[self._kinds[tp.topic]] += len(records)
+        ends = self._counter.end_offsets(self._ticks + [tp for tps in self._outputs.values() for tp in tps])
+        return Sample(time.monotonic(), sum(ends[tp] for tp in self._ticks), committed,
+                      {**{kind: sum(ends[tp] for tp in tps) for kind, tps in self._outputs.items()}, **self._counts},
+                      self._newest_event_time(ends))
 
-    def _newest_event_time(self) -> int | None:
+    def _newest_event_time(self, ends: dict) -> int | None:
         """The newest event time among the last few committed max updates of each partition."""
-        starts = []
-        for tp in self._outputs["max_updates"]:
-            end = self._end(tp)
-            if end > 0:
-                starts.append(confluent_kafka.TopicPartition(tp.topic, tp.partition, max(0, end - 8)))
-        if not starts:
+        parts = [tp for tp in self._outputs["max_updates"] if ends[tp] > 0]
+        if not parts:
             return None
-        self._consumer.assign(starts)
+        self._reader.assign(parts)
+        for tp in parts:
+            self._reader.seek(tp, max(0, ends[tp] - 8))
         newest = None
-        try:
-            for message in self._consumer.consume(num_messages=8 * len(starts), timeout=0.5):
-                if message.error() is None:
-                    event_time = orjson.loads(message.value()).get("event_time")
-                    newest = event_time if newest is None else max(newest, event_time)
-        finally:
-            self._consumer.unassign()
+        for records in self._reader.poll(timeout_ms=500, max_records=8 * len(parts)).values():
+            for record in records:
+                event_time = orjson.loads(record.value).get("event_time")
+                newest = event_time if newest is None else max(newest, event_time)
         return newest
 
     def close(self) -> None:
-        self._consumer.close()
+        for client in (self._counter, self._reader, self._admin):
+            client.close()
 
 
 def status_line(before: Sample, now: Sample, wall_clock_us: int) -> str:
@@ -87,11 +105,18 @@ def status_line(before: Sample, now: Sample, wall_clock_us: int) -> str:
     lag = now.ticks_in_topic - now.ticks_committed
     lag_s = f" ({lag / rate_in:.1f} s of input)" if rate_in >= 1 else ""
     outputs = sum(now.outputs[k] - before.outputs[k] for k in ("max_updates", "alerts", "rollups")) / seconds
-    behind = ("event time -" if now.newest_event_time_us is None
-              else f"event time {max(0.0, (wall_clock_us - now.newest_event_time_us) / 1e6):.1f} s behind the clock")
     return (f"records in {rate_in:,.0f}/s | not yet committed {lag:,}{lag_s} | outputs committed "
-            f"{outputs:,.0f}/s | alerts {now.outputs['alerts']:,} | {behind} | dead letters "
-            f"{now.outputs['dead']:,}, late {now.outputs['late']:,}, duplicates {now.outputs['duplicates']:,}")
+            f"~{outputs:,.0f}/s | alerts {now.outputs['alerts']:,} | {_behind(now.newest_event_time_us, wall_clock_us)}"
+            f" | dead letters {now.outputs['dead']:,}, late {now.outputs['late']:,}, duplicates "
+            f"{now.outputs['duplicates']:,}")
+
+
+def _behind(event_time_us: int | None, wall_clock_us: int) -> str:
+    if event_time_us is None:
+        return "event time -"
+    seconds = max(0.0, (wall_clock_us - event_time_us) / 1e6)
+    text = f"{seconds:.1f} s" if seconds < 3600 else f"{seconds / 3600:,.1f} h"
+    return f"event time {text} behind the clock"
 
 
 class StatusReporter:

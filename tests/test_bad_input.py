@@ -8,6 +8,7 @@ import base64
 import json
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 
@@ -111,6 +112,9 @@ def test_bad_ticks_go_to_dead_letters_and_change_no_output(settings, tmp_path):
                 want_dead[(meta.partition, meta.offset)] = (code, raw)
 
     job = start_job(s)
+    status = []  # the live run's status lines (stockmax/progress.py), as it says them
+    threading.Thread(target=lambda: status.extend(line for line in job.stdout if line.startswith("records in ")),
+                     daemon=True).start()
     try:
         publish(messages[:pause])
         deadline = time.monotonic() + 120
@@ -127,15 +131,17 @@ def test_bad_ticks_go_to_dead_letters_and_change_no_output(settings, tmp_path):
             assert time.monotonic() < deadline, "no rollup after the late ticks' time was committed"
             time.sleep(0.5)
         publish([(*tick_record(t), None) for t in late] + messages[pause:])
+        # Every dead letter committed, and then said in the status line (every 5 s).
+        deadline = time.monotonic() + 120
+        while not (status and f"dead letters {len(want_dead):,}," in status[-1]):
+            assert job.poll() is None, f"the job ended: {job.stderr.read()[-3000:]}"
+            assert time.monotonic() < deadline, f"the status never showed every dead letter: {status[-3:]}"
+            time.sleep(0.5)
         # The valid ticks' outputs are the oracle's, the late ones reported late, while the job keeps running.
         assert run_until(s, expected, job) == expected
     finally:
         if job.poll() is None:
             job.kill()
-
-    # The live run said its status every few seconds, dead letters counted from the topic.
-    status = [line for line in job.stdout.read().splitlines() if line.startswith("records in ")]
-    assert status and f"dead letters {len(want_dead):,}," in status[-1], status[-3:]
 
     got_late = kafka_io.read_committed_json(s, "late")
     assert sorted((t["symbol"], t["seq"]) for t in got_late) == sorted((t["symbol"], t["seq"]) for t in late)
