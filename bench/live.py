@@ -78,6 +78,14 @@ def feed(bootstrap: str, topic: str, rate: int, seconds: float, symbols: int, re
     counter.value = sent
 
 
+def kept_up(result: dict) -> bool:
+    """Committed offsets move at checkpoints, so the lag is a saw tooth of about a checkpoint interval of
+    input. Kept up: over the second half the lag stays within three checkpoint intervals and two seconds of
+    input, and everything published is committed within 30 s after the feed stops."""
+    allowed = result["rate"] * (3 * result["checkpoint_interval_s"] + 2)
+    return result["caught_up_s"] is not None and result["caught_up_s"] <= 30 and result["lag_max_second_half"] <= allowed
+
+
 def _pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -190,17 +198,15 @@ def run_rate(settings, variant: str, rate: int, seconds: float, symbols: int, en
         except subprocess.TimeoutExpired:
             os.killpg(job.pid, signal.SIGKILL)
     lags = [p - c for t, p, c, _, _ in samples if seconds / 2 <= t <= seconds]
-    # Committed offsets move at checkpoints: the lag is a saw tooth of about a checkpoint interval of input.
-    # Kept up: the lag of the second half stays within a few intervals' worth, and all is committed soon after.
-    allowed = rate * (3 * s.checkpoint_interval_ms / 1000 + 2)
     result = {
-        "variant": variant, "rate": rate, "seconds": seconds, "symbols": symbols, "published": published, "caught_up_s": caught_up_s,
+        "variant": variant, "rate": rate, "seconds": seconds, "symbols": symbols, "published": published,
+        "caught_up_s": caught_up_s, "checkpoint_interval_s": s.checkpoint_interval_ms / 1000,
         "lag_max_second_half": max(lags, default=0), "lag_mean_second_half": sum(lags) / max(1, len(lags)),
-        "kept_up": caught_up_s is not None and caught_up_s <= 10 and max(lags, default=0) <= allowed,
         "rss_mib": [round(r / 2**20) for _, _, _, r, _ in samples[:: max(1, len(samples) // 10)]],
         "peak_rss_mib": round(max((r for *_, r, _ in samples), default=0) / 2**20),
         "checkpoint_kib": round(max((c for *_, c in samples), default=0) / 1024),
     }
+    result["kept_up"] = kept_up(result)
     for kind, values in latencies.items():
         result[kind] = {"n": len(values), "p50": _pct(values, 50), "p99": _pct(values, 99), "p99.9": _pct(values, 99.9)}
     return result
@@ -217,7 +223,16 @@ def main() -> None:
                         help="a setting for the job (repeatable), e.g. STOCKMAX_CHECKPOINT_INTERVAL_MS=1000")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "live.md",
                         help="the report (a table, and every figure as JSON lines below it)")
+    parser.add_argument("--render", type=Path, default=None,
+                        help="only write the report again from the JSON lines of an earlier one (this file)")
     args = parser.parse_args()
+    if args.render:
+        results = [json.loads(line) for line in args.render.read_text().splitlines() if line.startswith('{"variant"')]
+        for result in results:
+            result.setdefault("checkpoint_interval_s", 2.0)  # the default, in reports from before it was recorded
+            result["kept_up"] = kept_up(result)
+        write_report(results, args, args.out)
+        return
 
     from stockmax import config
     from stockmax.kafka_local import LocalKafka, free_port
@@ -271,10 +286,11 @@ def write_report(results: list[dict], args, path: Path) -> None:
                      f"{r['lag_max_second_half']:,} / {r['lag_mean_second_half']:,.0f} | {caught} | "
                      f"{ms(m['p50'])} / {ms(m['p99'])} / {ms(m['p99.9'])} (n={m['n']:,}) | "
                      f"{ms(a['p50'])} / {ms(a['p99'])} (n={a['n']:,}) | {r['peak_rss_mib']:,} | {r['checkpoint_kib']:,} |")
-    lines += ["", "Kept up: the lag (published minus the job's committed offsets, which move at checkpoints) stays "
-              "within three checkpoint intervals and two seconds of input over the second half, and everything "
-              "published is committed within 10 s after the feed stops. sql-hop's outputs are per window, so its "
-              "latency is from the newest tick of each window.", "", "```"]
+    lines += ["", "Kept up (`kept_up`): the lag (published minus the job's committed offsets, which move at "
+              "checkpoints) stays within three checkpoint intervals and two seconds of input over the second half, "
+              "and everything published is committed within 30 s after the feed stops. sql-over emits a record per "
+              "tick and window whether or not the max changed; stockmax only when it changed. sql-hop computes one "
+              "1 min window per symbol and second, and its latency is from the newest tick of each window.", "", "```"]
     lines += [json.dumps(r) for r in results] + ["```", ""]
     path.write_text("\n".join(lines))
 

@@ -4,8 +4,8 @@ its results written exactly-once to the max-updates topic as JSON with the tick'
 SIGINT. bench/live.py starts it as it starts `stockmax run`.
 
     over  MAX/MIN(price) OVER (PARTITION BY symbol ORDER BY event_ts RANGE BETWEEN W PRECEDING AND CURRENT ROW),
-          one INSERT per window of STOCKMAX_WINDOWS (Flink SQL computes one OVER window per SELECT): the sliding
-          max at each tick, what stockmax's max updates are
+          one SELECT per window of STOCKMAX_WINDOWS (Flink SQL computes one OVER window per SELECT), joined by
+          UNION ALL into one sink: the sliding max at each tick, what stockmax's max updates are
     hop   HOP(TABLE ticks, 1 s slide, 1 min size) MAX/MIN per symbol: the window TVF, one result per symbol and
           second (its event time: the newest tick's of the window)
 """
@@ -53,23 +53,21 @@ def main() -> None:
             "properties.linger.ms": str(settings.kafka_linger_ms), "properties.compression.type": "lz4"}
     t_env.execute_sql(f"""CREATE TEMPORARY TABLE maxima (symbol STRING, `window` STRING, event_time BIGINT,
                           `max` DOUBLE, `min` DOUBLE) WITH ({_sql_options(sink)})""")
-    statements = t_env.create_statement_set()
     if args.variant == "over":
-        for window_us in settings.rules().windows_us:
-            interval = _sql_interval(window_us // 1000)
-            statements.add_insert_sql(f"""
-                INSERT INTO maxima
-                SELECT symbol, {_sql_literal(format_duration(window_us))}, event_time,
-                       MAX(price) OVER w, MIN(price) OVER w
-                FROM ticks
-                WINDOW w AS (PARTITION BY symbol ORDER BY event_ts RANGE BETWEEN {interval} PRECEDING AND CURRENT ROW)""")
+        # One sink (one transactional producer) for every window: their OVER queries joined by UNION ALL.
+        selects = [f"""
+            SELECT symbol, {_sql_literal(format_duration(window_us))}, event_time, MAX(price) OVER w, MIN(price) OVER w
+            FROM ticks
+            WINDOW w AS (PARTITION BY symbol ORDER BY event_ts RANGE BETWEEN {_sql_interval(window_us // 1000)}
+                         PRECEDING AND CURRENT ROW)""" for window_us in settings.rules().windows_us]
+        query = "INSERT INTO maxima " + " UNION ALL ".join(selects)
     else:
-        statements.add_insert_sql("""
+        query = """
             INSERT INTO maxima
             SELECT symbol, '1m', MAX(event_time), MAX(price), MIN(price) FROM TABLE(
               HOP(TABLE ticks, DESCRIPTOR(event_ts), INTERVAL '1' SECOND, INTERVAL '1' MINUTE))
-            GROUP BY symbol, window_start, window_end""")
-    client = statements.execute().get_job_client()
+            GROUP BY symbol, window_start, window_end"""
+    client = t_env.execute_sql(query).get_job_client()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -429,7 +429,7 @@ def build(env: StreamExecutionEnvironment, settings: Settings, bounded: bool, di
     # onto these operators.
     grouped = group_records(raw, settings)
     parsed = (grouped.process(ParseTicks(settings.topic("ticks"), settings.tick_limits(),
-                                     partition_keys(settings.topic_partitions)))
+                                         partition_keys(settings.topic_partitions)))
               .name("parse ticks").uid("parse-ticks"))
     failures = None
     if settings.failure_points():
