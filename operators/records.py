@@ -223,9 +223,10 @@ def good_batch(raw: bytes, record_timestamp_ms: int | None, limits: TickLimits =
 
 def pack_record(raw: bytes, record_timestamp_ms: int | None, limits: TickLimits = DEFAULT_LIMITS
                 ) -> tuple[bytes | None, list[RefusedTick]]:
-    """The job's parse step: a record's ticks as the keyed step takes them (unpack_tick_fields), or None
-    when it has none, and what in it is not a tick. A batch whose rows are all ticks goes on as its own
-    bytes: its ticks are made once, in the keyed step, not also here and again by pickle."""
+    """One record's ticks as the keyed step takes them (unpack_tick_fields), or None when it has none, and
+    what in it is not a tick. A batch whose rows are all ticks goes on as its own bytes: its ticks are made
+    once, in the keyed step, not also here and again by pickle. (The job parses a partition's records a
+    group at a time, pack_group, which gives what this gives record by record: tested against it.)"""
     if good_batch(raw, record_timestamp_ms, limits) is not None:
         return raw, []
     ticks, refused = decode_record(raw, record_timestamp_ms, limits, fields_only=True)
