@@ -67,6 +67,8 @@ def run_until(settings, expected: dict, job: subprocess.Popen) -> dict:
                 break
             assert time.monotonic() < deadline, f"outputs did not converge: { {k: sum(got[k].values()) for k in sizes} } of {sizes}"
             time.sleep(1)
+        # Two more checkpoints complete: anything still to come (a record twice, say) would be committed by then.
+        wait_for_checkpoints(settings, newest_checkpoint(settings) + 2, job)
     except BaseException as failure:
         if job.poll() is None:
             os.killpg(job.pid, signal.SIGKILL)
@@ -74,11 +76,24 @@ def run_until(settings, expected: dict, job: subprocess.Popen) -> dict:
             raise AssertionError(f"{failure}\n--- the job's stderr, last lines:\n{job.stderr.read()[-3000:]}"
                                  f"\n--- {flink_log_problems(settings)}") from None
         raise
-    time.sleep(3 * settings.checkpoint_interval_ms / 1000)  # anything still to come would be committed by now
     got = kafka_outputs(settings)
     job.send_signal(signal.SIGINT)  # stops the job with a savepoint
     job.wait(timeout=120)
     return got
+
+
+def newest_checkpoint(settings) -> int:
+    """The id of the newest completed checkpoint the job has retained (-1: none yet)."""
+    return max((int(m.parent.name.removeprefix("chk-")) for m in settings.checkpoint_dir.glob("*/chk-*/_metadata")),
+               default=-1)
+
+
+def wait_for_checkpoints(settings, checkpoint_id: int, job: subprocess.Popen, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while newest_checkpoint(settings) < checkpoint_id:
+        assert job.poll() is None, f"the job stopped: {job.stderr.read()[-3000:]}"
+        assert time.monotonic() < deadline, f"checkpoint {checkpoint_id} did not complete"
+        time.sleep(0.2)
 
 
 def flink_log_problems(settings, lines: int = 40) -> str:
