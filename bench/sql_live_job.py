@@ -29,14 +29,15 @@ def main() -> None:
     from pyflink.table import EnvironmentSettings, TableEnvironment
 
     from stockmax import config
-    from stockmax.jobs.pipeline import _kafka_options, _sql_interval, _sql_literal, _sql_options, local_configuration
+    from stockmax.flink_env import local_configuration
+    from stockmax.jobs.kafka_tables import kafka_options, sql_interval, sql_literal, sql_options
     from stockmax.operators.durations import format_duration
 
     settings = config.load()
     conf = local_configuration(settings)
     t_env = TableEnvironment.create(EnvironmentSettings.new_instance().in_streaming_mode().with_configuration(conf)
                                     .build())
-    source = {**_kafka_options(settings, settings.topic("ticks")), "properties.group.id": settings.job_name,
+    source = {**kafka_options(settings, settings.topic("ticks")), "properties.group.id": settings.job_name,
               "properties.auto.offset.reset": "earliest", "scan.startup.mode": "group-offsets",
               "value.format": "json", "value.json.ignore-parse-errors": "true",
               "scan.watermark.idle-timeout": f"{settings.source_idleness_ms} ms"}
@@ -44,21 +45,21 @@ def main() -> None:
         CREATE TEMPORARY TABLE ticks (
           symbol STRING, price DOUBLE, event_time BIGINT,
           event_ts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp',
-          WATERMARK FOR event_ts AS event_ts - {_sql_interval(settings.watermark_bound_ms + 1)}
-        ) WITH ({_sql_options(source)})""")
-    sink = {**_kafka_options(settings, settings.topic("max_updates")), "value.format": "json",
+          WATERMARK FOR event_ts AS event_ts - {sql_interval(settings.watermark_bound_ms + 1)}
+        ) WITH ({sql_options(source)})""")
+    sink = {**kafka_options(settings, settings.topic("max_updates")), "value.format": "json",
             "sink.delivery-guarantee": "exactly-once",
             "sink.transactional-id-prefix": f"{settings.job_name}-sql",
             "properties.transaction.timeout.ms": str(settings.kafka_transaction_timeout_ms),
             "properties.linger.ms": str(settings.kafka_linger_ms), "properties.compression.type": "lz4"}
     t_env.execute_sql(f"""CREATE TEMPORARY TABLE maxima (symbol STRING, `window` STRING, event_time BIGINT,
-                          `max` DOUBLE, `min` DOUBLE) WITH ({_sql_options(sink)})""")
+                          `max` DOUBLE, `min` DOUBLE) WITH ({sql_options(sink)})""")
     if args.variant == "over":
         # One sink (one transactional producer) for every window: their OVER queries joined by UNION ALL.
         selects = [f"""
-            SELECT symbol, {_sql_literal(format_duration(window_us))}, event_time, MAX(price) OVER w, MIN(price) OVER w
+            SELECT symbol, {sql_literal(format_duration(window_us))}, event_time, MAX(price) OVER w, MIN(price) OVER w
             FROM ticks
-            WINDOW w AS (PARTITION BY symbol ORDER BY event_ts RANGE BETWEEN {_sql_interval(window_us // 1000)}
+            WINDOW w AS (PARTITION BY symbol ORDER BY event_ts RANGE BETWEEN {sql_interval(window_us // 1000)}
                          PRECEDING AND CURRENT ROW)""" for window_us in settings.rules().windows_us]
         query = "INSERT INTO maxima " + " UNION ALL ".join(selects)
     else:

@@ -126,7 +126,8 @@ def run_job(args) -> dict:
     """(2): the job's operators, outputs discarded."""
     from pyflink.datastream import StreamExecutionEnvironment
 
-    from stockmax.jobs.pipeline import build, local_configuration
+    from stockmax.flink_env import local_configuration
+    from stockmax.jobs.pipeline import build
 
     settings = child_settings(args)
     env = StreamExecutionEnvironment.get_execution_environment(local_configuration(settings))
@@ -139,27 +140,28 @@ def run_sql_hop(args) -> dict:
     """(3): Flink SQL HOP(60 s, 1 s) MAX(price) per symbol over the same topic, JVM only."""
     from pyflink.table import EnvironmentSettings, TableEnvironment
 
-    from stockmax.jobs.pipeline import _kafka_options, _sql_interval, _sql_options, local_configuration
+    from stockmax.flink_env import local_configuration
+    from stockmax.jobs.kafka_tables import kafka_options, sql_interval, sql_options
 
     settings = child_settings(args)
     conf = local_configuration(settings)
     t_env = TableEnvironment.create(EnvironmentSettings.new_instance().in_streaming_mode().with_configuration(conf)
                                     .build())
-    options = {**_kafka_options(settings, settings.topic("ticks")), "properties.group.id": settings.job_name,
+    options = {**kafka_options(settings, settings.topic("ticks")), "properties.group.id": settings.job_name,
                "scan.startup.mode": "earliest-offset", "scan.bounded.mode": "latest-offset", "value.format": "json",
                "scan.watermark.idle-timeout": f"{settings.source_idleness_ms} ms"}
     t_env.execute_sql(f"""
         CREATE TEMPORARY TABLE ticks (
           symbol STRING, price DOUBLE,
           event_ts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp',
-          WATERMARK FOR event_ts AS event_ts - {_sql_interval(settings.watermark_bound_ms + 1)}
-        ) WITH ({_sql_options(options)})""")
+          WATERMARK FOR event_ts AS event_ts - {sql_interval(settings.watermark_bound_ms + 1)}
+        ) WITH ({sql_options(options)})""")
     t_env.execute_sql("CREATE TEMPORARY TABLE maxima (symbol STRING, window_end TIMESTAMP(3), high DOUBLE) "
                       "WITH ('connector' = 'blackhole')")
     result = t_env.execute_sql(f"""
         INSERT INTO maxima
         SELECT symbol, window_end, MAX(price) FROM TABLE(
-          HOP(TABLE ticks, DESCRIPTOR(event_ts), INTERVAL '1' SECOND, {_sql_interval(args.hop_window_s * 1000)}))
+          HOP(TABLE ticks, DESCRIPTOR(event_ts), INTERVAL '1' SECOND, {sql_interval(args.hop_window_s * 1000)}))
         GROUP BY symbol, window_start, window_end""")
     seconds = _flink_result_seconds(result.get_job_client().get_job_execution_result().result())
     return {"ticks": args.ticks, "seconds": seconds}

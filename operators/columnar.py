@@ -27,62 +27,16 @@ import operator
 from typing import NamedTuple, Sequence
 
 import numpy as np
-import orjson
 
 from .durations import format_duration
 from .reorder import ReleasedTicks
 from .rollups import ROLLUP_FIELDS, row
 from .symbol import MAX_UPDATE_FIELDS, Outputs, SymbolProcessor
 from .tick import Tick
+from .wire import ColumnBlock, output_line
 
 # Below this many released ticks in a call, the per-tick path is cheaper than numpy's fixed costs.
 MIN_COLUMNAR_TICKS = 64
-
-
-class ColumnBlock:
-    """Records of a row kind as columns, in the kind's field order: each column either n values (a numpy array,
-    or a list) or one value every record shares (a str or a number). The first column is always n values (a
-    list). It leaves Python as the JSON array of its columns: orjson writes a numpy array in C, with no
-    Python object per value, and a shared value once (for 300 k max updates, 0.07 s against 0.22-0.29 s for
-    a tuple per record and orjson on the tuples); SplitOutputs (jvm/) makes each record the JSON object of
-    its fields, byte for byte what it makes of the record as a row."""
-
-    __slots__ = ("columns", "n")
-
-    def __init__(self, columns: list, n: int) -> None:
-        if not isinstance(columns[0], list) or len(columns[0]) != n:
-            raise ValueError("a column block's first column must be a list of its n values")
-        self.columns, self.n = columns, n
-
-    @classmethod
-    def from_rows(cls, rows: list[tuple]) -> "ColumnBlock":
-        return cls([list(column) for column in zip(*rows)], len(rows))
-
-    def slice(self, start: int, stop: int) -> "ColumnBlock":
-        """Records start..stop-1 (numpy slices are views: no copy)."""
-        stop = min(stop, self.n)
-        return ColumnBlock([c[start:stop] if isinstance(c, (list, np.ndarray)) else c for c in self.columns],
-                           stop - start)
-
-    def rows(self) -> list[tuple]:
-        """The records as rows, values as Python objects (what the per-tick path gives)."""
-        return list(zip(*(c.tolist() if isinstance(c, np.ndarray) else c if isinstance(c, list)
-                          else itertools.repeat(c, self.n) for c in self.columns)))
-
-    def __repr__(self) -> str:
-        return f"ColumnBlock({self.rows()!r})"
-
-
-def block_columns(value):
-    """orjson's `default` for output texts: a ColumnBlock is written as the array of its columns."""
-    if isinstance(value, ColumnBlock):
-        return value.columns
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def record_rows(records: list) -> list[tuple]:
-    """A row kind's records (rows and column blocks) as rows."""
-    return [row for item in records for row in (item.rows() if isinstance(item, ColumnBlock) else (item,))]
 
 
 class StepOutputs(NamedTuple):
@@ -93,21 +47,6 @@ class StepOutputs(NamedTuple):
     max_updates: list[ColumnBlock]
     alerts: list[bytes]
     rollups: list[tuple]
-
-
-# The kinds given as rows: per kind, how many leading fields make the record key (joined with '|': a max
-# update's is symbol|window, a rollup's its symbol), and the fields.
-ROW_KINDS = {"max_updates": (2, MAX_UPDATE_FIELDS), "rollups": (1, ROLLUP_FIELDS)}
-
-
-def output_line(key: bytes, value: dict) -> bytes:
-    """One output record as one line of UTF-8: its key, a tab, its value as JSON. Neither part can hold a
-    tab or a line break: keys are symbols (the schema's pattern) and window names, and JSON escapes both.
-    Bytes, not str: they leave Python as bytes, and a str line cost ~0.3 µs more to decode from orjson's
-    bytes and to encode again."""
-    # orjson: the same compact JSON as json.dumps, ~10x faster; every number here is finite (the parser
-    # refuses non-finite prices and volumes).
-    return key + b"\t" + orjson.dumps(value)
 
 
 _MAX_UPDATE_ROW = operator.itemgetter(*MAX_UPDATE_FIELDS)

@@ -35,7 +35,8 @@ def _environment(settings: Settings, restore_from: Path | None, bounded: bool):
     # Imported here: starting PyFlink starts a JVM, which only the commands that run the job should pay.
     from pyflink.datastream import StreamExecutionEnvironment
 
-    from .jobs.pipeline import build, local_configuration
+    from .flink_env import local_configuration
+    from .jobs.pipeline import build
 
     conf = local_configuration(settings, restore_from.resolve().as_uri() if restore_from else None)
     env = StreamExecutionEnvironment.get_execution_environment(conf)

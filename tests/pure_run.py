@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import orjson
 
-from stockmax.operators.columnar import ROW_KINDS, advance_symbols, record_rows
+from stockmax.operators.columnar import advance_symbols
 from stockmax.operators.symbol import Rules, SymbolProcessor
 from stockmax.operators.tick import Tick
+from stockmax.operators.wire import OUTPUT_KINDS, decode_outputs, encode_outputs
 
 END_OF_INPUT = 2**62
 
 
 def keyed_values(kind: str, records: list) -> list[tuple[str, dict]]:
-    """A StepOutputs kind's records as (key, value): rows and column blocks of ROW_KINDS, or lines (key TAB JSON)."""
-    if kind not in ROW_KINDS:
-        return [(line.split(b"\t", 1)[0].decode(), orjson.loads(line.split(b"\t", 1)[1])) for line in records]
-    key_fields, fields = ROW_KINDS[kind]
-    return [("|".join(map(str, row[:key_fields])), dict(zip(fields, row))) for row in record_rows(records)]
+    """A StepOutputs kind's records as (key, value), through the wire format (encoded, then read by its
+    reference decoder), as they leave the job."""
+    rows = encode_outputs({k: records if k == kind else [] for k in OUTPUT_KINDS})
+    return [(key, orjson.loads(value)) for key, value in decode_outputs(rows, kind)]
 
 
 def values_of(kind: str, records: list) -> list[dict]:

@@ -108,8 +108,8 @@ def flink_log_problems(settings, lines: int = 40) -> str:
 
 def isolated(settings, tmp_path, name: str, **changes):
     run = uuid.uuid4().hex[:6]
-    return settings.with_(data_dir=tmp_path / name, topic_prefix=f"{name}-{run}-", job_name=f"{name}-{run}",
-                          checkpoint_interval_ms=500, **changes)
+    return settings.with_(**{"data_dir": tmp_path / name, "topic_prefix": f"{name}-{run}-", "job_name": f"{name}-{run}",
+                             "checkpoint_interval_ms": 500, **changes})
 
 
 def next_ticks(data: list[dict]) -> list[dict]:

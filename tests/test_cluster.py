@@ -1,6 +1,7 @@
 """`stockmax submit`, `savepoint` and `cancel` against a real standalone Flink cluster (a JobManager and a
 TaskManager started from the apache-flink wheel's own scripts, configured from flink-conf/config.yaml):
-the submitted job's committed outputs equal the oracle's, and `stockmax load` fills ClickHouse from them."""
+the job runs with stockmax's settings, its committed outputs equal the oracle's, and `stockmax load` fills
+ClickHouse from them."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import yaml
 from cli_env import cli_env
 from running_job import expected_outputs, isolated, kafka_outputs, rollup_values, with_next_ticks
 from stockmax import config, kafka_io, sample
-from stockmax.cluster import flink_command, job_status
+from stockmax.cluster import _rest, flink_command, job_status
 from stockmax.kafka_local import free_port, port_answers
 from stockmax.replay import replay
 from stockmax.store import Store
@@ -70,25 +71,46 @@ def stockmax(settings, *args: str) -> subprocess.CompletedProcess:
     return done
 
 
+def completed_checkpoints(settings, job_id: str) -> int:
+    return _rest(settings, "GET", f"/jobs/{job_id}/checkpoints")["counts"]["completed"]
+
+
 def test_submit_savepoint_cancel_on_a_standalone_cluster(settings, tmp_path):
+    """Submitted with settings other than the defaults, the job runs with them (read back from the cluster's
+    REST API), and its committed outputs equal the oracle's."""
     data = sample.generate(symbols=4, duration_s=180, ticks_per_second=5, spikes_per_symbol=3, seed=71).to_pylist()
     tick_file = tmp_path / "ticks.csv"
     pacsv.write_csv(pa.Table.from_pylist(with_next_ticks(data)), tick_file)
     with standalone_flink(tmp_path / "flink") as rest:
-        s = isolated(settings, tmp_path, "cluster", flink_rest_address=rest, cluster_python=sys.executable)
+        s = isolated(settings, tmp_path, "cluster", flink_rest_address=rest, cluster_python=sys.executable,
+                     parallelism=2, checkpoint_interval_ms=700, restart_attempts=7, watermark_interval_ms=500,
+                     python_bundle_size=4000, python_bundle_time_ms=700)
         expected = expected_outputs(s, data)
         kafka_io.create_topics(s)
         replay(s, tick_file, progress=False)
 
         job_id = stockmax(s, "submit").stdout.strip()
         assert len(job_id) == 32, job_id
+        # What the cluster says the job runs with: the settings, not the cluster's defaults (parallelism 1,
+        # no checkpoints, no restarts).
+        job_config = _rest(s, "GET", f"/jobs/{job_id}/config")["execution-config"]
+        assert job_config["job-parallelism"] == 2 and job_config["object-reuse-mode"] is True, job_config
+        assert job_config["restart-strategy"].startswith("Restart with exponential delay"), job_config
+        checkpoints = _rest(s, "GET", f"/jobs/{job_id}/checkpoints/config")
+        assert (checkpoints["mode"], checkpoints["interval"]) == ("exactly_once", 700), checkpoints
+        assert checkpoints["externalization"] == {"enabled": True, "delete_on_cancellation": False}, checkpoints
+        assert [vertex["parallelism"] for vertex in _rest(s, "GET", f"/jobs/{job_id}")["vertices"]] == [2, 2]
         sizes = {k: sum(v.values()) for k, v in expected.items() if isinstance(v, Counter)}
         deadline = time.monotonic() + 300
         while not all(sum(kafka_outputs(s)[k].values()) >= n for k, n in sizes.items()):
             assert job_status(s, job_id) in ("CREATED", "INITIALIZING", "RUNNING", "RESTARTING"), job_status(s, job_id)
             assert time.monotonic() < deadline, "the cluster job's outputs did not converge"
             time.sleep(1)
-        time.sleep(2)
+        # Two more checkpoints complete: anything still to come (a record twice, say) would be committed by then.
+        last = completed_checkpoints(s, job_id)
+        while completed_checkpoints(s, job_id) < last + 2:
+            assert time.monotonic() < deadline, "no more checkpoints completed"
+            time.sleep(0.2)
         assert kafka_outputs(s) == expected
         assert job_status(s, job_id) == "RUNNING"
 

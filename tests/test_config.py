@@ -84,3 +84,23 @@ def test_secrets_reach_the_clients_and_are_never_printed(tmp_path):
     assert "STOCKMAX_KAFKA_SASL_USERNAME" in shown.stdout and "trader" in shown.stdout
     for secret in ('pa"ss', "ch-secret", "dsn-secret"):
         assert secret not in shown.stdout + shown.stderr
+
+
+def test_every_flink_setting_becomes_a_job_option():
+    """flink_env.job_options is the one place settings become Flink options, for local and cluster runs
+    (tests/test_cluster.py reads them back from a cluster): each setting it covers shows in its options."""
+    from stockmax.flink_env import job_options
+
+    s = config.load(env={}).with_(parallelism=3, checkpoint_interval_ms=750, python_bundle_size=123,
+                                  python_bundle_time_ms=45, watermark_interval_ms=67, restart_attempts=9,
+                                  job_name="named")
+    options = job_options(s)
+    assert {key: options[key] for key in ("parallelism.default", "execution.checkpointing.interval",
+                                          "python.fn-execution.bundle.size", "python.fn-execution.bundle.time",
+                                          "pipeline.auto-watermark-interval", "pipeline.name",
+                                          "restart-strategy.exponential-delay.attempts-before-reset-backoff")} == {
+        "parallelism.default": "3", "execution.checkpointing.interval": "750 ms",
+        "python.fn-execution.bundle.size": "123", "python.fn-execution.bundle.time": "45",
+        "pipeline.auto-watermark-interval": "67 ms", "pipeline.name": "named",
+        "restart-strategy.exponential-delay.attempts-before-reset-backoff": "9"}
+    assert job_options(s.with_(restart_attempts=0))["restart-strategy.type"] == "none"

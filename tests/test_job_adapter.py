@@ -15,8 +15,9 @@ import orjson
 import pytest
 from pyflink.common import Row
 
-from stockmax.jobs.pipeline import (MAX_PARALLELISM, NO_TICKS, OUTPUT_KINDS, ROW_KINDS, ParseTicks, SymbolFunction,
-                                    partition_keys, split_outputs_shapes)
+from stockmax.jobs.keys import MAX_PARALLELISM, partition_keys
+from stockmax.jobs.pipeline import NO_TICKS, ParseTicks, SymbolFunction
+from stockmax.operators.wire import OUTPUT_KINDS, decode_outputs, split_outputs_shapes
 from stockmax.operators.records import RecordGroup, encode_group, pack_ticks, unpack_ticks
 from stockmax.operators.symbol import Rules
 from stockmax.operators.tick import Tick, TickLimits
@@ -121,29 +122,9 @@ def fire_timers(function, ctx, up_to_ms):
     return outputs
 
 
-def rows_of(item: list) -> list[list]:
-    """An item of a text of rows: a row, or a column block (an array of the fields' columns, each a list of n
-    values or one value all n share; the first always a list, which no row's first field is)."""
-    if not item or not isinstance(item[0], list):
-        return [item]
-    n = len(item[0])
-    return [list(row) for row in zip(*(column if isinstance(column, list) else [column] * n for column in item))]
-
-
 def records(outputs, kind):
     """The JSON values of one output kind, from the adapter's rows of texts."""
-    return [json.loads(value) for key, value in keyed_records(outputs, kind)]
-
-
-def keyed_records(outputs, kind):
-    """(key, JSON value) of one output kind, read as SplitOutputs reads the texts (checked against it below)."""
-    texts = [row[OUTPUT_KINDS.index(kind)] for row in outputs]
-    if kind in ROW_KINDS:
-        key_fields, fields = ROW_KINDS[kind]
-        return [("|".join(row[:key_fields]), orjson.dumps(dict(zip(fields, row))).decode())
-                for text in texts if text for item in orjson.loads(text) for row in rows_of(item)]
-    lines = [line for text in texts for line in text.decode().split("\n") if line]
-    return [tuple(line.split("\t", 1)) for line in lines]
+    return [json.loads(value) for key, value in decode_outputs(outputs, kind)]
 
 
 def test_ticks_wait_for_the_watermark_and_idle_state_is_dropped():
@@ -161,7 +142,7 @@ def test_ticks_wait_for_the_watermark_and_idle_state_is_dropped():
     outputs = fire_timers(function, ctx, START_MS + 1)  # the watermark passes S's ticks, not T's
     assert [a["kind"] for a in records(outputs, "alerts")] == ["threshold_down", "threshold_up"]
     assert {u["symbol"] for u in records(outputs, "max_updates")} == {"S"}
-    assert {key for key, _ in keyed_records(outputs, "max_updates")} == {"S|1s", "S|1m"}
+    assert {key for key, _ in decode_outputs(outputs, "max_updates")} == {"S|1s", "S|1m"}
     assert START_MS + 5 in ctx.timers  # re-armed at T's tick
 
     # A late tick is reported, counted, and changes nothing.
@@ -216,8 +197,7 @@ def test_outputs_leave_in_texts_of_at_most_outputs_per_row_records_in_order():
     """A watermark step can release hundreds of thousands of records; they leave in rows of texts of at most
     OUTPUTS_PER_ROW records per kind, column blocks split where a text fills up, every record once and in
     order. Oracle: the records listed one by one, against what the texts hold when read back."""
-    from stockmax.jobs.pipeline import OUTPUTS_PER_ROW, _emit
-    from stockmax.operators.columnar import ColumnBlock
+    from stockmax.operators.wire import OUTPUTS_PER_ROW, ColumnBlock, encode_outputs
 
     def block(first: int, n: int) -> ColumnBlock:
         return ColumnBlock([[f"S{first + i}" for i in range(n)], "1s", 1000, np.arange(first, first + n),
@@ -230,17 +210,17 @@ def test_outputs_leave_in_texts_of_at_most_outputs_per_row_records_in_order():
     outputs["max_updates"] = [block(first, n) for first, n in zip(starts, sizes)]
     outputs["rollups"] = [("R", 60, i, 1.0, 2.0, i, 0.5, i, 1.5, 3, 1.0, 1.25) for i in range(OUTPUTS_PER_ROW + 1)]
     outputs["alerts"] = [f"A{i}\t{{}}".encode() for i in range(3 * OUTPUTS_PER_ROW)]
-    rows = list(_emit(outputs))
+    rows = list(encode_outputs(outputs))
     want_updates = [(f"S{i}|1s", i) for i in range(sum(sizes))]
-    assert [(key, json.loads(value)["event_time"]) for key, value in keyed_records(rows, "max_updates")] == want_updates
-    assert [json.loads(value)["bucket_start"] for _, value in keyed_records(rows, "rollups")] == \
+    assert [(key, json.loads(value)["event_time"]) for key, value in decode_outputs(rows, "max_updates")] == want_updates
+    assert [json.loads(value)["bucket_start"] for _, value in decode_outputs(rows, "rollups")] == \
         list(range(OUTPUTS_PER_ROW + 1))
-    assert [key for key, _ in keyed_records(rows, "alerts")] == [f"A{i}" for i in range(3 * OUTPUTS_PER_ROW)]
+    assert [key for key, _ in decode_outputs(rows, "alerts")] == [f"A{i}" for i in range(3 * OUTPUTS_PER_ROW)]
     for row in rows:
         for kind in OUTPUT_KINDS:
-            assert len(keyed_records([row], kind)) <= OUTPUTS_PER_ROW
+            assert len(decode_outputs([row], kind)) <= OUTPUTS_PER_ROW
     assert len(rows) == -(-sum(sizes) // OUTPUTS_PER_ROW)  # max updates fill every text but the last
-    assert list(_emit({kind: [] for kind in OUTPUT_KINDS})) == []
+    assert list(encode_outputs({kind: [] for kind in OUTPUT_KINDS})) == []
 
 
 def test_each_partition_key_lands_on_its_own_subtask():
@@ -271,7 +251,7 @@ def test_the_local_jvm_gets_its_heap_gc_and_log_dir_and_they_do_not_leak(tmp_pat
         from pathlib import Path
         from pyflink.java_gateway import get_gateway
         from stockmax import config
-        from stockmax.jobs.pipeline import local_configuration
+        from stockmax.flink_env import local_configuration
         env = {"STOCKMAX_LOCAL_JVM_GC": sys.argv[2]} if sys.argv[2] else {}
         local_configuration(config.load(env=env).with_(data_dir=Path(sys.argv[1]), local_jvm_heap_mb=600))
         jvm = get_gateway().jvm
@@ -455,7 +435,7 @@ def test_the_jvm_turns_rows_into_the_json_objects_of_their_fields():
     assert len(blocks) > 100 and any(len(block[0]) == 0 for block in blocks)
     assert _split_in_flink(rows, ";".join(topics), shape_text) == expected
 
-    # The job's own texts, as its keyed function writes them for the sink: what its tests read (keyed_records).
+    # The job's own texts, as its keyed function writes them for the sink: what its tests read (decode_outputs).
     rules = Rules(windows_us=(1_000_000, 60_000_000), levels=(100.0,))
     function = SymbolFunction(rules)
     function.open(FakeRuntime())
@@ -463,8 +443,8 @@ def test_the_jvm_turns_rows_into_the_json_objects_of_their_fields():
     ticks = [Tick(f"S{i % 7}", 99 + rng.random() * 2, 1.0, "X", i, (START_MS + 37 * i) * 1000) for i in range(3000)]
     outputs = list(function.process_element((0, pack_ticks(ticks)), ctx)) + fire_timers(function, ctx, START_MS + 10**7)
     topic_of = {kind: f"t.{kind}" for kind in OUTPUT_KINDS}
-    want = [(topic_of[kind], key.encode(), value.encode()) for row in outputs for kind in OUTPUT_KINDS
-            for key, value in keyed_records([row], kind)]
+    want = [(topic_of[kind], key.encode(), value) for row in outputs for kind in OUTPUT_KINDS
+            for key, value in decode_outputs([row], kind)]
     assert {kind for kind in OUTPUT_KINDS if records(outputs, kind)} == {"max_updates", "alerts", "rollups"}
     assert _split_in_flink([tuple(row) for row in outputs], ";".join(topic_of.values()), split_outputs_shapes()) == want
 
@@ -481,7 +461,7 @@ def test_the_jvm_turns_rows_into_the_json_objects_of_their_fields():
 
 def test_the_loopback_boot_sends_beams_start_worker_request(tmp_path):
     """The local JVM starts Python through python_boot_launcher: PyFlink's beam_boot call goes to
-    jobs/loopback_boot.py, which must send the same StartWorker request beam_boot sends, to the address the
+    stockmax/loopback_boot.py, which must send the same StartWorker request beam_boot sends, to the address the
     JVM gives; anything else runs the interpreter. Oracle: Beam's own protobuf types and gRPC servicer, in a
     worker pool served here."""
     from concurrent import futures
@@ -490,7 +470,7 @@ def test_the_loopback_boot_sends_beams_start_worker_request(tmp_path):
     from apache_beam.portability.api.org.apache.beam.model.fn_execution.v1 import beam_fn_api_pb2, beam_fn_api_pb2_grpc
 
     from stockmax import config
-    from stockmax.jobs.pipeline import python_boot_launcher
+    from stockmax.flink_env import python_boot_launcher
 
     received = []
 

@@ -14,7 +14,8 @@ from hypothesis import given, settings as hyp_settings, strategies as st
 
 from oracle import (alert_key, apply_order, expected_alerts, expected_max_updates, expected_rollups, update_key,
                     window_extremes)
-from stockmax.operators.columnar import StepOutputs, advance_symbols, output_line
+from stockmax.operators.columnar import StepOutputs, advance_symbols
+from stockmax.operators.wire import output_line
 from stockmax.operators.dedup import DuplicateFilter
 from stockmax.operators.durations import format_duration, parse_duration_us, parse_windows
 from stockmax.operators.extrema import MultiWindowExtrema

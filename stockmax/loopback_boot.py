@@ -6,10 +6,10 @@ worker. beam_boot imports apache_beam for that request's protobuf types, and tha
 of every local job's start-up, on its critical path (the tasks wait for the worker). This module sends the
 same request with grpc and protobuf only, the two message types declared below from Beam's
 beam_fn_api.proto (names and field numbers; tests/test_job_adapter.py checks them against Beam's own
-classes). local_configuration makes the JVM start this instead of beam_boot (python_boot_launcher); any
+classes). flink_env.local_configuration makes the JVM start this instead of beam_boot (python_boot_launcher); any
 other use of the interpreter goes to the interpreter itself.
 
-Run as: python -m stockmax.jobs.loopback_boot --id=ID --provision_endpoint=HOST:PORT [--semi_persist_dir=DIR]
+Run as: python -m stockmax.loopback_boot --id=ID --provision_endpoint=HOST:PORT [--semi_persist_dir=DIR]
 (beam_boot's arguments), with PYTHON_LOOPBACK_SERVER_ADDRESS set (as the JVM sets it in loopback mode).
 """
 
