@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, NamedTuple
 
+# schemas/ is beside operators/ both in the checkout and in an installed wheel (stockmax/schemas).
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "tick.schema.json"
 SCHEMA = json.loads(SCHEMA_PATH.read_text())
 MAX_MESSAGE_BYTES = 64 * 1024

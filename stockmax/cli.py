@@ -16,6 +16,9 @@ def _settings(args) -> config.Settings:
 
 
 def cmd_config(args) -> int:
+    if args.reference:
+        sys.stdout.write(config.settings_reference())
+        return 0
     settings = _settings(args)
     width = max(len(k) for k in settings.redacted())
     for key, value in settings.redacted().items():
@@ -292,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("config", help="print the effective settings and their environment variables")
+    p.add_argument("--reference", action="store_true",
+                   help="print every setting's reference instead (Markdown: docs/settings.md is this)")
     p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("kafka", help="start, stop or probe the local single-node Kafka broker (KRaft)")
@@ -401,7 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Runs `flink run --detached --python jobs/pipeline.py` against "
                                    "STOCKMAX_FLINK_REST_ADDRESS with the Kafka connector jar and a staged copy of "
                                    "stockmax's sources. The job takes this machine's STOCKMAX_* settings (Kafka "
-                                   "address, topics, windows, rules) as they must be seen from the cluster; the "
+                                   "address, topics, windows, rules, and its Flink options: parallelism, "
+                                   "checkpoint interval, restarts, bundles) as they must be seen from the cluster; the "
                                    "cluster's Python (STOCKMAX_CLUSTER_PYTHON) needs stockmax's dependencies. Run "
                                    "`stockmax load` beside it to fill ClickHouse.")
     p.add_argument("--bounded", action="store_true", help="stop at the end of what is in the topic now")

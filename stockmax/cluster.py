@@ -34,14 +34,20 @@ def flink_command() -> Path:
     return Path(pyflink.__file__).parent / "bin" / "flink"
 
 
-def staged_sources(settings: Settings) -> Path:
-    """A copy of stockmax's sources (no venv, no caches) for `flink run -pyfs`, refreshed each time."""
+def staged_sources(settings: Settings) -> tuple[Path, Path]:
+    """A copy of stockmax's sources (no venv, no caches) for `flink run -pyfs`, refreshed each time, and the
+    job's file in it: from a checkout its top folders, from an installed wheel the package (which holds
+    them as subpackages)."""
     stage = settings.data_dir / "submit" / "stockmax-src"
     if stage.exists():
         shutil.rmtree(stage)
-    for name in SOURCES:
-        shutil.copytree(PROJECT_ROOT / name, stage / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    return stage
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    if (PROJECT_ROOT / "pyproject.toml").is_file():
+        for name in SOURCES:
+            shutil.copytree(PROJECT_ROOT / name, stage / name, ignore=ignore)
+        return stage, stage / "jobs" / "pipeline.py"
+    shutil.copytree(Path(__file__).resolve().parent, stage / "stockmax", ignore=ignore)
+    return stage, stage / "stockmax" / "jobs" / "pipeline.py"
 
 
 def _rest(settings: Settings, method: str, path: str, body: dict | None = None) -> dict:
@@ -73,9 +79,9 @@ def submit(settings: Settings, bounded: bool = False) -> str:
     """Submit jobs/pipeline.py to the cluster, detached; returns the job id."""
     _rest(settings, "GET", "/overview")  # a clear error now when no cluster answers
     connector = settings.flink_jar(KAFKA_CONNECTOR_JAR)
-    stage = staged_sources(settings)
+    stage, job_file = staged_sources(settings)
     command = [str(flink_command()), "run", "--detached", "--jobmanager", settings.flink_rest_address,
-               "--python", str(stage / "jobs" / "pipeline.py"), "--pyFiles", str(stage),
+               "--python", str(job_file), "--pyFiles", str(stage),
                "--pyExecutable", settings.cluster_python, "--pyClientExecutable", sys.executable,
                "--jarfile", str(connector)]
     if bounded:

@@ -18,9 +18,16 @@ from .times import parse_utc_us
 
 ENV_PREFIX = "STOCKMAX_"
 
-# The checkout this package runs from (the package is installed editable by `make setup`): sql/,
-# schemas/, flink-conf/ and the fetched jars are read from here.
+# The checkout this package runs from (the package is installed editable by `make setup`): flink-conf/ and
+# the fetched jars are read from here.
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def package_data(name: str) -> Path:
+    """schemas/ or sql/: inside the package in an installed wheel (pyproject.toml puts them there), at the
+    top of the checkout otherwise."""
+    installed = Path(__file__).resolve().parent / name
+    return installed if installed.is_dir() else PROJECT_ROOT / name
 
 
 class ConfigError(ValueError):
@@ -29,42 +36,45 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Settings:
-    # Where stockmax keeps its state on this machine: the embedded ClickHouse store, the local broker.
+    # Local state
+    # Where stockmax keeps its state on this machine: the embedded ClickHouse store, the local broker,
+    # checkpoints, savepoints and the local Flink log (logs/; FLINK_LOG_DIR overrides).
     data_dir: Path = field(default_factory=lambda: Path.cwd() / ".stockmax")
     # Kafka
-    kafka_bootstrap: str = "localhost:9092"
-    # Kafka security, for every client (the job's source and sinks, replay, readers, the loader):
-    # PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL; SASL mechanism PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+    kafka_bootstrap: str = "localhost:9092"  # the brokers, host:port[,host:port...]
+    # Security for every client (the job's source and sinks, replay, readers, the loader): PLAINTEXT, SSL,
+    # SASL_PLAINTEXT or SASL_SSL.
     kafka_security_protocol: str = "PLAINTEXT"
-    kafka_sasl_mechanism: str = "PLAIN"
-    kafka_sasl_username: str = ""
+    kafka_sasl_mechanism: str = "PLAIN"  # PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512
+    kafka_sasl_username: str = ""  # SASL user
     kafka_sasl_password: str = ""  # secret: never printed or logged
     kafka_ssl_cafile: str = ""  # PEM file of the CA that signed the brokers' certificates (SSL, SASL_SSL)
     topic_prefix: str = ""  # prepended to every topic name below (isolates demo and test runs)
-    topic_ticks: str = "ticks"
-    topic_alerts: str = "alerts"
-    topic_rollups: str = "rollups"
-    topic_late: str = "ticks-late"
-    topic_dead: str = "ticks-dead"
-    topic_max_updates: str = "max-updates"
-    topic_duplicates: str = "ticks-duplicate"
-    topic_partitions: int = 2
+    topic_ticks: str = "ticks"  # the input: one JSON tick (or an Arrow batch of ticks) per record
+    topic_alerts: str = "alerts"  # spike and threshold alerts
+    topic_rollups: str = "rollups"  # closed rollup buckets, for the loader
+    topic_late: str = "ticks-late"  # ticks behind the watermark when they arrived, not applied
+    topic_dead: str = "ticks-dead"  # refused records, with their reason and original bytes
+    topic_max_updates: str = "max-updates"  # a record each time a window's max or min changes
+    topic_duplicates: str = "ticks-duplicate"  # repeats of a (symbol, exchange, seq) within the dedup horizon
+    topic_partitions: int = 2  # partitions of the topics `stockmax topics create` makes
     # Kafka's time retention goes by record timestamps, and stockmax stamps records with event time: a
     # replay of last month's ticks would be deleted at the broker's next retention check. So the topics
     # stockmax creates keep records by default (-1); set a bound in ms to expire them.
     topic_retention_ms: int = -1
-    # ClickHouse: chdb:///<dir> is the embedded engine; http(s)://user:pass@host:port for a server.
-    # Empty means chdb:///<data_dir>/clickhouse.
+    # ClickHouse
+    # chdb:///<dir> is the embedded engine (one process per dir); http(s)://user:pass@host:port for a
+    # server. Empty means chdb:///<data_dir>/clickhouse.
     clickhouse_dsn: str = ""
-    clickhouse_database: str = "stockmax"
+    clickhouse_database: str = "stockmax"  # the database stockmax's tables live in
     clickhouse_username: str = ""  # for a server; overrides a user in the DSN
     clickhouse_password: str = ""  # secret: never printed or logged
     clickhouse_ca_cert: str = ""  # PEM CA file for an https:// server with a private CA
     # Raw ticks are kept this long after loading (days, 1 .. 3650), for exact `stockmax max` answers at
     # sub-second range edges; rollups are kept for good.
     raw_ticks_ttl_days: int = 35
-    # What a tick may be; anything else goes to the dead-letter topic with its reason.
-    tick_max_bytes: int = 65_536
+    # Ticks
+    tick_max_bytes: int = 65_536  # larger records go to the dead letters (message_too_large)
     event_time_floor: str = "2000-01-01T00:00:00Z"  # ISO-8601 UTC: earlier event times are refused
     max_future_skew_ms: int = 300_000  # event times further ahead of the job machine's clock are refused
     # Event time
@@ -72,8 +82,8 @@ class Settings:
     source_idleness_ms: int = 5000  # a partition silent this long stops holding back the watermark
     # What the job computes
     windows: str = "1s,1m,5m,1h"  # sliding max/min windows, each 1ms .. 24h
-    spike_threshold_pct: float = 2.0
-    spike_window_ms: int = 1000
+    spike_threshold_pct: float = 2.0  # a spike alert fires when the price moves this many % within spike_window_ms
+    spike_window_ms: int = 1000  # the spike rule's window
     moving_average_ticks: int = 20  # the moving average in max updates is over this many last ticks
     rollup_resolutions: str = "1s,1m,1h"  # rollup bucket sizes, whole seconds each
     dedup_horizon_ms: int = 60_000  # how long a (symbol, exchange, seq) is remembered to drop repeats
@@ -81,64 +91,62 @@ class Settings:
     # In the config file as [symbol_rules.AAPL] tables; in the environment as JSON.
     symbol_rules: dict = field(default_factory=dict)
     # Flink
-    parallelism: int = 1
+    parallelism: int = 1  # the job's parallelism (its keyed step uses at most one subtask per ticks partition)
     checkpoint_interval_ms: int = 2000  # alerts become visible to read_committed readers at each checkpoint
     # Must be <= the broker's transaction.max.timeout.ms (the local broker allows 1 h) and outlive a
     # checkpoint plus a restart, or the broker aborts transactions Flink still means to commit.
     kafka_transaction_timeout_ms: int = 900_000
     # The job's Kafka producers: records gathered into batches of up to this many bytes, waiting up to this
-    # long to fill one. Outputs are readable only at the next checkpoint anyway; with the client's defaults
-    # (16 KiB, no wait) the broker took a core on the outputs and the full pipeline made 29-33 k ticks/s
-    # here, with these 38 k.
+    # long to fill one. Outputs are readable only at the next checkpoint anyway, and with the client's
+    # defaults (16 KiB, no wait) the broker spent a core on many small batches.
     kafka_batch_bytes: int = 524_288
-    kafka_linger_ms: int = 20
+    kafka_linger_ms: int = 20  # see kafka_batch_bytes
     # How the job's producers compress output batches: none, lz4, zstd or gzip (kafka-python, the project's
-    # readers, decodes these with lz4 / zstandard, both installed). JSON outputs shrink ~4x with lz4, and the
-    # broker then moves a quarter of the bytes through its sockets and page cache: it was most of the
-    # broker's CPU on the outputs (a core at times), and lz4 costs the producers less than that saves.
+    # readers, decodes these with lz4 / zstandard, both installed). JSON outputs shrink several times with
+    # lz4, and the broker's CPU goes with the bytes it moves; lz4 costs the producers less than that saves.
     kafka_compression: str = "lz4"
     # After a failure (a broker away, a crashed worker) the job restarts from its latest checkpoint, waiting
     # 1 s, then twice as long each time up to 60 s; it gives up after this many restarts in a row (0: never
     # restart). A broker outage of several minutes is ridden out.
     restart_attempts: int = 30
-    python_bundle_size: int = 10_000
+    python_bundle_size: int = 10_000  # a Python bundle ends after this many elements (PyFlink)
+    python_bundle_time_ms: int = 1000  # ... or after this long
     # The ticks topic's records reach the Python step a partition's group at a time (jvm/, GroupRecords): each
     # crossing into Python costs tens of µs, whatever it carries. A group goes at every watermark and
     # checkpoint, or once it holds this many records or bytes of values.
     group_max_records: int = 5000
-    group_max_bytes: int = 4 * 1024 * 1024
-    python_bundle_time_ms: int = 1000
+    group_max_bytes: int = 4 * 1024 * 1024  # see group_max_records
+    # The local mini-cluster
     # Where the local mini-cluster runs the Python functions: "loopback", PyFlink's local default, every
     # step in threads of the `stockmax run` process (one GIL; py-spy on that process sees them); or
-    # "process", a worker process per Python step, as on a cluster (which always uses processes). Measured
-    # on 1 M ticks: processes made the job 45-47 k ticks/s against 52.5 k (each worker boots its own
-    # Python while the JVM starts on the same two cores), and the full pipeline no faster (45.1 vs 44.9 k).
+    # "process", a worker process per Python step, as on a cluster (which always uses processes). On two
+    # cores processes were no faster: each worker boots its own Python while the JVM starts.
     python_workers: str = "loopback"
     # How often sources emit watermarks. Each one ends the Python operator's bundle, and each bundle end
-    # pickles every symbol changed in it: Flink's 200 ms default made that a third of the job's time.
+    # pickles every symbol changed in it: at Flink's 200 ms default that was much of the job's time.
     watermark_interval_ms: int = 1000
     # Heap of the local mini-cluster's JVM (`stockmax run`): the keyed state lives there. Without a cap
     # the JVM takes a quarter of the machine and lets garbage pile up to it.
     local_jvm_heap_mb: int = 1024
     # Its garbage collector: "parallel" (ParallelGC) or "g1" (the JVM's default). On two cores G1's
-    # concurrent work competes with the Python worker and the broker; the full pipeline made 41-51 k
-    # ticks/s with ParallelGC against 34-43 k with G1 (3 runs each, alternating).
+    # concurrent work competes with the Python worker and the broker (bench/README.md has the runs).
     local_jvm_gc: str = "parallel"
     # It maps the classes an earlier local job loaded, parsed and verified already, from an archive that the
     # first local job writes when its process exits (AppCDS; stockmax/class_archive.py, in
-    # LOCAL_JVM_CLASS_ARCHIVE_DIR): the tasks of a job ran 1.0-1.4 s sooner after submission with it here.
+    # LOCAL_JVM_CLASS_ARCHIVE_DIR): a job's tasks start sooner after submission.
     local_jvm_class_archive: bool = True
-    job_name: str = "stockmax"
+    # Jobs and clusters
+    job_name: str = "stockmax"  # also the consumer group, the transactional-id prefix and the checkpoint folder
     # Testing only: make the job fail once at each of these tick counts (per attempt of the keyed
     # operator), e.g. "3000,9000", to prove recovery. Each point fails once; markers under data_dir.
     fail_at_ticks: str = ""
     # A Flink cluster (`stockmax submit`, `cancel`, `savepoint`): its JobManager's REST address, and the
     # Python on its TaskManagers that has stockmax's dependencies (the docker-compose image's python3).
     flink_rest_address: str = "localhost:8081"
-    cluster_python: str = "python3"
+    cluster_python: str = "python3"  # see flink_rest_address
     # Where tools/fetch-jars.sh put the Flink Kafka connector and built stockmax's functions (jvm/).
     flink_jars_dir: Path = PROJECT_ROOT / ".cache" / "jars" / "flink"
-    kafka_jars_dir: Path = PROJECT_ROOT / ".cache" / "jars" / "kafka"
+    kafka_jars_dir: Path = PROJECT_ROOT / ".cache" / "jars" / "kafka"  # the Kafka broker's jars (stockmax kafka up)
 
     # -- derived values ---------------------------------------------------------------------------
     def topic(self, name: str) -> str:
@@ -422,3 +430,47 @@ def _validate(s: Settings) -> None:
     if not (s.store_dsn.startswith("chdb://") or s.store_dsn.startswith(("http://", "https://"))):
         raise ConfigError(f"clickhouse_dsn must start with chdb://, http:// or https://, got {_redact_dsn(s.store_dsn)!r}")
 
+
+
+def settings_reference() -> str:
+    """docs/settings.md: every setting with its environment variable, default and meaning, made from the
+    Settings class above and its comments (the one definition; a test keeps the file equal to this)."""
+    import ast
+    import io
+    import tokenize
+
+    source = Path(__file__).read_text()
+    comments: dict[int, str] = {}
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type == tokenize.COMMENT:
+            comments[token.start[0]] = token.string.lstrip("#").strip()
+    lines = source.splitlines()
+    cls = next(node for node in ast.parse(source).body if isinstance(node, ast.ClassDef) and node.name == "Settings")
+    defaults = Settings()
+    out = ["# Settings", "",
+           "Generated from `stockmax/config.py` by `stockmax config --reference` (a test keeps the two equal).",
+           "Each setting is read, in this order, from its default, the TOML config file (`--config`,",
+           "`$STOCKMAX_CONFIG` or `./stockmax.toml`; keys are the names below) and the environment variable, which",
+           "wins. `stockmax config` prints the effective values, secrets as `***`.", ""]
+    previous_end = cls.lineno
+    for node in cls.body:
+        if not isinstance(node, ast.AnnAssign):
+            continue
+        name = node.target.id
+        above, line = [], node.lineno - 1
+        while line > previous_end and line in comments and lines[line - 1].strip().startswith("#"):
+            above.insert(0, comments[line])
+            line -= 1
+        previous_end = node.end_lineno
+        if above and len(above[0].split()) <= 4 and not any(c in above[0] for c in ".,:;("):  # a section's title
+            out += ["", f"## {above.pop(0)}", "", "| setting | environment variable | default | meaning |",
+                    "|---|---|---|---|"]
+        meaning = " ".join(above + ([comments[node.end_lineno]] if node.end_lineno in comments else []))
+        value = getattr(defaults, name)
+        if name == "data_dir":
+            value = "./.stockmax"  # the working directory's
+        elif isinstance(value, Path):
+            value = "<checkout>/" + str(value.relative_to(PROJECT_ROOT))
+        shown = json.dumps(value) if isinstance(value, dict) else str(value)
+        out.append(f"| `{name}` | `{ENV_PREFIX}{name.upper()}` | `{shown}` | {meaning.replace('|', '/')} |")
+    return "\n".join(out).replace("\n\n\n", "\n\n") + "\n"

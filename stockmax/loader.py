@@ -24,7 +24,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.json as pa_json
 
-from .config import PROJECT_ROOT, Settings
+from .config import Settings, package_data
 from .kafka_io import BatchReader
 from .operators.records import BATCH_SCHEMA, JSON_CHUNK_RECORDS, decode_record, good_batch, good_json_ticks, is_batch
 from .operators.tick import Tick, TickLimits
@@ -37,7 +37,7 @@ _JSON_TYPES = {"string": pa.string(), "integer": pa.int64(), "number": pa.float6
 
 def _record_schema(name: str) -> pa.Schema:
     """A topic's JSON records as Arrow reads them, from the record's one definition (schemas/)."""
-    schema = json.loads((PROJECT_ROOT / "schemas" / f"{name}.schema.json").read_text())
+    schema = json.loads((package_data("schemas") / f"{name}.schema.json").read_text())
     return pa.schema([(field, _JSON_TYPES[next(t for t in ([spec["type"]] if isinstance(spec["type"], str)
                                                            else spec["type"]) if t != "null")])
                       for field, spec in schema["properties"].items()])

@@ -13,9 +13,9 @@ import clickhouse_connect
 import pyarrow as pa
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from .config import PROJECT_ROOT, Settings
+from .config import Settings, package_data
 
-SQL_DIR = PROJECT_ROOT / "sql"
+SQL_DIR = package_data("sql")
 # What the loader inserts, as Arrow (sql/migrations has the tables): a whole batch goes to ClickHouse as one
 # Arrow block, no Python object per value. Times are epoch µs; ClickHouse reads an Arrow int64 into a
 # DateTime64 column as seconds, a timestamp('us') as what it is.

@@ -104,3 +104,15 @@ def test_every_flink_setting_becomes_a_job_option():
         "pipeline.auto-watermark-interval": "67 ms", "pipeline.name": "named",
         "restart-strategy.exponential-delay.attempts-before-reset-backoff": "9"}
     assert job_options(s.with_(restart_attempts=0))["restart-strategy.type"] == "none"
+
+
+def test_the_settings_reference_is_generated_from_the_settings():
+    """docs/settings.md is what `stockmax config --reference` makes of config.py: every setting, documented."""
+    from dataclasses import fields
+
+    reference = config.settings_reference()
+    assert (config.PROJECT_ROOT / "docs" / "settings.md").read_text() == reference, \
+        "docs/settings.md is stale: run `.venv/bin/stockmax config --reference > docs/settings.md`"
+    rows = [line for line in reference.splitlines() if line.startswith("| `")]
+    assert [row.split("`")[1] for row in rows] == [f.name for f in fields(config.Settings)]
+    assert all(not row.endswith("|  |") for row in rows), "a setting without a meaning in config.py"
