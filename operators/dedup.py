@@ -7,8 +7,10 @@ from array import array
 from bisect import bisect_left
 from typing import Iterable, Sequence
 
+from .snapshot import Snapshotted
 
-class DuplicateFilter:
+
+class DuplicateFilter(Snapshotted):
     """Remembers each accepted tick's (exchange, seq) until the event-time frontier is `horizon_us` past
     it. A repeat within that memory is a duplicate; an older repeat is behind the watermark, so it is late
     and is not applied either. The horizon keeps memory proportional to recent ticks, not to history.
@@ -20,7 +22,7 @@ class DuplicateFilter:
     release, a binary search to forget). Released ticks that come before the queued ones (not expected:
     releases follow the frontier) go to a heap instead. Keys claimed and not yet released belong to
     ticks their owner still buffers: they are not pickled here, the owner claims them again on restore
-    (SymbolProcessor.__setstate__)."""
+    (SymbolProcessor.restore)."""
 
     __slots__ = ("horizon_us", "_seen", "_times", "_exchanges", "_seqs", "_head", "_out_of_order")
 
@@ -74,29 +76,17 @@ class DuplicateFilter:
     def __len__(self) -> int:
         return len(self._seen)
 
-    def __getstate__(self):
-        # The set is the keys of the queue and the heap (and the claimed ones, see above): not pickled.
+    def snapshot(self) -> tuple:
+        # The set is the keys of the queue and the heap (and the claimed ones, see above): not kept.
         head = self._head
-        return (3, self.horizon_us, self._times[head:], self._exchanges[head:], self._seqs[head:],
-                self._out_of_order)
+        return (self.horizon_us, self._times[head:], self._exchanges[head:], self._seqs[head:],
+                list(self._out_of_order))
 
-    def __setstate__(self, state):
-        self._head = 0
-        if len(state) == 6:
-            _, self.horizon_us, self._times, self._exchanges, self._seqs, self._out_of_order = state
-        else:
-            # Checkpoints from before: keys were queued when claimed, so these include the owner's
-            # buffered ticks, which it releases (and queues) again. A key queued twice is forgotten at the
-            # same frontier both times; a release behind the queue goes to the heap.
-            if state[0] is None:  # its slots, with a heap of (time, exchange, seq)
-                slots = state[1]
-                self.horizon_us, entries, out_of_order = slots["horizon_us"], sorted(slots["_expiry"]), []
-            else:  # lists of time, exchange, seq in time order, and a heap
-                self.horizon_us, times, exchanges, seqs, out_of_order = state
-                entries = list(zip(times, exchanges, seqs))
-            self._times = array("q", (time_us for time_us, _, _ in entries))
-            self._exchanges = [exchange for _, exchange, _ in entries]
-            self._seqs = array("q", (seq for _, _, seq in entries))
-            self._out_of_order = out_of_order
-        self._seen = set(zip(self._exchanges, self._seqs))
-        self._seen.update((exchange, seq) for _, exchange, seq in self._out_of_order)
+    @classmethod
+    def restore(cls, data: tuple) -> "DuplicateFilter":
+        dups = cls(data[0])
+        dups._times, dups._exchanges, dups._seqs = array("q", data[1]), list(data[2]), array("q", data[3])
+        dups._out_of_order = list(data[4])
+        dups._seen = set(zip(dups._exchanges, dups._seqs))
+        dups._seen.update((exchange, seq) for _, exchange, seq in dups._out_of_order)
+        return dups

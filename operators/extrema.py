@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from bisect import bisect_right
 
+from .snapshot import Snapshotted
 
-class _MonotonicSide:
+
+class _MonotonicSide(Snapshotted):
     """(time, price) candidates; prices strictly decreasing (max side) or increasing (min side) from the
     head. Kept in two lists with a moving head so that binary search on time is cheap."""
 
@@ -52,15 +54,17 @@ class _MonotonicSide:
     def __len__(self) -> int:
         return len(self.times) - self.head
 
-    def __getstate__(self):
+    def snapshot(self) -> tuple:
         return (self.is_max, self.times[self.head:], self.prices[self.head:])
 
-    def __setstate__(self, state):
-        self.is_max, self.times, self.prices = state
-        self.head = 0
+    @classmethod
+    def restore(cls, data: tuple) -> "_MonotonicSide":
+        side = cls(data[0])
+        side.times, side.prices = list(data[1]), list(data[2])
+        return side
 
 
-class MultiWindowExtrema:
+class MultiWindowExtrema(Snapshotted):
     """Max and min over (t - W, t] for each configured W, where t is the time of the latest push."""
 
     __slots__ = ("longest_us", "_max", "_min", "now")
@@ -72,6 +76,15 @@ class MultiWindowExtrema:
         self._max = _MonotonicSide(is_max=True)
         self._min = _MonotonicSide(is_max=False)
         self.now: int | None = None
+
+    def snapshot(self) -> tuple:
+        return (self.longest_us, self.now, self._max.snapshot(), self._min.snapshot())
+
+    @classmethod
+    def restore(cls, data: tuple) -> "MultiWindowExtrema":
+        extrema = cls(data[0])
+        extrema.now, extrema._max, extrema._min = data[1], _MonotonicSide.restore(data[2]), _MonotonicSide.restore(data[3])
+        return extrema
 
     def push(self, time_us: int, price: float) -> None:
         if self.now is not None and time_us < self.now:

@@ -7,6 +7,7 @@ from bisect import bisect_left
 from operator import itemgetter, lt
 from typing import Iterable, NamedTuple
 
+from .snapshot import Snapshotted
 from .tick import Tick
 
 
@@ -27,7 +28,7 @@ _TIME_SEQ = itemgetter(5, 4)  # a tick's (event_time, seq)
 _NONE_YET = 1 << 63  # above every event time (int64 µs)
 
 
-class ReorderBuffer:
+class ReorderBuffer(Snapshotted):
     """Releases ticks in (event_time, seq, arrival) order once their event time is below a frontier.
 
     A push only appends the tick to a list of arrivals: a symbol's ticks come one at a time among those of
@@ -109,19 +110,12 @@ class ReorderBuffer:
         for column, values in zip(columns, fields):
             column.extend(values)
 
-    def __getstate__(self):
+    def snapshot(self) -> tuple:
         self._sort_arrivals()
-        return (2, *self._columns)
+        return tuple(self._columns)
 
-    def __setstate__(self, state):
-        self._arrivals, self._earliest_arrival = [], _NONE_YET
-        if isinstance(state, dict):  # an older layout: a heap of (time, seq, arrival, tick)
-            ticks = [entry[3] for entry in sorted(state["heap"])]
-        elif state[0] != 2:  # an older layout: a list of Ticks as tuples, in order
-            ticks = list(map(Tick._make, state[0]))
-        else:
-            self._columns = ReleasedTicks(*state[1:])
-            return
-        self.__init__()
-        for tick in ticks:
-            self.push(tick)
+    @classmethod
+    def restore(cls, data: tuple) -> "ReorderBuffer":
+        buffer = cls()
+        buffer._columns = ReleasedTicks(*data)
+        return buffer

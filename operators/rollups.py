@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import sums
+from .snapshot import Snapshotted
 from .tick import Tick
 
 # A row's fields, in order (the rollups topic's value is the JSON object of these; schemas/rollup.schema.json).
@@ -20,7 +21,7 @@ def row(symbol: str, resolution_s: int, start: int, first: float, high: float, h
             sums.value(price_volume_terms) / volume if volume > 0 else None)
 
 
-class RollupBuilder:
+class RollupBuilder(Snapshotted):
     """Builds buckets [start, start + resolution) from ticks applied in event-time order.
 
     A bucket is handed out by `close_before(frontier)` once frontier >= its end, i.e. once the watermark
@@ -103,14 +104,11 @@ class RollupBuilder:
         symbol, start, o, h, ht, lo, lt, c, n, volume_terms, pv_terms = b
         return row(symbol, self.resolution_s, start, o, h, ht, lo, lt, c, n, volume_terms, pv_terms)
 
-    def __getstate__(self):
+    def snapshot(self) -> tuple:
         return (self.resolution_s, self._open_bucket, self._closed)
 
-    def __setstate__(self, state):
-        self.resolution_s, self._open_bucket, self._closed = state
-        if self._open_bucket is not None and not isinstance(self._open_bucket[9], list):
-            # Checkpoints from before sums were exact hold the running float sums.
-            self._open_bucket[9:11] = [[self._open_bucket[9]], [self._open_bucket[10]]]
-        # Checkpoints from before rows were tuples hold dicts.
-        self._closed = [tuple(row[f] for f in ROLLUP_FIELDS) if isinstance(row, dict) else row for row in self._closed]
-        self.resolution_us = self.resolution_s * 1_000_000
+    @classmethod
+    def restore(cls, data: tuple) -> "RollupBuilder":
+        builder = cls(data[0])
+        builder._open_bucket, builder._closed = data[1], data[2]
+        return builder

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
+from .snapshot import Snapshotted
 from .tick import Tick
 
 
@@ -19,7 +20,7 @@ def _alert(tick: Tick, kind: str, reference: float, reference_time: int | None, 
     }
 
 
-class SpikeRule:
+class SpikeRule(Snapshotted):
     """At a tick with price p, with the window's min and max including p: spike_up when
     p > min * (1 + x), spike_down when p < max * (1 - x)."""
 
@@ -31,6 +32,15 @@ class SpikeRule:
         self._fraction = threshold_pct / 100.0
         self.up_armed = True
         self.down_armed = True
+
+    def snapshot(self) -> tuple:
+        return (self.threshold_pct, self.window_us, self.up_armed, self.down_armed)
+
+    @classmethod
+    def restore(cls, data: tuple) -> "SpikeRule":
+        rule = cls(data[0], data[1])
+        rule.up_armed, rule.down_armed = data[2], data[3]
+        return rule
 
     def evaluate(self, tick: Tick, low: float, low_time: int, high: float, high_time: int) -> list[dict]:
         p = tick.price
@@ -55,7 +65,7 @@ class SpikeRule:
         return f"spike {self.threshold_pct:g}% in {self.window_us // 1000} ms"
 
 
-class ThresholdRule:
+class ThresholdRule(Snapshotted):
     """Price levels: threshold_up when p > level, threshold_down when p < level, each edge-triggered."""
 
     __slots__ = ("levels", "up_armed", "down_armed")
@@ -64,6 +74,15 @@ class ThresholdRule:
         self.levels = tuple(sorted(float(level) for level in levels))
         self.up_armed = [True] * len(self.levels)
         self.down_armed = [True] * len(self.levels)
+
+    def snapshot(self) -> tuple:
+        return (self.levels, list(self.up_armed), list(self.down_armed))
+
+    @classmethod
+    def restore(cls, data: tuple) -> "ThresholdRule":
+        rule = cls(data[0])
+        rule.up_armed, rule.down_armed = list(data[1]), list(data[2])
+        return rule
 
     def evaluate(self, tick: Tick) -> list[dict]:
         alerts = []
@@ -85,7 +104,7 @@ class ThresholdRule:
                       f"{tick.symbol}:{kind}:{level:g}:{tick.event_time}:{tick.seq}")
 
 
-class MovingAverage:
+class MovingAverage(Snapshotted):
     """Mean price of the last n applied ticks."""
 
     __slots__ = ("n", "_prices")
@@ -105,9 +124,11 @@ class MovingAverage:
     def set_recent(self, prices: list[float]) -> None:
         self._prices = deque(prices, maxlen=self.n)
 
-    def __getstate__(self):
+    def snapshot(self) -> tuple:
         return (self.n, list(self._prices))
 
-    def __setstate__(self, state):
-        self.n, prices = state
-        self._prices = deque(prices, maxlen=self.n)
+    @classmethod
+    def restore(cls, data: tuple) -> "MovingAverage":
+        average = cls(data[0])
+        average.set_recent(data[1])
+        return average

@@ -17,9 +17,10 @@ resolution.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import NamedTuple
 
+from . import snapshot
 from .dedup import DuplicateFilter
 from .durations import format_duration
 from .extrema import MultiWindowExtrema
@@ -83,7 +84,7 @@ def max_update(symbol: str, window_us: int, event_time: int, seq: int, high: flo
                                         high_time, low, low_time, moving_average, moving_average_ticks)))
 
 
-class SymbolProcessor:
+class SymbolProcessor(snapshot.Snapshotted):
     __slots__ = ("rules", "pending", "duplicates", "rollups", "extrema", "spike", "thresholds", "average",
                  "last_values", "last_applied")
 
@@ -199,17 +200,48 @@ class SymbolProcessor:
         earliest = self.pending.earliest()
         return due_before if earliest is None or earliest >= due_before else earliest + 1
 
-    def __setstate__(self, state):
-        _, slots = state  # pickle's default for __slots__: (None, {slot: value})
-        for name, value in slots.items():
-            setattr(self, name, value)
+    def snapshot(self) -> tuple:
+        """Everything this symbol keeps, as plain data (operators/snapshot.py; pickled with its VERSION)."""
+        rules = self.rules
+        return (tuple(getattr(rules, name) for name in RULES_FIELDS), self.pending.snapshot(),
+                self.duplicates.snapshot(), [builder.snapshot() for builder in self.rollups],
+                self.extrema.snapshot(), self.spike.snapshot(), self.thresholds.snapshot(),
+                self.average.snapshot(), self.last_values, self.last_applied)
+
+    @classmethod
+    def restore(cls, data: tuple) -> "SymbolProcessor":
+        """A processor from its snapshot data, of the current VERSION (snapshot.migrate makes older ones so)."""
+        (rules, pending, duplicates, rollups, extrema, spike, thresholds, average, last_values,
+         last_applied) = data
+        processor = cls.__new__(cls)
+        processor.rules = Rules(*rules)
+        processor.pending = ReorderBuffer.restore(pending)
+        processor.duplicates = DuplicateFilter.restore(duplicates)
+        processor.rollups = [RollupBuilder.restore(builder) for builder in rollups]
+        processor.extrema = MultiWindowExtrema.restore(extrema)
+        processor.spike = SpikeRule.restore(spike)
+        processor.thresholds = ThresholdRule.restore(thresholds)
+        processor.average = MovingAverage.restore(average)
+        processor.last_values, processor.last_applied = last_values, last_applied
         # The buffered ticks' keys: claimed, not yet in the duplicate filter's own state.
-        self.duplicates.claim_all(self.pending.keys())
+        processor.duplicates.claim_all(processor.pending.keys())
+        return processor
+
+    def __reduce__(self):
+        return restore_processor, (snapshot.VERSION, self.snapshot())
 
     def state_size(self) -> dict:
         """What the state holds (for measurements)."""
         return {"pending": len(self.pending), "extrema_candidates": self.extrema.candidates(),
                 "dedup_keys": len(self.duplicates), "moving_average_ticks": self.rules.moving_average_ticks}
+
+
+def restore_processor(version: int, data: tuple) -> SymbolProcessor:
+    """What a pickled processor calls when it is loaded: its snapshot, migrated to the current version."""
+    return SymbolProcessor.restore(snapshot.migrate(version, data))
+
+
+RULES_FIELDS = tuple(f.name for f in fields(Rules))
 
 
 def frontier_from_watermark_ms(watermark_ms: int) -> int:

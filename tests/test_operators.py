@@ -488,50 +488,49 @@ def test_a_pickled_processor_still_refuses_repeats_of_its_buffered_ticks():
     assert [restored.accept(tick, START + 2) for tick in ticks] == ["duplicate"] * 4
 
 
-def test_reorder_and_duplicate_state_from_the_previous_layout_restores():
-    """Checkpoints written before the in-order fast paths held a heap in each; a job upgraded onto them
-    must go on as if nothing changed."""
-    ticks = [_tick("S", t, 1.0 + i, i) for i, t in enumerate([30, 10, 20, 20, 40])]
-    buffer, duplicates = ReorderBuffer(), DuplicateFilter(100)
-    buffer.__setstate__({"heap": sorted((t.event_time, t.seq, i, t) for i, t in enumerate(ticks)), "next": 5})
-    duplicates.__setstate__((None, {"horizon_us": 100, "_seen": {("X", t.seq) for t in ticks},
-                                    "_expiry": [(t.event_time, "X", t.seq) for t in ticks]}))
-    assert [t.seq for t in buffer.release_before(35)] == [1, 2, 3, 0]
-    assert len(buffer) == 1 and buffer.earliest() == 40
-    # The layout after that one: the ticks as tuples, in order.
-    listed = ReorderBuffer()
-    listed.__setstate__(([tuple(t) for t in sorted(ticks, key=lambda t: (t.event_time, t.seq))],))
-    assert listed.release_before(35) == [ticks[i] for i in (1, 2, 3, 0)] and listed.earliest() == 40
-    assert duplicates.seen("X", 2) and len(duplicates) == 5
-    duplicates.forget_before(120)  # forgets what is older than 20
-    assert len(duplicates) == 4 and not duplicates.seen("X", 1) and duplicates.seen("X", 2)
-    duplicates.claim("X", 9)
-    duplicates.remember_released(["X"], [9], [35])  # out of order: after 40
-    duplicates.forget_before(134)
-    assert duplicates.seen("X", 9) and len(duplicates) == 2
-    duplicates.forget_before(136)
-    assert not duplicates.seen("X", 9) and duplicates.seen("X", 4) and len(duplicates) == 1
+V1_TICKS = [(0, 5.0), (1_000, 6.0), (3_000, 7.0), (2_000, 8.0), (5_000, 9.0), (4_000, 10.0)]
 
 
-def test_a_processor_pickled_before_claims_restores_and_goes_on_as_a_fresh_one():
-    """tests/checkpoints/symbol-processor-221d457.pickle: a processor pickled by the code before claims
-    (its duplicate filter queued the buffered ticks' keys too), after six ticks (one out of order) and an
-    advance that applied three of them. Restored, it gives what a processor of this code fed the same
-    ticks gives, and forgets every key once its horizon has passed."""
-    restored = pickle.loads((Path(__file__).parent / "checkpoints" / "symbol-processor-221d457.pickle").read_bytes())
-    fresh = SymbolProcessor(Rules())
-    ticks = [_tick("S", START + t, 5.0 + i, i) for i, t in enumerate([0, 1_000, 3_000, 2_000, 5_000, 4_000])]
-    for tick in ticks:
-        fresh.accept(tick, -END_OF_INPUT)
-    fresh.advance(START + 2_500)
+def _v1_processor() -> SymbolProcessor:
+    """tests/checkpoints/symbol-processor-v1.pickle holds this processor, pickled at snapshot version 1: six
+    ticks (one out of order), an advance that applied three of them, a level and every part in use."""
+    p = SymbolProcessor(Rules(levels=(7.5,)))
+    for i, (t, price) in enumerate(V1_TICKS):
+        p.accept(_tick("S", START + t, price, i), -END_OF_INPUT)
+    p.advance(START + 2_500)
+    return p
+
+
+def test_a_version_1_snapshot_restores_and_goes_on_as_a_live_processor():
+    """A checkpoint's symbol state written at snapshot version 1 restores into this code (through
+    snapshot.migrate) and gives, from then on, what a processor that never stopped gives; and forgets every
+    duplicate key once its horizon has passed."""
+    stored = Path(__file__).parent / "checkpoints" / "symbol-processor-v1.pickle"
+    assert pickle.loads(stored.read_bytes()).snapshot() == _v1_processor().snapshot()
+    restored, live = pickle.loads(stored.read_bytes()), _v1_processor()
+    ticks = [_tick("S", START + t, price, i) for i, (t, price) in enumerate(V1_TICKS)]
     later = [_tick("S", START + t, 4.0 + i, 10 + i) for i, t in enumerate([2_600, 4_500, 9_000])]
-    for p in (restored, fresh):
+    for p in (restored, live):
         assert len(p.pending) == 3 and len(p.duplicates) == 6
         assert [p.accept(tick, START + 2_500) for tick in ticks + later] == ["duplicate"] * 6 + [None] * 3
-    assert restored.advance(START + 10_000) == fresh.advance(START + 10_000)
+    assert restored.advance(START + 10_000) == live.advance(START + 10_000)
     horizon_end = START + 9_000 + Rules().dedup_horizon_us + 1
-    assert restored.advance(horizon_end) == fresh.advance(horizon_end)
-    assert len(restored.duplicates) == len(fresh.duplicates) == 0
+    assert restored.advance(horizon_end) == live.advance(horizon_end)
+    assert len(restored.duplicates) == len(live.duplicates) == 0
+
+
+def test_state_from_before_versioned_snapshots_or_of_an_unknown_version_is_refused_clearly():
+    """tests/checkpoints/symbol-processor-221d457.pickle: a processor pickled before snapshots had versions.
+    The policy (operators/snapshot.py) refuses it, saying how to start afresh; so is a version this code
+    does not know."""
+    from stockmax.operators.snapshot import SnapshotError
+    from stockmax.operators.symbol import restore_processor
+
+    legacy = (Path(__file__).parent / "checkpoints" / "symbol-processor-221d457.pickle").read_bytes()
+    with pytest.raises(SnapshotError, match=r"before versioned snapshots .*stockmax run --fresh"):
+        pickle.loads(legacy)
+    with pytest.raises(SnapshotError, match="snapshot version 99"):
+        restore_processor(99, _v1_processor().snapshot())
 
 
 def test_apply_order_breaks_time_ties_by_seq_then_arrival():

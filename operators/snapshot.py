@@ -1,0 +1,52 @@
+"""A symbol's state as one versioned snapshot: what a checkpoint holds for it, and the one place where an
+older layout becomes the current one.
+
+Each stateful part says what it holds as plain data (`snapshot()`: tuples, lists, arrays, numbers, strings;
+no stockmax class) and is made again from it (`restore(data)`); `SymbolProcessor` pickles as
+`(VERSION, its parts' data)`. A change to any part's layout raises VERSION, and `migrate` turns every older
+version's data into the current one, step by step, so a checkpoint or savepoint of any earlier version
+restores into a newer job.
+
+Policy: snapshots of every version since 1 restore, tested with a stored snapshot of each. State pickled
+before versions existed (stockmax before 2026-12-04, objects pickled with their classes' own layouts) is
+refused with a clear error: start such a job afresh (`stockmax run --fresh`, or a new STOCKMAX_JOB_NAME).
+"""
+
+from __future__ import annotations
+
+VERSION = 1
+
+UNVERSIONED = ("this checkpoint holds stockmax state from before versioned snapshots (2026-12-04), which this "
+               "version does not restore; start the job afresh: `stockmax run --fresh` (or a new STOCKMAX_JOB_NAME)")
+
+
+class SnapshotError(ValueError):
+    """A checkpoint's state that this version of stockmax cannot restore."""
+
+
+def migrate(version: int, data: tuple) -> tuple:
+    """A symbol's snapshot data of `version`, as the current VERSION's layout."""
+    if version == VERSION:
+        return data
+    raise SnapshotError(f"symbol state of snapshot version {version!r}, and this stockmax knows versions 1 .. "
+                        f"{VERSION}: restore it with the stockmax that wrote it, or start afresh (--fresh)")
+
+
+class Snapshotted:
+    """A stateful part: pickled as its snapshot (for a part pickled alone, e.g. in tests), and refusing the
+    layouts of before versioned snapshots with a clear error."""
+
+    __slots__ = ()
+
+    def snapshot(self) -> tuple:
+        raise NotImplementedError
+
+    @classmethod
+    def restore(cls, data: tuple):
+        raise NotImplementedError
+
+    def __reduce__(self):
+        return type(self).restore, (self.snapshot(),)
+
+    def __setstate__(self, state):  # only state pickled before snapshots comes here
+        raise SnapshotError(UNVERSIONED)
