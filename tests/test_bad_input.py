@@ -16,7 +16,8 @@ import pyarrow as pa
 import pytest
 
 from cli_env import cli_env
-from running_job import expected_outputs, isolated, run_until, start_job, with_next_ticks
+from running_job import (expected_outputs, isolated, newest_checkpoint, run_until, start_job, wait_for_checkpoints,
+                         with_next_ticks)
 from stockmax import kafka_io, sample
 from stockmax.operators.tick import REASON_CODES
 from stockmax.operators.records import encode_batch
@@ -122,7 +123,12 @@ def test_bad_ticks_go_to_dead_letters_and_change_no_output(settings, tmp_path):
             assert job.poll() is None, f"the job ended: {job.stderr.read()[-3000:]}"
             assert time.monotonic() < deadline, "the first dead letters were not committed"
             time.sleep(0.5)
-        time.sleep(2 * s.checkpoint_interval_ms / 1000 + 1)  # and its watermarks have gone through
+        # And a watermark made after the future-stamped record has gone through the keyed step: checkpoints
+        # complete until one whose barrier was injected more than a watermark interval after that record was
+        # read (before the barrier of the checkpoint that committed its dead letter), so behind a periodic
+        # watermark made since (barriers and watermarks keep their order on the way).
+        later = -(-s.watermark_interval_ms // s.checkpoint_interval_ms) + 1
+        wait_for_checkpoints(s, newest_checkpoint(s) + later, job)
         # A committed 1 s rollup after the late ticks' second: the keyed step's watermark has passed them.
         passed = max(t["event_time"] for t in late) // 1_000_000 * 1_000_000 + 1_000_000
         while not any(r["resolution_s"] == 1 and r["bucket_start"] >= passed

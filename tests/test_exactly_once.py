@@ -25,7 +25,8 @@ import pyarrow.csv as pacsv
 import pytest
 
 from cli_env import cli_env
-from running_job import group_alive, input_and_expected, isolated, kafka_outputs, rollup_values, run_until, start_job
+from running_job import (group_alive, input_and_expected, isolated, kafka_outputs, newest_checkpoint, rollup_values,
+                         run_until, start_job, wait_for_checkpoints)
 from stockmax import kafka_io
 from stockmax.replay import replay
 from stockmax.runner import latest_resume_point
@@ -113,7 +114,7 @@ def test_stop_with_savepoint_and_resume_for_an_upgrade(settings, tmp_path):
         assert job.poll() is None, f"the job stopped: {job.stderr.read()[-3000:]}"
         assert time.monotonic() < deadline, "no output was committed"
         time.sleep(0.2)
-    time.sleep(3)
+    wait_for_checkpoints(s, newest_checkpoint(s) + 2, job)  # a little further into the stream
     job.send_signal(signal.SIGTERM)
     out, err = job.communicate(timeout=120)
     assert job.returncode == 0, err[-3000:]
