@@ -199,8 +199,8 @@ def _batch_columns(table: pa.Table) -> list[list]:
         values = column.to_numpy(zero_copy_only=False).tolist()  # ~20x faster than to_pylist
         if values and isinstance(values[0], str):
             # One object per distinct symbol or exchange, not per row: pickle writes a string it has seen
-            # once, then a reference (the state's buffered ticks and dedup keys hold these per tick: 300 k
-            # ticks pickled 2-3x faster, 25 % smaller), and its hash is computed once.
+            # once, then a reference (the state's buffered ticks and dedup keys hold these per tick), and its
+            # hash is computed once.
             values = list(map(sys.intern, values))
         columns.append(values)
     return columns

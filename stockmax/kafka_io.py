@@ -127,9 +127,8 @@ class BatchReader:
     """A read_committed reader of whole topics for the store loader, resuming from its group's committed
     offsets; poll() returns (topic, value, timestamp ms) of records, commit() commits what it returned.
 
-    In librdkafka rather than kafka-python: the loader reads ~0.5 M rollup records per million ticks, and
-    kafka-python unpacks every record in Python (the loader's drain of 1 M ticks' topics took ~10 s of CPU
-    in it, ~1 s here), on the two cores the live job runs on."""
+    In librdkafka rather than kafka-python: the loader reads about as many records as ticks come in, and
+    kafka-python unpacks every record in Python, on the cores the live job runs on."""
 
     def __init__(self, settings: Settings, topics: list[str], group_id: str, wait_s: float = 10.0) -> None:
         ensure_reachable(settings)

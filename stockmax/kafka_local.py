@@ -181,9 +181,8 @@ class LocalKafka:
         if not jars:
             raise BrokerError(f"no Kafka jars in {self.jars_dir}: run `make setup` (tools/fetch-jars.sh) first")
         # The whole heap from the start, as Kafka's own kafka-server-start.sh does (-Xms1G -Xmx1G): started at
-        # 256 MiB, G1 kept the heap small and ran a concurrent cycle every ~0.1 s while the job's outputs
-        # came in, on the same two cores as the job (full pipeline, 4 runs each against two brokers side
-        # by side: median 45.0 k -> 47.0 k ticks/s).
+        # 256 MiB, G1 kept the heap small and ran concurrent cycles all the time while the job's outputs
+        # came in, on the same cores as the job (bench/README.md has the runs).
         return ["java", "-Xms1g", "-Xmx1g", "-XX:+UseG1GC",
                 f"-Dlog4j.configuration=file:{self.data_dir / 'log4j.properties'}",
                 "-cp", os.pathsep.join(map(str, jars)), *args]

@@ -49,8 +49,7 @@ ROLLUP_RECORD = _record_schema("rollup")
 def record_tables(records, rollups_topic: str, ticks_topic: str, limits: TickLimits) -> tuple[pa.Table, pa.Table]:
     """(rollups, raw ticks) of polled records, (topic, value, timestamp ms) of the rollups, ticks and late
     topics, as tables for the store: column by column, no Python object per value where the records allow
-    it (~500 k rollups and 1 M ticks per million ticks in: row by row, the loader took ~18 s of Python per
-    million ticks)."""
+    it (the loader handles about two records per tick in; row by row, Python per value was its cost)."""
     rollups, tick_tables, tick_rows = [], [], []
     json_values, json_stamps = [], []  # JSON ticks: checked column by column, together (good_json_ticks)
 
@@ -182,7 +181,7 @@ class StoreLoader:
 class LoaderProcess:
     """A StoreLoader in a process of its own, beside a job in this one (`stockmax run`). On the local
     mini-cluster the job's Python step runs in this process (loopback), and a loader thread here took a
-    third of its interpreter's time (one GIL for both) at 40 k ticks/s. The process opens the store itself
+    large share of its interpreter's time (one GIL for both). The process opens the store itself
     (the embedded engine allows one process per directory); a store that cannot be opened raises here, as
     StoreError, before the job starts. It stops when asked (stop()), or when this process is gone."""
 
