@@ -178,8 +178,9 @@ def _probes_pass(probes: dict, record_timestamp_ms: int | None, limits: TickLimi
             if record_timestamp_ms is not None and values[1] // 1000 != record_timestamp_ms:
                 return False
         if kind == "string":
-            if len(passed) + len(values) > _STRINGS_PASSED_MAX:
+            if len(passed) + len(values) > _STRINGS_PASSED_MAX:  # full: start over with this batch's strings
                 passed.clear()
+                values = probes[name]
             passed.update(values)
     return True
 
@@ -313,6 +314,20 @@ def good_json_ticks(values: list[bytes], timestamps_ms: list[int], limits: TickL
     return [columns[name] for name in Tick._fields]
 
 
+def parse_json_records(values: list[bytes], timestamps_ms: list[int], limits: TickLimits = DEFAULT_LIMITS):
+    """JSON tick records, JSON_CHUNK_RECORDS at a time: per chunk (its first index, its ticks' columns, None)
+    when every record is a good tick (good_json_ticks), else (its first index, None, decode_record's
+    (ticks, refused) per record) for exact reasons."""
+    for start in range(0, len(values), JSON_CHUNK_RECORDS):
+        chunk, stamps = values[start:start + JSON_CHUNK_RECORDS], timestamps_ms[start:start + JSON_CHUNK_RECORDS]
+        columns = good_json_ticks(chunk, stamps, limits)
+        if columns is not None:
+            yield start, columns, None
+        else:
+            yield start, None, [decode_record(value, stamp, limits, fields_only=True)
+                                for value, stamp in zip(chunk, stamps)]
+
+
 def pack_group(group: RecordGroup, limits: TickLimits = DEFAULT_LIMITS
                ) -> tuple[list[bytes], list[tuple[int, RefusedTick]]]:
     """The job's parse step for a partition's records grouped in the JVM: their ticks as the keyed step takes
@@ -325,14 +340,12 @@ def pack_group(group: RecordGroup, limits: TickLimits = DEFAULT_LIMITS
     run: list[int] = []  # indexes of the JSON records not yet parsed
 
     def parse_run() -> None:
-        for start in range(0, len(run), JSON_CHUNK_RECORDS):
-            chunk = run[start:start + JSON_CHUNK_RECORDS]
-            columns = good_json_ticks([group.values[i] for i in chunk], [group.timestamps_ms[i] for i in chunk], limits)
+        for start, columns, decoded in parse_json_records([group.values[i] for i in run],
+                                                          [group.timestamps_ms[i] for i in run], limits):
             if columns is not None:
                 fields.extend(zip(*columns))
                 continue
-            for i in chunk:
-                ticks, bad = decode_record(group.values[i], group.timestamps_ms[i], limits, fields_only=True)
+            for i, (ticks, bad) in zip(run[start:], decoded):
                 fields.extend(ticks)
                 refused.extend((i, item) for item in bad)
         run.clear()

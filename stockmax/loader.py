@@ -26,7 +26,7 @@ import pyarrow.json as pa_json
 
 from .config import Settings, package_data
 from .kafka_io import BatchReader
-from .operators.records import BATCH_SCHEMA, JSON_CHUNK_RECORDS, decode_record, good_batch, good_json_ticks, is_batch
+from .operators.records import BATCH_SCHEMA, decode_record, good_batch, is_batch, parse_json_records
 from .operators.tick import Tick, TickLimits
 from .store import TICK_SCHEMA, Store, StoreError, StoreLockedError
 
@@ -54,16 +54,12 @@ def record_tables(records, rollups_topic: str, ticks_topic: str, limits: TickLim
     json_values, json_stamps = [], []  # JSON ticks: checked column by column, together (good_json_ticks)
 
     def json_ticks() -> None:
-        for start in range(0, len(json_values), JSON_CHUNK_RECORDS):
-            values, stamps = json_values[start:start + JSON_CHUNK_RECORDS], json_stamps[start:start + JSON_CHUNK_RECORDS]
-            columns = good_json_ticks(values, stamps, limits)
+        for _, columns, decoded in parse_json_records(json_values, json_stamps, limits):
             if columns is not None:
                 tick_tables.append(pa.Table.from_arrays(
                     [pa.array(c, BATCH_SCHEMA.field(n).type) for n, c in zip(Tick._fields, columns)], names=Tick._fields))
                 continue
-            for value, timestamp in zip(values, stamps):
-                tick_rows.extend(dict(zip(Tick._fields, tick), applied=1, version=0)
-                                 for tick in decode_record(value, timestamp, limits, fields_only=True)[0])
+            tick_rows.extend(dict(zip(Tick._fields, tick), applied=1, version=0) for ticks, _ in decoded for tick in ticks)
 
     for topic, value, timestamp in records:
         if topic == rollups_topic:
