@@ -214,9 +214,11 @@ class SymbolFunction(KeyedProcessFunction):
 
 def group_records(raw: DataStream, settings: Settings) -> DataStream:
     """The source's records, a partition's gathered into one element in the JVM (GroupRecords says how event
-    time and checkpoints stay exact): one crossing into Python per group instead of per record."""
+    time and checkpoints stay exact): one crossing into Python per group instead of per record. It also
+    moves a quiet live feed's watermark (Settings.quiet_feed_lag_ms)."""
     group_class = getattr(get_gateway().jvm, GROUP_RECORDS_CLASS)
-    operator = group_class(settings.group_max_records, settings.group_max_bytes)
+    operator = group_class(settings.group_max_records, settings.group_max_bytes, settings.source_idleness_ms,
+                           settings.watermark_bound_ms, settings.quiet_feed_lag_ms)
     return DataStream(raw._j_data_stream.transform("group records per partition", group_class.outputType(), operator)
                       .uid("group-records"))
 

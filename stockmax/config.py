@@ -80,6 +80,11 @@ class Settings:
     # Event time
     watermark_bound_ms: int = 2000  # how far out of order a tick may arrive and still be applied
     source_idleness_ms: int = 5000  # a partition silent this long stops holding back the watermark
+    # A live feed that goes quiet: once no record has come for source_idleness_ms and the watermark was within
+    # this many ms of the wall clock (event time follows the clock), the watermark follows the wall clock
+    # minus watermark_bound_ms, so the last ticks' outputs come without waiting for the next tick; a tick
+    # arriving later than that bound is late. A replay of history, further behind, is never moved. 0: off.
+    quiet_feed_lag_ms: int = 60_000
     # What the job computes
     windows: str = "1s,1m,5m,1h"  # sliding max/min windows, each 1ms .. 24h
     spike_threshold_pct: float = 2.0  # a spike alert fires when the price moves this many % within spike_window_ms
@@ -392,7 +397,7 @@ def _validate(s: Settings) -> None:
             raise ConfigError(f"{name} must be under 99 days, got {getattr(s, name)}")
     if not 1 <= s.raw_ticks_ttl_days <= 3650:
         raise ConfigError(f"raw_ticks_ttl_days must be in 1 .. 3650, got {s.raw_ticks_ttl_days}")
-    for name in ("restart_attempts", "watermark_bound_ms", "kafka_linger_ms"):
+    for name in ("restart_attempts", "watermark_bound_ms", "kafka_linger_ms", "quiet_feed_lag_ms"):
         if getattr(s, name) < 0:
             raise ConfigError(f"{name} must be >= 0, got {getattr(s, name)}")
     if not 0 < s.spike_threshold_pct < 100:

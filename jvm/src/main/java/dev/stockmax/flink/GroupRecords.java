@@ -13,6 +13,7 @@ import org.apache.flink.streaming.api.operators.BoundedOneInput;
 import org.apache.flink.streaming.api.operators.OneInputStreamOperator;
 import org.apache.flink.streaming.api.watermark.Watermark;
 import org.apache.flink.streaming.runtime.streamrecord.StreamRecord;
+import org.apache.flink.streaming.runtime.watermarkstatus.WatermarkStatus;
 import org.apache.flink.types.Row;
 
 /**
@@ -31,6 +32,11 @@ import org.apache.flink.types.Row;
  * is also emitted as soon as it holds {@code maxRecords} records or {@code maxBytes} bytes of values.
  * Within a partition the order is the topic's.
  *
+ * <p>Quiet feeds ({@code quietLagMs} > 0): once no record has come for {@code idleMs}, and the watermark was
+ * within {@code quietLagMs} of the wall clock (event time follows the wall clock: a live feed), the watermark
+ * follows the wall clock minus the bound, as if a tick stamped now had come, so that the last ticks' outputs
+ * do not wait for the next tick. A replay of history, whose watermark is further behind, is never moved.
+ *
  * <p>Input: the Kafka table source's rows (value BYTES, partition INT, offset BIGINT, event_ts), with the
  * record timestamp (ms) as the element's timestamp.
  */
@@ -46,20 +52,56 @@ public class GroupRecords extends AbstractStreamOperator<Row>
 
     private final int maxRecords;
     private final int maxBytes;
+    private final long idleMs;
+    private final long boundMs;
+    private final long quietLagMs;
     private transient Map<Integer, Group> groups;
+    private transient long emittedWatermark;
+    private transient boolean idle;
+    private transient long lastRecordAt;
 
-    public GroupRecords(int maxRecords, int maxBytes) {
-        if (maxRecords < 1 || maxBytes < 1) {
-            throw new IllegalArgumentException("maxRecords and maxBytes must be positive");
+    public GroupRecords(int maxRecords, int maxBytes, long idleMs, long boundMs, long quietLagMs) {
+        if (maxRecords < 1 || maxBytes < 1 || idleMs < 1 || boundMs < 0 || quietLagMs < 0) {
+            throw new IllegalArgumentException("maxRecords, maxBytes and idleMs must be positive, boundMs and "
+                    + "quietLagMs not negative");
         }
         this.maxRecords = maxRecords;
         this.maxBytes = maxBytes;
+        this.idleMs = idleMs;
+        this.boundMs = boundMs;
+        this.quietLagMs = quietLagMs;
     }
 
     @Override
     public void open() throws Exception {
         super.open();
         groups = new LinkedHashMap<>();
+        emittedWatermark = Long.MIN_VALUE;
+        lastRecordAt = getProcessingTimeService().getCurrentProcessingTime();
+        if (quietLagMs > 0) {
+            scheduleQuietCheck();
+        }
+    }
+
+    private void scheduleQuietCheck() {
+        long now = getProcessingTimeService().getCurrentProcessingTime();
+        getProcessingTimeService().registerTimer(now + Math.min(idleMs, 1000), this::quietCheck);
+    }
+
+    /** The quiet-feed rule (see the class comment), checked every second at most. */
+    private void quietCheck(long time) {
+        long now = getProcessingTimeService().getCurrentProcessingTime();
+        long target = now - boundMs - 1; // what a record stamped now would make the watermark
+        boolean live = emittedWatermark != Long.MIN_VALUE && emittedWatermark >= now - boundMs - quietLagMs;
+        if (now - lastRecordAt >= idleMs && live && target > emittedWatermark) {
+            emitAll();
+            if (idle) {
+                idle = false;
+                output.emitWatermarkStatus(WatermarkStatus.ACTIVE);
+            }
+            emit(new Watermark(target));
+        }
+        scheduleQuietCheck();
     }
 
     @Override
@@ -68,6 +110,7 @@ public class GroupRecords extends AbstractStreamOperator<Row>
         byte[] value = (byte[]) row.getField(0);
         int partition = (Integer) row.getField(1);
         long offset = (Long) row.getField(2);
+        lastRecordAt = getProcessingTimeService().getCurrentProcessingTime();
         Group group = groups.computeIfAbsent(partition, Group::new);
         group.add(offset, element.getTimestamp(), value == null ? new byte[0] : value);
         if (group.size >= maxRecords || group.bytes >= maxBytes) {
@@ -78,7 +121,21 @@ public class GroupRecords extends AbstractStreamOperator<Row>
     @Override
     public void processWatermark(Watermark mark) throws Exception {
         emitAll();
-        super.processWatermark(mark);
+        // Only forward: this operator has no timers, and a quiet feed's watermark may be ahead of the source's.
+        if (mark.getTimestamp() > emittedWatermark) {
+            emit(mark);
+        }
+    }
+
+    @Override
+    public void processWatermarkStatus(WatermarkStatus status) throws Exception {
+        idle = status.isIdle();
+        output.emitWatermarkStatus(status);
+    }
+
+    private void emit(Watermark mark) {
+        emittedWatermark = mark.getTimestamp();
+        output.emitWatermark(mark);
     }
 
     @Override
