@@ -114,6 +114,9 @@ def run_rate(settings, variant: str, rate: int, seconds: float, symbols: int, en
     env = _clean_env()
     env.update({"STOCKMAX_DATA_DIR": str(s.data_dir), "STOCKMAX_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
                 "STOCKMAX_TOPIC_PREFIX": prefix, "STOCKMAX_JOB_NAME": s.job_name, **env_settings})
+    from stockmax import config
+
+    s = s.with_(checkpoint_interval_ms=config.load(env=env).checkpoint_interval_ms)  # the job's own (its profile's)
     job = subprocess.Popen([sys.executable, *VARIANTS[variant]], env=env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     latencies: dict[str, list[float]] = {"max_updates": [], "alerts": []}
@@ -219,6 +222,8 @@ def main() -> None:
     parser.add_argument("--symbols", type=int, default=1000)
     parser.add_argument("--variants", default="stockmax,sql-over,sql-hop",
                         help=f"which jobs to run at each rate, in turn: {', '.join(VARIANTS)}")
+    parser.add_argument("--profiles", default="balanced",
+                        help="stockmax's profiles (STOCKMAX_PROFILE) to run, each in turn, e.g. low-latency,balanced")
     parser.add_argument("--set", action="append", default=[], metavar="STOCKMAX_NAME=VALUE",
                         help="a setting for the job (repeatable), e.g. STOCKMAX_CHECKPOINT_INTERVAL_MS=1000")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "live.md",
@@ -247,11 +252,15 @@ def main() -> None:
     results = []
     try:
         for rate in [int(r) for r in args.rates.split(",")]:
-            for variant in args.variants.split(","):
-                say(f"live {variant}: {rate:,} ticks/s of per-tick JSON for {args.seconds:.0f} s, {args.symbols:,} "
-                    f"symbols ...")
-                result = run_rate(settings, variant, rate, args.seconds, args.symbols, env_settings)
-                result["settings"] = env_settings
+            runs = [(variant, profile) for variant in args.variants.split(",")
+                    for profile in (args.profiles.split(",") if variant == "stockmax" else [None])]
+            for variant, profile in runs:
+                job_settings = {**env_settings, **({"STOCKMAX_PROFILE": profile} if profile else {})}
+                say(f"live {variant}{f' ({profile})' if profile else ''}: {rate:,} ticks/s of per-tick JSON for "
+                    f"{args.seconds:.0f} s, {args.symbols:,} symbols ...")
+                result = run_rate(settings, variant, rate, args.seconds, args.symbols, job_settings)
+                result["settings"] = job_settings
+                result["profile"] = profile
                 result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
                 say("  " + json.dumps(result))
                 results.append(result)
@@ -271,7 +280,7 @@ def write_report(results: list[dict], args, path: Path) -> None:
         "",
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {os.cpu_count()} cores, Python "
         f"{platform.python_version()}; `bench/live.py --rates {args.rates} --seconds {args.seconds:g} --symbols "
-        f"{args.symbols} --variants {args.variants}`{''.join(f' --set {x}' for x in args.set)}. A feed process "
+        f"{args.symbols} --variants {args.variants} --profiles {getattr(args, 'profiles', 'balanced')}`{''.join(f' --set {x}' for x in args.set)}. A feed process "
         "publishes one JSON record per tick (confluent-kafka), event time = now, for the time given, at each rate; "
         "each job runs unbounded at its defaults (stockmax: `stockmax run`, loader on); all in one run on one "
         "machine, the feed, the broker and the job sharing its cores.",
@@ -282,7 +291,8 @@ def write_report(results: list[dict], args, path: Path) -> None:
     for r in results:
         m, a = r["max_updates"], r["alerts"]
         caught = "not within 60 s" if r["caught_up_s"] is None else f"{r['caught_up_s']:.1f} s"
-        lines.append(f"| {r['variant']} | {r['rate']:,} | {'yes' if r['kept_up'] else 'no'} | "
+        job = r["variant"] + (f" ({r['profile']})" if r.get("profile") else "")
+        lines.append(f"| {job} | {r['rate']:,} | {'yes' if r['kept_up'] else 'no'} | "
                      f"{r['lag_max_second_half']:,} / {r['lag_mean_second_half']:,.0f} | {caught} | "
                      f"{ms(m['p50'])} / {ms(m['p99'])} / {ms(m['p99.9'])} (n={m['n']:,}) | "
                      f"{ms(a['p50'])} / {ms(a['p99'])} (n={a['n']:,}) | {r['peak_rss_mib']:,} | {r['checkpoint_kib']:,} |")

@@ -36,6 +36,10 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Settings:
+    # Profile
+    # A set of defaults for latency against throughput (PROFILES below; docs/settings.md lists them):
+    # "balanced", "low-latency" or "throughput". Settings given in the file or the environment win over it.
+    profile: str = "balanced"
     # Local state
     # Where stockmax keeps its state on this machine: the embedded ClickHouse store, the local broker,
     # checkpoints, savepoints and the local Flink log (logs/; FLINK_LOG_DIR overrides).
@@ -363,9 +367,25 @@ def load(config_file: str | os.PathLike | None = None, env: dict[str, str] | Non
         if raw is not None:
             values[key] = _convert(key, kind, raw, ENV_PREFIX + key.upper())
 
-    settings = Settings(**values)
+    profile = values.get("profile", Settings.profile)
+    if profile not in PROFILES:
+        raise ConfigError(f"profile must be one of {', '.join(PROFILES)}, got {profile!r}")
+    settings = Settings(**{**PROFILES[profile], **values})
     _validate(settings)
     return settings
+
+
+# What each profile changes from the defaults above; exactly-once holds in every one. The latency of an output
+# is about the watermark bound (ticks wait for it), a watermark and Python bundle interval (when the keyed
+# step runs), and a checkpoint interval (outputs are committed at checkpoints); each costs throughput when
+# shorter (a bundle end writes every changed symbol's state, a checkpoint snapshots all of it).
+PROFILES: dict[str, dict] = {
+    "balanced": {},
+    "low-latency": {"watermark_bound_ms": 500, "watermark_interval_ms": 200, "python_bundle_time_ms": 200,
+                    "checkpoint_interval_ms": 500, "kafka_linger_ms": 5, "source_idleness_ms": 1000},
+    "throughput": {"watermark_interval_ms": 2000, "python_bundle_time_ms": 2000, "python_bundle_size": 50_000,
+                   "checkpoint_interval_ms": 5000, "kafka_linger_ms": 50},
+}
 
 
 # The jars in flink_jars_dir that the job loads (tools/fetch-jars.sh puts them there).
@@ -478,4 +498,8 @@ def settings_reference() -> str:
             value = "<checkout>/" + str(value.relative_to(PROJECT_ROOT))
         shown = json.dumps(value) if isinstance(value, dict) else str(value)
         out.append(f"| `{name}` | `{ENV_PREFIX}{name.upper()}` | `{shown}` | {meaning.replace('|', '/')} |")
+    out += ["", "## Profiles", "", "What each `profile` changes from the defaults above (settings given in the file or the "
+            "environment win over it):", "", "| profile | changes |", "|---|---|"]
+    out += [f"| `{name}` | {', '.join(f'`{k}` = `{v}`' for k, v in changes.items()) or 'none: the defaults'} |"
+            for name, changes in PROFILES.items()]
     return "\n".join(out).replace("\n\n\n", "\n\n") + "\n"

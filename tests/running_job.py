@@ -109,7 +109,7 @@ def flink_log_problems(settings, lines: int = 40) -> str:
 def isolated(settings, tmp_path, name: str, **changes):
     run = uuid.uuid4().hex[:6]
     return settings.with_(**{"data_dir": tmp_path / name, "topic_prefix": f"{name}-{run}-", "job_name": f"{name}-{run}",
-                             "checkpoint_interval_ms": 500, **changes})
+                             "checkpoint_interval_ms": min(500, settings.checkpoint_interval_ms), **changes})
 
 
 def next_ticks(data: list[dict]) -> list[dict]:
@@ -141,7 +141,9 @@ def expected_outputs(settings, data: list[dict]) -> dict:
 def input_and_expected(settings, tmp_path):
     """A sample as two tick files, its ticks and then next_ticks (the feed moving on), and the oracle's
     outputs."""
-    data = sample.generate(symbols=10, duration_s=600, ticks_per_second=5, spikes_per_symbol=4, seed=21).to_pylist()
+    # Out of order by less than the watermark bound: no tick is late whatever the timing.
+    data = sample.generate(symbols=10, duration_s=600, ticks_per_second=5, spikes_per_symbol=4, seed=21,
+                           max_delay_ms=min(1500, settings.watermark_bound_ms * 3 // 4)).to_pylist()
     tick_file, next_file = tmp_path / "ticks.csv", tmp_path / "next-ticks.csv"
     pacsv.write_csv(pa.Table.from_pylist(data), tick_file)
     pacsv.write_csv(pa.Table.from_pylist(next_ticks(data)), next_file)

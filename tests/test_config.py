@@ -113,6 +113,16 @@ def test_the_settings_reference_is_generated_from_the_settings():
     reference = config.settings_reference()
     assert (config.PROJECT_ROOT / "docs" / "settings.md").read_text() == reference, \
         "docs/settings.md is stale: run `.venv/bin/stockmax config --reference > docs/settings.md`"
-    rows = [line for line in reference.splitlines() if line.startswith("| `")]
+    rows = [line for line in reference.split("## Profiles")[0].splitlines() if line.startswith("| `")]
     assert [row.split("`")[1] for row in rows] == [f.name for f in fields(config.Settings)]
     assert all(not row.endswith("|  |") for row in rows), "a setting without a meaning in config.py"
+
+
+def test_a_profile_sets_defaults_that_given_settings_override(tmp_path):
+    low = config.load(env={"STOCKMAX_PROFILE": "low-latency"})
+    assert {k: getattr(low, k) for k in config.PROFILES["low-latency"]} == config.PROFILES["low-latency"]
+    given = config.load(env={"STOCKMAX_PROFILE": "low-latency", "STOCKMAX_CHECKPOINT_INTERVAL_MS": "700"})
+    assert given.checkpoint_interval_ms == 700 and given.watermark_bound_ms == 500
+    assert config.load(env={}) == config.load(env={"STOCKMAX_PROFILE": "balanced"}).with_(profile="balanced")
+    with pytest.raises(config.ConfigError, match="profile must be one of balanced, low-latency, throughput"):
+        config.load(env={"STOCKMAX_PROFILE": "fast"})
