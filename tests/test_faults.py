@@ -14,7 +14,7 @@ import pyarrow.csv as pacsv
 import pytest
 
 from running_job import expected_outputs, isolated, rollup_values, run_until, start_job, with_next_ticks
-from stockmax import kafka_io, sample
+from stockmax import config, kafka_io, sample
 from stockmax.kafka_local import LocalKafka, free_port
 from stockmax.loader import StoreLoader
 from stockmax.replay import replay
@@ -23,9 +23,11 @@ from stockmax.store import Store
 pytestmark = pytest.mark.e2e
 
 
-def _halves(tmp_path, seed: int):
-    """A sample as two tick files (the feed before and after the outage) and the oracle's outputs."""
-    data = sample.generate(symbols=6, duration_s=300, ticks_per_second=5, spikes_per_symbol=3, seed=seed).to_pylist()
+def _halves(tmp_path, seed: int, watermark_bound_ms: int = 2000):
+    """A sample as two tick files (the feed before and after the outage) and the oracle's outputs; out of
+    order by less than the watermark bound, so that no tick is late whatever the timing."""
+    data = sample.generate(symbols=6, duration_s=300, ticks_per_second=5, spikes_per_symbol=3, seed=seed,
+                           max_delay_ms=min(1500, watermark_bound_ms * 3 // 4)).to_pylist()
     rows = with_next_ticks(data)
     half = len(rows) // 2
     files = tmp_path / f"first-{seed}.csv", tmp_path / f"second-{seed}.csv"
@@ -42,12 +44,14 @@ def _wait_for(condition, job, what: str, timeout_s: float = 180) -> None:
         time.sleep(0.5)
 
 
-def test_broker_stops_and_restarts_mid_run(settings, tmp_path):
+@pytest.mark.parametrize("profile", ["balanced", "low-latency"])
+def test_broker_stops_and_restarts_mid_run(settings, tmp_path, profile):
     broker = LocalKafka(tmp_path / "kafka", settings.kafka_jars_dir, port=free_port())
     broker.start()
     try:
-        s = isolated(settings, tmp_path, "broker", kafka_bootstrap=broker.bootstrap)
-        data, (first, second) = _halves(tmp_path, seed=41)
+        s = isolated(settings.with_(**config.PROFILES[profile], profile=profile), tmp_path, "broker",
+                     kafka_bootstrap=broker.bootstrap)
+        data, (first, second) = _halves(tmp_path, seed=41, watermark_bound_ms=s.watermark_bound_ms)
         expected = expected_outputs(s, data)
         kafka_io.create_topics(s)
         replay(s, first, progress=False, batch_ticks=1000)
