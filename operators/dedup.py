@@ -79,14 +79,12 @@ class DuplicateFilter(Snapshotted):
     def snapshot(self) -> tuple:
         # The set is the keys of the queue and the heap (and the claimed ones, see above): not kept.
         head = self._head
-        return (self.horizon_us, self._times[head:], self._exchanges[head:], self._seqs[head:],
-                list(self._out_of_order))
+        return (self.horizon_us, self._times[head:], self._exchanges[head:], self._seqs[head:], self._out_of_order)
 
     @classmethod
     def restore(cls, data: tuple) -> "DuplicateFilter":
         dups = cls(data[0])
-        dups._times, dups._exchanges, dups._seqs = array("q", data[1]), list(data[2]), array("q", data[3])
-        dups._out_of_order = list(data[4])
+        dups._times, dups._exchanges, dups._seqs, dups._out_of_order = data[1:]
         dups._seen = set(zip(dups._exchanges, dups._seqs))
         dups._seen.update((exchange, seq) for _, exchange, seq in dups._out_of_order)
         return dups

@@ -60,7 +60,7 @@ class _MonotonicSide(Snapshotted):
     @classmethod
     def restore(cls, data: tuple) -> "_MonotonicSide":
         side = cls(data[0])
-        side.times, side.prices = list(data[1]), list(data[2])
+        side.times, side.prices = data[1], data[2]
         return side
 
 

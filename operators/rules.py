@@ -76,12 +76,12 @@ class ThresholdRule(Snapshotted):
         self.down_armed = [True] * len(self.levels)
 
     def snapshot(self) -> tuple:
-        return (self.levels, list(self.up_armed), list(self.down_armed))
+        return (self.levels, self.up_armed, self.down_armed)
 
     @classmethod
     def restore(cls, data: tuple) -> "ThresholdRule":
         rule = cls(data[0])
-        rule.up_armed, rule.down_armed = list(data[1]), list(data[2])
+        rule.up_armed, rule.down_armed = data[1], data[2]
         return rule
 
     def evaluate(self, tick: Tick) -> list[dict]:

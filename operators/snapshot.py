@@ -2,7 +2,8 @@
 older layout becomes the current one.
 
 Each stateful part says what it holds as plain data (`snapshot()`: tuples, lists, arrays, numbers, strings;
-no stockmax class) and is made again from it (`restore(data)`); `SymbolProcessor` pickles as
+no stockmax class; handed straight to pickle, so it may share the part's own containers) and is made again
+from it (`restore(data)`, which adopts the freshly unpickled containers); `SymbolProcessor` pickles as
 `(VERSION, its parts' data)`. A change to any part's layout raises VERSION, and `migrate` turns every older
 version's data into the current one, step by step, so a checkpoint or savepoint of any earlier version
 restores into a newer job.

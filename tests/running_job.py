@@ -17,7 +17,7 @@ import pyarrow.csv as pacsv
 
 from cli_env import cli_env
 from oracle import alert_key, expected_alerts, expected_max_updates, expected_rollups, update_key
-from stockmax import kafka_io, sample
+from stockmax import config, kafka_io, sample
 
 CONVERGE_S = 240
 
@@ -104,6 +104,11 @@ def flink_log_problems(settings, lines: int = 40) -> str:
     problems = [line[:400] for line in logs[-1].read_text(errors="replace").splitlines()
                 if " WARN " in line or " ERROR " in line]
     return f"{logs[-1]}, last warnings and errors:\n" + "\n".join(problems[-lines:])
+
+
+def in_profile(settings, profile: str):
+    """The settings with a profile's defaults (config.PROFILES), as `STOCKMAX_PROFILE` gives them."""
+    return settings.with_(**config.PROFILES[profile], profile=profile)
 
 
 def isolated(settings, tmp_path, name: str, **changes):

@@ -25,9 +25,9 @@ import pyarrow.csv as pacsv
 import pytest
 
 from cli_env import cli_env
-from running_job import (group_alive, input_and_expected, isolated, kafka_outputs, newest_checkpoint, rollup_values,
+from running_job import (group_alive, in_profile, input_and_expected, isolated, kafka_outputs, newest_checkpoint, rollup_values,
                          run_until, start_job, wait_for_checkpoints)
-from stockmax import config, kafka_io
+from stockmax import kafka_io
 from stockmax.replay import replay
 from stockmax.runner import latest_resume_point
 from stockmax.store import Store
@@ -39,7 +39,7 @@ FAILURE_POINTS = (2000, 5000, 8000)
 
 @pytest.mark.parametrize("profile", ["balanced", "low-latency"])
 def test_three_failures_and_a_kill_change_no_output(settings, tmp_path, profile):
-    settings = settings.with_(**config.PROFILES[profile], profile=profile)
+    settings = in_profile(settings, profile)
     tick_file, next_file, expected = input_and_expected(settings, tmp_path)
     failing = isolated(settings, tmp_path, "failing", fail_at_ticks=",".join(map(str, FAILURE_POINTS)))
     clean = isolated(settings, tmp_path, "clean")

@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 
-from running_job import expected_outputs, isolated, rollup_values, run_until, start_job, with_next_ticks
-from stockmax import config, kafka_io, sample
+from running_job import expected_outputs, in_profile, isolated, rollup_values, run_until, start_job, with_next_ticks
+from stockmax import kafka_io, sample
 from stockmax.kafka_local import LocalKafka, free_port
 from stockmax.loader import StoreLoader
 from stockmax.replay import replay
@@ -49,7 +49,7 @@ def test_broker_stops_and_restarts_mid_run(settings, tmp_path, profile):
     broker = LocalKafka(tmp_path / "kafka", settings.kafka_jars_dir, port=free_port())
     broker.start()
     try:
-        s = isolated(settings.with_(**config.PROFILES[profile], profile=profile), tmp_path, "broker",
+        s = isolated(in_profile(settings, profile), tmp_path, "broker",
                      kafka_bootstrap=broker.bootstrap)
         data, (first, second) = _halves(tmp_path, seed=41, watermark_bound_ms=s.watermark_bound_ms)
         expected = expected_outputs(s, data)
