@@ -43,6 +43,7 @@ from stockmax.jobs.keys import MAX_PARALLELISM, partition_keys
 from stockmax.operators.columnar import advance_symbols
 from stockmax.operators.records import dead_letter, decode_group, pack_fields, pack_group, unpack_tick_fields
 from stockmax.operators.schedule import DueSchedule
+from stockmax.operators.stored import StoredSymbolProcessor, attach_chunks, store_chunks
 from stockmax.operators.symbol import Rules, SymbolProcessor, frontier_from_watermark_ms, watermark_ms_for_frontier
 from stockmax.operators.tick import REASON_CODES, Tick, TickLimits
 from stockmax.operators.wire import OUTPUT_KINDS, encode_outputs, output_line, split_outputs_shapes
@@ -141,6 +142,9 @@ class SymbolFunction(KeyedProcessFunction):
         self.armed = {}
         self.processors = runtime_context.get_map_state(
             MapStateDescriptor("symbols", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
+        # The duplicate filters' sealed chunks, each written once (operators/stored.py).
+        self.dedup_chunks = runtime_context.get_map_state(
+            MapStateDescriptor("dedup-chunks", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
         self.schedule = runtime_context.get_state(ValueStateDescriptor("schedule", Types.PICKLED_BYTE_ARRAY()))
         metrics = runtime_context.get_metrics_group()
         self.late_ticks = metrics.counter("lateTicks")
@@ -160,7 +164,7 @@ class SymbolFunction(KeyedProcessFunction):
             symbol = tick[0]
             processor = touched.get(symbol)
             if processor is None:
-                processor = self.processors.get(symbol) or SymbolProcessor(self.rules.for_symbol(symbol))
+                processor = self._processor(symbol) or StoredSymbolProcessor(self.rules.for_symbol(symbol))
                 touched[symbol] = processor
             rejected = processor.accept(tick, frontier)
             if rejected:
@@ -185,10 +189,11 @@ class SymbolFunction(KeyedProcessFunction):
         if schedule is None:
             return
         frontier = frontier_from_watermark_ms(max(timestamp, ctx.timer_service().current_watermark()))
-        due = [(symbol, self.processors.get(symbol)) for symbol in schedule.pop_due(frontier)]
+        due = [(symbol, self._processor(symbol)) for symbol in schedule.pop_due(frontier)]
         # Every due symbol at once, column-wise (what each one's advance would give).
         outputs = {**advance_symbols(due, frontier)._asdict(), "late": [], "duplicates": []}
         for symbol, processor in due:
+            store_chunks(symbol, processor, self.dedup_chunks)
             if processor.expired(frontier):
                 # Nothing kept can change an output any more: memory follows the active symbols.
                 self.processors.remove(symbol)
@@ -198,6 +203,16 @@ class SymbolFunction(KeyedProcessFunction):
                 schedule.set(symbol, processor.next_due())
         self._arm(key, schedule, ctx)
         yield from (Row(*texts) for texts in encode_outputs(outputs))
+
+    def _processor(self, symbol: str) -> SymbolProcessor | None:
+        processor = self.processors.get(symbol)
+        if processor is None:
+            return None
+        if processor.duplicates.missing_chunks:  # just restored from a checkpoint
+            attach_chunks(symbol, processor, self.dedup_chunks)
+        elif type(processor) is SymbolProcessor:  # restored from version 1 state: stored whole, chunks none yet
+            processor.__class__ = StoredSymbolProcessor
+        return processor
 
     def _arm(self, key: int, schedule: DueSchedule, ctx) -> None:
         """One timer per key, at the earliest due symbol (Flink fires it once the watermark gets there)."""

@@ -8,6 +8,8 @@ from it (`restore(data)`, which adopts the freshly unpickled containers); `Symbo
 version's data into the current one, step by step, so a checkpoint or savepoint of any earlier version
 restores into a newer job.
 
+Versions: 1 (2026-12-04); 2 (2026-12-05), the duplicate filter's queue in sealed chunks and a tail.
+
 Policy: snapshots of every version since 1 restore, tested with a stored snapshot of each. State pickled
 before versions existed (stockmax before 2026-12-04, objects pickled with their classes' own layouts) is
 refused with a clear error: start such a job afresh (`stockmax run --fresh`, or a new STOCKMAX_JOB_NAME).
@@ -15,7 +17,7 @@ refused with a clear error: start such a job afresh (`stockmax run --fresh`, or 
 
 from __future__ import annotations
 
-VERSION = 1
+VERSION = 2
 
 UNVERSIONED = ("this checkpoint holds stockmax state from before versioned snapshots (2026-12-04), which this "
                "version does not restore; start the job afresh: `stockmax run --fresh` (or a new STOCKMAX_JOB_NAME)")
@@ -27,6 +29,12 @@ class SnapshotError(ValueError):
 
 def migrate(version: int, data: tuple) -> tuple:
     """A symbol's snapshot data of `version`, as the current VERSION's layout."""
+    if version == 1:  # the duplicate filter's queue was one run of columns; now sealed chunks and a tail
+        from .dedup import SEAL_KEYS  # (dedup imports this module)
+
+        horizon_us, times, exchanges, seqs, out_of_order = data[2]
+        data = (*data[:2], (horizon_us, SEAL_KEYS, [], times, exchanges, seqs, out_of_order, 0), *data[3:])
+        version = 2
     if version == VERSION:
         return data
     raise SnapshotError(f"symbol state of snapshot version {version!r}, and this stockmax knows versions 1 .. "

@@ -200,11 +200,12 @@ class SymbolProcessor(snapshot.Snapshotted):
         earliest = self.pending.earliest()
         return due_before if earliest is None or earliest >= due_before else earliest + 1
 
-    def snapshot(self) -> tuple:
-        """Everything this symbol keeps, as plain data (operators/snapshot.py; pickled with its VERSION)."""
+    def snapshot(self, external: bool = False) -> tuple:
+        """Everything this symbol keeps, as plain data (operators/snapshot.py; pickled with its VERSION).
+        external: the duplicate filter's sealed chunks named, not included (operators/stored.py)."""
         rules = self.rules
         return (tuple(getattr(rules, name) for name in RULES_FIELDS), self.pending.snapshot(),
-                self.duplicates.snapshot(), [builder.snapshot() for builder in self.rollups],
+                self.duplicates.snapshot(external), [builder.snapshot() for builder in self.rollups],
                 self.extrema.snapshot(), self.spike.snapshot(), self.thresholds.snapshot(),
                 self.average.snapshot(), self.last_values, self.last_applied)
 

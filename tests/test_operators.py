@@ -320,6 +320,60 @@ def test_late_ticks_are_exactly_those_behind_the_frontier_and_the_rest_is_exact(
     assert sorted(map(update_key, updates)) == sorted(map(update_key, expected_max_updates(as_dicts, (1000, 60_000))))
 
 
+@given(case=market(), data=st.data())
+@hyp_settings(max_examples=200, deadline=None)
+def test_stored_processors_restored_anywhere_give_exactly_what_uninterrupted_ones_give(case, data):
+    """The job's layout (operators/stored.py): each processor stored without its sealed dedup chunks, each
+    chunk written once and removed once forgotten. Restored from that store at any point (as after a
+    checkpoint), processors give the same outputs and rejections, field for field, as processors that
+    never stopped; and the store then holds exactly the chunks the live filters still need."""
+    from stockmax.operators import dedup
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(dedup, "SEAL_KEYS", data.draw(st.sampled_from([1, 2, 5])))
+        _stored_against_live(*case, data)
+
+
+def _stored_against_live(arrivals, rules, data):
+    from stockmax.operators.stored import StoredSymbolProcessor, attach_chunks, chunk_key, store_chunks
+
+    steps = data.draw(st.lists(st.sampled_from(["tick", "tick", "advance", "restore", "repeat"]),
+                               min_size=len(arrivals), max_size=len(arrivals)))
+    live, stored, store, frontier = {}, {}, DictChunks(), -END_OF_INPUT
+    got = {"live": [], "stored": []}
+    arrived = []
+
+    def advance(frontier_us):
+        for name, processors in (("live", live), ("stored", stored)):
+            for symbol in sorted(processors):
+                got[name].append(processors[symbol].advance(frontier_us))
+                if name == "stored":
+                    store_chunks(symbol, processors[symbol], store)
+
+    for tick, step in zip(arrivals, steps):
+        if step == "advance":
+            frontier = max([frontier] + [t.event_time - rules.watermark_bound_us for t in arrived])
+            advance(frontier)
+        elif step == "restore":
+            for symbol, processor in stored.items():
+                store_chunks(symbol, processor, store)
+            stored = {symbol: attach_chunks(symbol, pickle.loads(pickle.dumps(p)), store) for symbol, p in stored.items()}
+        # "repeat": a copy of an earlier tick too, maybe long released (remembered, or forgotten and late).
+        repeats = [data.draw(st.sampled_from(arrived))] if step == "repeat" and arrived else []
+        arrived.append(tick)
+        for each in [tick, *repeats]:
+            for name, processors in (("live", live), ("stored", stored)):
+                kind = SymbolProcessor if name == "live" else StoredSymbolProcessor
+                p = processors.setdefault(each.symbol, kind(rules.for_symbol(each.symbol)))
+                got[name].append(p.accept(each, frontier))
+    advance(END_OF_INPUT)
+    assert got["stored"] == got["live"]
+    for symbol, processor in stored.items():
+        store_chunks(symbol, processor, store)
+    assert sorted(store) == sorted(chunk_key(symbol, chunk[0]) for symbol, p in stored.items()
+                                   for chunk in p.duplicates._chunks)
+
+
 # -- rules, one behaviour each ---------------------------------------------------------------------
 
 def _apply_all(rules, ticks):
@@ -445,15 +499,29 @@ def test_reorder_buffer_releases_in_time_seq_arrival_order(keys, frontier, pickl
     assert pickle.loads(pickle.dumps(buffer)).release_before(99) == rest
 
 
-@given(st.lists(st.tuples(st.sampled_from(["claim", "release", "forget", "pickle"]), st.sampled_from(["X", "Y"]),
-                          st.integers(0, 150), st.integers(-20, 30)), max_size=400))
+class DictChunks(dict):
+    """A MapState's get/put/remove over a dict (what operators/stored.py writes sealed chunks to)."""
+
+    def put(self, key, value):
+        assert key not in self, "a sealed chunk is written once"
+        self[key] = pickle.loads(pickle.dumps(value))
+
+    def remove(self, key):
+        del self[key]
+
+
+@given(st.lists(st.tuples(st.sampled_from(["claim", "release", "forget", "pickle", "store"]),
+                          st.sampled_from(["X", "Y"]), st.integers(0, 150), st.integers(-20, 30)), max_size=400),
+       st.sampled_from([1, 3, 64]))
 @hyp_settings(max_examples=300, deadline=None)
-def test_duplicate_filter_equals_a_dict_of_key_to_time(steps):
+def test_duplicate_filter_equals_a_dict_of_key_to_time(steps, seal_keys):
     """Against plain dicts of key -> time: claim (only what is not seen, as the processor does); release
     claimed keys in batches in time order (each batch up to the present time: mostly after the previous
     one, sometimes before it); forget released keys older than frontier - horizon; survive pickling at any
-    point, the owner claiming its unreleased keys again."""
-    dups, released, claimed, now = DuplicateFilter(50), {}, {}, 0
+    point, the owner claiming its unreleased keys again; and survive a restore from a snapshot without its
+    sealed chunks, those written once and removed once forgotten to a store of their own, which then
+    holds exactly the chunks the filter still has."""
+    dups, released, claimed, now, store = DuplicateFilter(50, seal_keys), {}, {}, 0, DictChunks()
     for action, exchange, seq, step in steps:
         now += step  # mostly forward, sometimes back
         key = (exchange, seq)
@@ -468,8 +536,21 @@ def test_duplicate_filter_equals_a_dict_of_key_to_time(steps):
         elif action == "forget":
             dups.forget_before(now)
             released = {k: t for k, t in released.items() if t >= now - 50}
-        elif action == "pickle":
+        elif action == "pickle":  # a whole snapshot: stands alone, its chunks all written afresh if stored
             dups = pickle.loads(pickle.dumps(dups))
+            dups.claim_all(claimed)
+            store.clear()
+        elif action == "store":
+            sealed, dropped = dups.take_changes()
+            for chunk_id, contents in sealed:
+                store.put(chunk_id, contents)
+            for chunk_id in dropped:
+                store.remove(chunk_id)
+            assert sorted(store) == [chunk[0] for chunk in dups._chunks]
+            dups = DuplicateFilter.restore(pickle.loads(pickle.dumps(dups.snapshot(external=True))))
+            assert sorted(dups.missing_chunks) == sorted(store)
+            for chunk_id in dups.missing_chunks:
+                dups.attach(chunk_id, store[chunk_id])
             dups.claim_all(claimed)
         assert len(dups) == len(released) + len(claimed)
         assert all(dups.seen(*key) for key in [*released, *claimed]) and not dups.seen(exchange, seq + 1000)
@@ -515,6 +596,43 @@ def test_a_version_1_snapshot_restores_and_goes_on_as_a_live_processor():
         assert [p.accept(tick, START + 2_500) for tick in ticks + later] == ["duplicate"] * 6 + [None] * 3
     assert restored.advance(START + 10_000) == live.advance(START + 10_000)
     horizon_end = START + 9_000 + Rules().dedup_horizon_us + 1
+    assert restored.advance(horizon_end) == live.advance(horizon_end)
+    assert len(restored.duplicates) == len(live.duplicates) == 0
+
+
+def _v2_stored_processor():
+    """tests/checkpoints/symbol-processor-v2.pickle holds this processor as the job stores it at snapshot
+    version 2: {"processor": its pickle without sealed dedup chunks, "chunks": {chunk key: contents}}. 100
+    ticks (every tenth out of order), 80 of them applied: a sealed chunk of 64 keys, a tail of 16, 20
+    buffered."""
+    from stockmax.operators.stored import StoredSymbolProcessor
+
+    p = StoredSymbolProcessor(Rules(levels=(7.5,)))
+    for i in range(100):
+        p.accept(_tick("S", START + (i - 1 if i % 10 == 5 else i) * 1_000, 5.0 + (i % 7), i), -END_OF_INPUT)
+    p.advance(START + 80_000)
+    return p
+
+
+def test_a_version_2_stored_snapshot_restores_and_goes_on_as_a_live_processor():
+    """A symbol's state as the job stored it at snapshot version 2 (processor entry and sealed-chunk
+    entries) restores into this code and gives, from then on, what a processor that never stopped gives."""
+    from stockmax.operators.stored import attach_chunks, store_chunks
+
+    stored = pickle.loads((Path(__file__).parent / "checkpoints" / "symbol-processor-v2.pickle").read_bytes())
+    restored = attach_chunks("S", pickle.loads(stored["processor"]), stored["chunks"])
+    live = _v2_stored_processor()
+    written = DictChunks()
+    store_chunks("S", live, written)
+    assert written == stored["chunks"] and len(written) == 1
+    assert restored.snapshot() == live.snapshot()
+    later = [_tick("S", START + t * 1_000, 4.0 + t % 5, 200 + t) for t in range(81, 140)]
+    for p in (restored, live):
+        assert len(p.pending) == 20 and len(p.duplicates) == 100
+        assert [p.accept(_tick("S", START, 1.0, i), START + 80_000) for i in range(100)] == ["duplicate"] * 100
+        assert [p.accept(tick, START + 80_000) for tick in later] == [None] * len(later)
+    assert restored.advance(START + 150_000) == live.advance(START + 150_000)
+    horizon_end = START + 140_000 + Rules().dedup_horizon_us
     assert restored.advance(horizon_end) == live.advance(horizon_end)
     assert len(restored.duplicates) == len(live.duplicates) == 0
 
