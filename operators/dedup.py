@@ -98,38 +98,39 @@ class DuplicateFilter(Snapshotted):
         if self._missing:
             raise RuntimeError("a duplicate filter restored by name needs its sealed chunks attached first")
         cutoff = frontier_us - self.horizon_us
-        seen, chunks = self._seen, self._chunks
+        chunks = self._chunks
         while chunks:
             chunk_id, times, exchanges, seqs = chunks[0]
-            head = self._first_head
-            if times[-1] < cutoff:
-                seen.difference_update(zip(islice(exchanges, head, None), islice(seqs, head, None)))
-                del chunks[0]
-                self._first_head = 0
-                sealed = self._sealed
-                if sealed and sealed[0][0] == chunk_id:  # never handed out: nothing to remove
-                    del sealed[0]
-                else:
-                    self._dropped.append(chunk_id)
-                continue
-            if times[head] < cutoff:
-                end = bisect_left(times, cutoff, head)
-                seen.difference_update(zip(exchanges[head:end], seqs[head:end]))
-                self._first_head = end
-            break
+            if times[-1] >= cutoff:  # this chunk outlives the cutoff, and so does all after it
+                self._first_head = self._forget(times, exchanges, seqs, self._first_head, cutoff)
+                break
+            self._forget(times, exchanges, seqs, self._first_head, cutoff)
+            del chunks[0]
+            self._first_head = 0
+            sealed = self._sealed
+            if sealed and sealed[0][0] == chunk_id:  # never handed out: nothing to remove
+                del sealed[0]
+            else:
+                self._dropped.append(chunk_id)
         else:
-            times, head = self._times, self._head
-            if head < len(times) and times[head] < cutoff:
-                end = bisect_left(times, cutoff, head)
-                seen.difference_update(zip(self._exchanges[head:end], self._seqs[head:end]))
-                if end > 64 and end * 2 > len(times):  # compact now and then: amortised O(1)
-                    del times[:end], self._exchanges[:end], self._seqs[:end]
-                    end = 0
-                self._head = end
+            times = self._times
+            end = self._head = self._forget(times, self._exchanges, self._seqs, self._head, cutoff)
+            if end > 64 and end * 2 > len(times):  # compact now and then: amortised O(1)
+                del times[:end], self._exchanges[:end], self._seqs[:end]
+                self._head = 0
         out_of_order = self._out_of_order
         while out_of_order and out_of_order[0][0] < cutoff:
             _, exchange, seq = heapq.heappop(out_of_order)
-            seen.discard((exchange, seq))
+            self._seen.discard((exchange, seq))
+
+    def _forget(self, times: array, exchanges: list[str], seqs: array, head: int, cutoff: int) -> int:
+        """Forget the queued keys of one run (a chunk or the tail) from `head` with times before `cutoff`;
+        the index of the first one kept."""
+        if head == len(times) or times[head] >= cutoff:
+            return head
+        end = bisect_left(times, cutoff, head)
+        self._seen.difference_update(zip(exchanges[head:end], seqs[head:end]))
+        return end
 
     def __len__(self) -> int:
         return len(self._seen)
