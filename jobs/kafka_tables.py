@@ -52,8 +52,8 @@ def source_table(t_env: StreamTableEnvironment, settings: Settings, bounded: boo
 
     Event time is the Kafka record timestamp (ms), and the WATERMARK is pushed into the Kafka source, which
     makes watermarks per partition: one reader interleaves partitions in large batches, so a watermark
-    made after the merge would run ahead of the slower partition and make its ticks late. ParseTicks
-    checks each tick's own event time against its record timestamp. (Timestamps and watermarks stay in
+    made after the merge would run ahead of the slower partition and make its ticks late. The parse
+    (operators/records.py) checks each tick's own event time against its record timestamp. (Timestamps and watermarks stay in
     the JVM, off the Python path.)"""
     # group-offsets: resume where this job name left off when started without a checkpoint; a restore
     # from a checkpoint or savepoint takes the offsets in it.

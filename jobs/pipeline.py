@@ -1,11 +1,12 @@
 """The stockmax job, as a dataflow: ticks (Kafka) -> group -> parse -> per symbol -> outputs (Kafka).
 
-    ticks ─Kafka source─▶ GroupRecords ─▶ ParseTicks ─key_by(partition)─▶ SymbolFunction ─split─▶ max-updates  key symbol|window
-     event time = record   (JVM: a         │ (JSON ticks or     (MapState symbol →       ├─▶ alerts       key symbol
-     timestamp, watermarks  partition's    │  Arrow batches)     SymbolProcessor, one     ├─▶ rollups      key symbol
-     per partition          records as one │                     timer per key; a row     ├─▶ ticks-late   key symbol
-                            element)       │                     of texts per call)       └─▶ ticks-duplicate key symbol
-                                           └─▶ ticks-dead (reason, partition, offset[, batch row])
+    ticks ─Kafka source─▶ GroupRecords ─key by partition─▶ SymbolFunction ─split─▶ max-updates  key symbol|window
+     event time = record   (JVM: a partition's records   (parse JSON ticks or  ├─▶ alerts       key symbol
+     timestamp, watermarks  as one element, keyed there)  Arrow batches;       ├─▶ rollups      key symbol
+     per partition                                        MapState symbol →    ├─▶ ticks-late   key symbol
+                                                          SymbolProcessor, one ├─▶ ticks-duplicate key symbol
+                                                          timer per key)       └─▶ ticks-dead (reason, partition,
+                                                                                    offset[, batch row])
 
 Every output is written exactly once: Flink's KafkaSink with transactions committed at checkpoints, so
 records become visible to read_committed readers when the checkpoint that covers them completes. The five
@@ -29,7 +30,7 @@ import time
 
 import orjson
 from pyflink.common import Row, Types
-from pyflink.datastream import DataStream, KeyedProcessFunction, OutputTag, ProcessFunction, StreamExecutionEnvironment
+from pyflink.datastream import DataStream, KeyedProcessFunction, KeyedStream, OutputTag, StreamExecutionEnvironment
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 from pyflink.java_gateway import get_gateway
 from pyflink.table import StreamTableEnvironment
@@ -41,7 +42,7 @@ from stockmax.flink_env import configuration, job_options
 from stockmax.jobs.kafka_tables import add_kafka_sink, source_table, sql_literal
 from stockmax.jobs.keys import MAX_PARALLELISM, partition_keys
 from stockmax.operators.columnar import advance_symbols
-from stockmax.operators.records import dead_letter, decode_group, pack_fields, pack_group, unpack_tick_fields
+from stockmax.operators.records import dead_letter, decode_group, group_ticks
 from stockmax.operators.schedule import DueSchedule
 from stockmax.operators.stored import StoredSymbolProcessor, attach_chunks, store_chunks
 from stockmax.operators.symbol import Rules, SymbolProcessor, frontier_from_watermark_ms, watermark_ms_for_frontier
@@ -51,6 +52,8 @@ from stockmax.operators.wire import OUTPUT_KINDS, encode_outputs, output_line, s
 # Every output record is (key, value): both text, the value a JSON object.
 RECORD = Types.ROW_NAMED(["k", "v"], [Types.STRING(), Types.STRING()])
 DEAD = OutputTag("dead", RECORD)
+# A partition's records as GroupRecords emits them, after their key: (partition, records).
+GROUP = Types.ROW([Types.INT(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
 OUTPUTS = Types.ROW_NAMED(list(OUTPUT_KINDS), [Types.PRIMITIVE_ARRAY(Types.BYTE())] * len(OUTPUT_KINDS))
 # jvm/src/main/java/dev/stockmax/flink/SplitOutputs.java and GroupRecords.java, in the jar FUNCTIONS_JAR.
 SPLIT_OUTPUTS_CLASS = "dev.stockmax.flink.SplitOutputs"
@@ -66,58 +69,15 @@ def _record(key: str | None, value: dict) -> Row:
     return Row(key, orjson.dumps(value).decode())
 
 
-NO_TICKS = pack_fields([])
-
-
-class ParseTicks(ProcessFunction):
-    """A partition's records, grouped in the JVM (GROUP_RECORDS: Row(partition, records)) -> (its partition's
-    key, its ticks as pack_group makes them), an element per run of ticks: JSON ticks (one per record) or
-    Arrow batches of them. Anything unusable goes to the dead-letter output with its reason, its original
-    bytes and where it was read from. keys: partition_keys(); a partition beyond them (a topic grown under
-    the job) is keyed by its number, which may share a key with another partition: harmless, the key then
-    holds both partitions' symbols."""
-
-    def __init__(self, source_topic: str, limits: TickLimits, keys: tuple[int, ...]) -> None:
-        self.source_topic = source_topic
-        self.limits = limits
-        self.keys = keys
-        self.dead_letters = None
-        self.wake_keys = False
-
-    def open(self, runtime_context) -> None:
-        # One counter per reason (metric group reason=<code>), registered up front as PyFlink requires.
-        group = runtime_context.get_metrics_group()
-        self.dead_letters = {code: group.add_group("reason", code).counter("deadLetters") for code in REASON_CODES}
-        self.records_in = group.counter("recordsIn")
-        self.wake_keys = True
-
-    def process_element(self, grouped: Row, ctx):
-        if self.wake_keys:
-            # Once per attempt, an empty batch to every partition key: a restored key sets its timer again
-            # on its first call (SymbolFunction.open says why), and a partition whose input all came before
-            # the checkpoint would otherwise never make that call, its buffered ticks held forever.
-            self.wake_keys = False
-            for key in self.keys:
-                yield key, NO_TICKS
-        partition = grouped[0]
-        records = decode_group(grouped[1])
-        self.records_in.inc(len(records.values))
-        packed, refused = pack_group(records, self.limits)
-        if refused:
-            rejected_at = int(time.time() * 1_000_000)
-            for index, item in refused:
-                self.dead_letters[item.rejection.code].inc()
-                key, value = dead_letter(item, self.source_topic, partition, records.offsets[index],
-                                         records.timestamps_ms[index], rejected_at)
-                yield DEAD, _record(key, value)
-        key = self.keys[partition] if partition < len(self.keys) else partition
-        for item in packed:
-            yield key, item
-
-
 class SymbolFunction(KeyedProcessFunction):
-    """Keyed by the ticks topic's partition (a symbol's ticks all share one): a SymbolProcessor per symbol
-    in a MapState, applied in event-time order as the watermark passes its ticks.
+    """Keyed by the ticks topic's partition (a symbol's ticks all share one): a partition's records, grouped
+    and keyed in the JVM (GroupRecords: Row(partition, records)), parsed into ticks (JSON ticks, one per
+    record, or Arrow batches of them), and a SymbolProcessor per symbol in a MapState, applying its ticks in
+    event-time order as the watermark passes them. Anything unusable goes to the dead-letter output with its
+    reason, its original bytes and where it was read from.
+
+    Why parsing happens here, not in a step of its own: every Python step is a crossing each way and a
+    bundle that the watermark and the checkpoint barrier wait for; one step pays that once.
 
     Why not keyed by symbol: PyFlink commits each key's dirty state with a round trip at every bundle's end
     (~0.7 ms), and a timer per tick or per symbol makes bundles end often; with thousands of symbols that,
@@ -125,8 +85,11 @@ class SymbolFunction(KeyedProcessFunction):
     pickled once per bundle however often its symbol ticks, and one timer per key (at the earliest symbol's
     due point, DueSchedule) replaces a timer per tick."""
 
-    def __init__(self, rules: Rules, failures: FailureInjector | None = None) -> None:
+    def __init__(self, rules: Rules, source_topic: str, limits: TickLimits,
+                 failures: FailureInjector | None = None) -> None:
         self.rules = rules
+        self.source_topic = source_topic
+        self.limits = limits
         self.failures = failures
         self.processors = None
         self.schedule = None
@@ -137,8 +100,8 @@ class SymbolFunction(KeyedProcessFunction):
         # key -> the earliest timer this attempt has set and not yet seen fire. Deliberately not in Flink
         # state: PyFlink 2.0 hands a Python timer registration to the task's mailbox, which runs it after
         # the pre-checkpoint flush, so a checkpoint can hold the state a bundle wrote but not the timers it
-        # set. After a restore each key sets its timer again on its first call (ParseTicks makes sure
-        # every partition key gets one).
+        # set. After a restore each key sets its timer again on its first call (GroupRecords makes sure
+        # every partition key gets one: an empty group to each key, first thing in an attempt).
         self.armed = {}
         self.processors = runtime_context.get_map_state(
             MapStateDescriptor("symbols", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
@@ -147,13 +110,26 @@ class SymbolFunction(KeyedProcessFunction):
             MapStateDescriptor("dedup-chunks", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
         self.schedule = runtime_context.get_state(ValueStateDescriptor("schedule", Types.PICKLED_BYTE_ARRAY()))
         metrics = runtime_context.get_metrics_group()
+        # One counter per reason (metric group reason=<code>), registered up front as PyFlink requires.
+        self.dead_letters = {code: metrics.add_group("reason", code).counter("deadLetters") for code in REASON_CODES}
+        self.records_in = metrics.counter("recordsIn")
         self.late_ticks = metrics.counter("lateTicks")
         self.duplicate_ticks = metrics.counter("duplicateTicks")
         self.expired_symbols = metrics.counter("expiredSymbolStates")
 
-    def process_element(self, batch, ctx):
-        key, packed = batch
-        ticks = unpack_tick_fields(packed)
+    def process_element(self, grouped: Row, ctx):
+        partition = grouped[0]
+        records = decode_group(grouped[1])
+        if records.values:
+            self.records_in.inc(len(records.values))
+        ticks, refused = group_ticks(records, self.limits)
+        if refused:
+            rejected_at = int(time.time() * 1_000_000)
+            for index, item in refused:
+                self.dead_letters[item.rejection.code].inc()
+                key, value = dead_letter(item, self.source_topic, partition, records.offsets[index],
+                                         records.timestamps_ms[index], rejected_at)
+                yield DEAD, _record(key, value)
         watermark = ctx.timer_service().current_watermark()
         frontier = frontier_from_watermark_ms(watermark)
         outputs = {kind: [] for kind in OUTPUT_KINDS}
@@ -178,7 +154,7 @@ class SymbolFunction(KeyedProcessFunction):
                 continue
             self.processors.put(symbol, processor)
             schedule.set(symbol, due)
-        self._arm(key, schedule, ctx)
+        self._arm(ctx.get_current_key(), schedule, ctx)
         yield from (Row(*texts) for texts in encode_outputs(outputs))
 
     def on_timer(self, timestamp: int, ctx):
@@ -227,15 +203,27 @@ class SymbolFunction(KeyedProcessFunction):
         self.schedule.update(schedule)
 
 
-def group_records(raw: DataStream, settings: Settings) -> DataStream:
+def group_records(raw: DataStream, settings: Settings) -> KeyedStream:
     """The source's records, a partition's gathered into one element in the JVM (GroupRecords says how event
-    time and checkpoints stay exact): one crossing into Python per group instead of per record. It also
-    moves a quiet live feed's watermark (Settings.quiet_feed_lag_ms)."""
-    group_class = getattr(get_gateway().jvm, GROUP_RECORDS_CLASS)
-    operator = group_class(settings.group_max_records, settings.group_max_bytes, settings.source_idleness_ms,
-                           settings.watermark_bound_ms, settings.quiet_feed_lag_ms)
-    return DataStream(raw._j_data_stream.transform("group records per partition", group_class.outputType(), operator)
-                      .uid("group-records"))
+    time and checkpoints stay exact), keyed there by its partition's key (partition_keys; a partition beyond
+    them, a topic grown under the job, by its number, which may share a key with another partition: harmless,
+    the key then holds both partitions' symbols): one crossing into Python per group instead of per record,
+    and no Python step before the keyed one. It also moves a quiet live feed's watermark
+    (Settings.quiet_feed_lag_ms)."""
+    gateway = get_gateway()
+    keys = partition_keys(settings.topic_partitions)
+    j_keys = gateway.new_array(gateway.jvm.int, len(keys))
+    for partition, key in enumerate(keys):
+        j_keys[partition] = key
+    group_class = getattr(gateway.jvm, GROUP_RECORDS_CLASS)
+    operator = group_class(j_keys, settings.group_max_records, settings.group_max_bytes,
+                           settings.source_idleness_ms, settings.watermark_bound_ms, settings.quiet_feed_lag_ms)
+    grouped = raw._j_data_stream.transform("group records per partition", group_class.outputType(), operator) \
+        .uid("group-records")
+    # What DataStream.key_by builds after its own Python key step: Row(key, element) keyed on the key by
+    # Flink's KeyByKeySelector, which the keyed Python operator reads as its key and element.
+    return KeyedStream(grouped.keyBy(gateway.jvm.KeyByKeySelector(), Types.ROW([Types.INT()]).get_java_type_info()),
+                       GROUP, DataStream(grouped))
 
 
 def build(env: StreamExecutionEnvironment, settings: Settings, bounded: bool, discard_outputs: bool = False) -> None:
@@ -250,15 +238,12 @@ def build(env: StreamExecutionEnvironment, settings: Settings, bounded: bool, di
     raw = t_env.to_data_stream(t_env.from_path(source_table(t_env, settings, bounded)))
     # Stable uids: a restarted job maps its checkpointed state (keyed state, the sinks' transactions) back
     # onto these operators.
-    grouped = group_records(raw, settings)
-    parsed = (grouped.process(ParseTicks(settings.topic("ticks"), settings.tick_limits(),
-                                         partition_keys(settings.topic_partitions)))
-              .name("parse ticks").uid("parse-ticks"))
     failures = None
     if settings.failure_points():
         failures = FailureInjector(settings.failure_points(), str(settings.data_dir / "injected-failures"))
-    outputs = (parsed.key_by(lambda batch: batch[0], key_type=Types.INT())
-               .process(SymbolFunction(settings.rules(), failures), output_type=OUTPUTS)
+    outputs = (group_records(raw, settings)
+               .process(SymbolFunction(settings.rules(), settings.topic("ticks"), settings.tick_limits(), failures),
+                        output_type=OUTPUTS)
                .name("sliding max/min, rules, rollups").uid("symbol-state")
                .set_max_parallelism(MAX_PARALLELISM))
     t_env.create_temporary_view("outputs", t_env.from_data_stream(outputs))
@@ -275,7 +260,7 @@ def build(env: StreamExecutionEnvironment, settings: Settings, bounded: bool, di
         f"{', '.join(f'outputs.{kind}' for kind in OUTPUT_KINDS)})) AS r(topic, k, v)")
     add_kafka_sink(t_env, statements, settings, "outputs", topics, records, "BYTES", discard_outputs)
     add_kafka_sink(t_env, statements, settings, "dead", [settings.topic("dead")],
-                   t_env.from_data_stream(parsed.get_side_output(DEAD)), "STRING", discard_outputs)
+                   t_env.from_data_stream(outputs.get_side_output(DEAD)), "STRING", discard_outputs)
     statements.attach_as_datastream()
 
 

@@ -16,7 +16,6 @@ import itertools
 import json
 import math
 import operator
-import pickle
 import sys
 from typing import NamedTuple
 
@@ -65,7 +64,7 @@ def encode_batch(table: pa.Table) -> bytes:
 def decode_record(raw: bytes, record_timestamp_ms: int | None, limits: TickLimits = DEFAULT_LIMITS,
                   fields_only: bool = False) -> tuple[list[Tick], list[RefusedTick]]:
     """The ticks of one ticks-topic record, and what in it is not a tick (never raises on content).
-    fields_only: the ticks as plain tuples of their fields (what pack_fields takes), without a Tick made
+    fields_only: the ticks as plain tuples of their fields (what SymbolProcessor.accept takes), without a Tick made
     per tick on the common path (a Python call each: ~5 % of the job's Python time)."""
     ticks, refused = _decode_record(raw, record_timestamp_ms, limits, fields_only)
     if fields_only and ticks and type(ticks[0]) is not tuple:
@@ -222,16 +221,15 @@ def good_batch(raw: bytes, record_timestamp_ms: int | None, limits: TickLimits =
     return None
 
 
-def pack_record(raw: bytes, record_timestamp_ms: int | None, limits: TickLimits = DEFAULT_LIMITS
-                ) -> tuple[bytes | None, list[RefusedTick]]:
-    """One record's ticks as the keyed step takes them (unpack_tick_fields), or None when it has none, and
-    what in it is not a tick. A batch whose rows are all ticks goes on as its own bytes: its ticks are made
-    once, in the keyed step, not also here and again by pickle. (The job parses a partition's records a
-    group at a time, pack_group, which gives what this gives record by record: tested against it.)"""
-    if good_batch(raw, record_timestamp_ms, limits) is not None:
-        return raw, []
-    ticks, refused = decode_record(raw, record_timestamp_ms, limits, fields_only=True)
-    return (pack_fields(ticks) if ticks else None), refused
+def record_ticks(raw: bytes, record_timestamp_ms: int | None, limits: TickLimits = DEFAULT_LIMITS
+                 ) -> tuple[list[tuple], list[RefusedTick]]:
+    """One record's ticks as plain tuples of their fields (what SymbolProcessor.accept takes), and what in it
+    is not a tick, record by record. (The job parses a partition's records a group at a time, group_ticks,
+    which gives what this gives record by record: tested against it.)"""
+    table = good_batch(raw, record_timestamp_ms, limits)
+    if table is not None:
+        return list(zip(*_batch_columns(table))), []
+    return decode_record(raw, record_timestamp_ms, limits, fields_only=True)
 
 
 class RecordGroup(NamedTuple):
@@ -328,15 +326,13 @@ def parse_json_records(values: list[bytes], timestamps_ms: list[int], limits: Ti
                                 for value, stamp in zip(chunk, stamps)]
 
 
-def pack_group(group: RecordGroup, limits: TickLimits = DEFAULT_LIMITS
-               ) -> tuple[list[bytes], list[tuple[int, RefusedTick]]]:
-    """The job's parse step for a partition's records grouped in the JVM: their ticks as the keyed step takes
-    them (unpack_tick_fields), in the topic's order, as few elements as the records allow (a run of JSON
-    ticks is one; a good Arrow batch goes on as its own bytes), and what is not a tick, each with the index
-    of its record in the group. The same ticks and refusals as pack_record record by record."""
-    packed: list[bytes] = []
-    refused: list[tuple[int, RefusedTick]] = []
+def group_ticks(group: RecordGroup, limits: TickLimits = DEFAULT_LIMITS
+                ) -> tuple[list[tuple], list[tuple[int, RefusedTick]]]:
+    """The job's parse step for a partition's records grouped in the JVM: their ticks as plain tuples of their
+    fields (what SymbolProcessor.accept takes), in the topic's order, and what is not a tick, each with the
+    index of its record in the group. The same ticks and refusals as record_ticks record by record."""
     fields: list[tuple] = []
+    refused: list[tuple[int, RefusedTick]] = []
     run: list[int] = []  # indexes of the JSON records not yet parsed
 
     def parse_run() -> None:
@@ -355,19 +351,15 @@ def pack_group(group: RecordGroup, limits: TickLimits = DEFAULT_LIMITS
             run.append(i)
             continue
         parse_run()
-        if good_batch(value, group.timestamps_ms[i], limits) is not None:
-            if fields:
-                packed.append(pack_fields(fields))
-                fields = []
-            packed.append(value)
+        table = good_batch(value, group.timestamps_ms[i], limits)
+        if table is not None:
+            fields.extend(zip(*_batch_columns(table)))
         else:
             ticks, bad = decode_record(value, group.timestamps_ms[i], limits, fields_only=True)
             fields.extend(ticks)
             refused.extend((i, item) for item in bad)
     parse_run()
-    if fields:
-        packed.append(pack_fields(fields))
-    return packed, refused
+    return fields, refused
 
 
 def _row_json(fields: dict) -> bytes:
@@ -388,27 +380,3 @@ def dead_letter(refused: RefusedTick, source_topic: str, partition: int, offset:
         "raw_text": refused.raw[:1024].decode("utf-8", "replace"),
         "rejected_at": rejected_at_us,
     }
-
-
-def pack_ticks(ticks: list[Tick]) -> bytes:
-    """Ticks as the job hands them from its parse step to its keyed step."""
-    return pack_fields([tuple(t) for t in ticks])
-
-
-def pack_fields(fields: list[tuple]) -> bytes:
-    """Ticks as plain tuples of their fields (decode_record's fields_only), packed for the keyed step. Plain
-    tuples through C pickle: PyFlink would otherwise cloudpickle each Tick (a Python-level pickler, and a
-    Python call per namedtuple), which took a tenth of the job's Python time."""
-    return pickle.dumps(fields, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def unpack_ticks(packed: bytes) -> list[Tick]:
-    return list(map(Tick._make, unpack_tick_fields(packed)))
-
-
-def unpack_tick_fields(packed: bytes) -> list[tuple]:
-    """The ticks as plain tuples of their fields (what SymbolProcessor.accept takes without a Tick made
-    for each, a Python call per tick), from pack_fields or from a batch record that pack_record found good."""
-    if is_batch(packed):
-        return list(zip(*_batch_columns(pa.ipc.open_stream(packed).read_all())))
-    return pickle.loads(packed)

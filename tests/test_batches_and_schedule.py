@@ -14,8 +14,7 @@ from hypothesis import given, settings as hyp_settings, strategies as st
 
 from oracle import alert_key, update_key
 from stockmax.operators.records import BATCH_SCHEMA, RecordGroup, _batch_columns, _whole_batch_is_good, dead_letter, \
-    decode_group, decode_record, encode_batch, encode_group, good_json_ticks, pack_fields, pack_group, pack_record, \
-    pack_ticks, unpack_tick_fields, unpack_ticks
+    decode_group, decode_record, encode_batch, encode_group, good_json_ticks, group_ticks, record_ticks
 from stockmax.operators.schedule import DueSchedule
 from stockmax.operators.symbol import SymbolProcessor, frontier_from_watermark_ms, watermark_ms_for_frontier
 from stockmax.operators.tick import DEFAULT_LIMITS, Rejection, Tick, parse_tick
@@ -119,11 +118,10 @@ def test_a_group_of_records_gives_what_its_records_give_one_by_one(group):
     assert decode_group(encode_group(group)) == group
     want_ticks, want_refused = [], []
     for i, (value, stamp) in enumerate(zip(group.values, group.timestamps_ms)):
-        packed, refused = pack_record(value, stamp)
-        want_ticks += unpack_tick_fields(packed) if packed is not None else []
+        ticks, refused = record_ticks(value, stamp)
+        want_ticks += ticks
         want_refused += [(i, item) for item in refused]
-    packed, refused = pack_group(group)
-    got_ticks = [tick for item in packed for tick in unpack_tick_fields(item)]
+    got_ticks, refused = group_ticks(group)
     assert _exactly(got_ticks) == _exactly(want_ticks)
     assert refused == want_refused
 
@@ -192,13 +190,6 @@ def _ticks(n, seed=3):
                  NOW_US + rng.randint(0, 3_000_000)) for i in range(n)]
 
 
-def test_ticks_packed_for_the_keyed_step_come_back_equal_and_typed():
-    ticks = _ticks(50)
-    back = unpack_ticks(pack_ticks(ticks))
-    assert back == ticks and all(type(t) is Tick for t in back)
-    assert unpack_ticks(pack_ticks([])) == []
-
-
 def test_a_batch_round_trips_and_is_refused_when_stamped_wrongly():
     ticks = _ticks(200)
     raw = encode_batch(pa.Table.from_pylist([t._asdict() for t in ticks]))
@@ -218,12 +209,10 @@ def test_a_batch_round_trips_and_is_refused_when_stamped_wrongly():
         fields, refused_fields = decode_record(raw, record_stamp, fields_only=True)
         assert fields == [tuple(t) for t in ticks_of] and all(type(f) is tuple for f in fields)
         assert refused_fields == refused_of
-        assert unpack_ticks(pack_fields(fields)) == ticks_of
-        # What the parse step hands on: the record itself when all of it is ticks, else the good ones packed.
-        packed, refused_packed = pack_record(raw, record_stamp)
-        assert (packed is raw) == (record_stamp == newest_ms) and refused_packed == refused_of
-        assert (unpack_tick_fields(packed) if packed is not None else []) == fields
-        assert all(type(f) is tuple and type(f[1]) is float and type(f[5]) is int for f in unpack_tick_fields(raw))
+        # What the job's parse step takes (the whole-batch path when all of it is ticks): the same.
+        fields_of, refused_fields_of = record_ticks(raw, record_stamp)
+        assert fields_of == fields and refused_fields_of == refused_of
+        assert all(type(f) is tuple and type(f[1]) is float and type(f[5]) is int for f in fields_of)
 
 
 def test_a_bad_batch_row_is_a_dead_letter_of_its_own():
@@ -247,21 +236,21 @@ def test_a_bad_symbol_is_refused_however_many_good_batches_came_before():
     stamp = max(t.event_time for t in ticks) // 1000
     raw = encode_batch(pa.Table.from_pylist([t._asdict() for t in ticks]))
     for _ in range(3):
-        assert pack_record(raw, stamp) == (raw, [])
+        assert record_ticks(raw, stamp) == ([tuple(t) for t in ticks], [])
     assert {"A", "B", "C"} <= records._STRINGS_PASSED["symbol"]
     for bad in ("bad symbol", "", "X" * 33):
         rows = [t._asdict() for t in ticks]
         rows[7]["symbol"] = bad
-        packed, refused = pack_record(encode_batch(pa.Table.from_pylist(rows)), stamp)
+        fields, refused = record_ticks(encode_batch(pa.Table.from_pylist(rows)), stamp)
         assert [r.row for r in refused] == [7] and refused[0].rejection.code.startswith("symbol")
-        assert [t[0] for t in unpack_tick_fields(packed)] == [t.symbol for i, t in enumerate(ticks) if i != 7]
+        assert [t[0] for t in fields] == [t.symbol for i, t in enumerate(ticks) if i != 7]
         assert bad not in records._STRINGS_PASSED["symbol"]
     many = [t._replace(symbol=f"S{i}", seq=i) for i, t in enumerate(_ticks(3000))]
     limit = records._STRINGS_PASSED_MAX
     try:
         records._STRINGS_PASSED_MAX = 1000
         raw = encode_batch(pa.Table.from_pylist([t._asdict() for t in many]))
-        assert pack_record(raw, max(t.event_time for t in many) // 1000) == (raw, [])
+        assert record_ticks(raw, max(t.event_time for t in many) // 1000)[1] == []
         assert len(records._STRINGS_PASSED["symbol"]) == 3000  # cleared first, then holds this batch's
     finally:
         records._STRINGS_PASSED_MAX = limit

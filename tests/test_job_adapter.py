@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
-from pyflink.common import Row
+from pyflink.common import Row, Types
 
 from stockmax.jobs.keys import MAX_PARALLELISM, partition_keys
-from stockmax.jobs.pipeline import NO_TICKS, ParseTicks, SymbolFunction
+from stockmax.jobs.pipeline import DEAD, SymbolFunction
 from stockmax.operators.wire import OUTPUT_KINDS, decode_outputs, split_outputs_shapes
-from stockmax.operators.records import RecordGroup, encode_group, pack_ticks, unpack_ticks
+from stockmax.operators.records import RecordGroup, encode_group
 from stockmax.operators.symbol import Rules
 from stockmax.operators.tick import Tick, TickLimits
 
@@ -101,15 +101,18 @@ class FakeContext:
         return 0  # the partition the tests' batches come from
 
 
-class FakeRecordContext:
-    def __init__(self, timestamp_ms):
-        self._timestamp = timestamp_ms
+def group_of(ticks: list[Tick], partition: int = 0, first_offset: int = 0, extra: tuple[bytes, ...] = ()) -> Row:
+    """Ticks as the keyed step gets them from the JVM (GroupRecords): a partition's records, one JSON tick
+    each, stamped with its event time; extra: records after them (stamped like the last tick)."""
+    values = [orjson.dumps(t._asdict()) for t in ticks] + list(extra)
+    stamps = [t.event_time // 1000 for t in ticks]
+    stamps += [stamps[-1] if stamps else START_MS] * len(extra)
+    return Row(partition, encode_group(RecordGroup(list(range(first_offset, first_offset + len(values))), stamps,
+                                                   values)))
 
-    def timestamp(self):
-        return self._timestamp
 
-
-TICK_JSON = {"symbol": "AAPL", "price": 1.5, "volume": 2.0, "exchange": "X", "seq": 1, "event_time": START_MS * 1000}
+def symbol_function(rules: Rules) -> SymbolFunction:
+    return SymbolFunction(rules, "ticks", TickLimits())
 
 
 def fire_timers(function, ctx, up_to_ms):
@@ -130,12 +133,17 @@ def records(outputs, kind):
 def test_ticks_wait_for_the_watermark_and_idle_state_is_dropped():
     rules = Rules(windows_us=(1_000_000, 60_000_000), levels=(100.0,))
     runtime = FakeRuntime()
-    function = SymbolFunction(rules)
+    function = symbol_function(rules)
     function.open(runtime)
     ctx = FakeContext(watermark_ms=START_MS - 10_000)
     ticks = [Tick("S", price, 1.0, "X", i, (START_MS + i) * 1000) for i, price in enumerate([99.5, 100.5])]
     ticks.append(Tick("T", 10.0, 1.0, "X", 0, (START_MS + 5) * 1000))
-    assert list(function.process_element((0, pack_ticks(ticks)), ctx)) == []
+    # A record that is no tick goes to the dead letters, with where it was read, and the ticks go on.
+    (dead,) = list(function.process_element(group_of(ticks, partition=3, first_offset=40, extra=(b"{oops",)), ctx))
+    assert dead[0] is DEAD and dead[1][0] == "3:43"
+    assert {k: json.loads(dead[1][1])[k] for k in ("reason", "source_partition", "source_offset", "raw_text")} == \
+        {"reason": "not_json", "source_partition": 3, "source_offset": 43, "raw_text": "{oops"}
+    assert runtime.counters["recordsIn"].count == 4 and runtime.counters["deadLetters"].count == 1
     assert set(runtime.map.entries) == {"S", "T"}
     assert ctx.timers == {START_MS}  # one timer for the key, at the earliest tick, not one per tick
 
@@ -146,10 +154,10 @@ def test_ticks_wait_for_the_watermark_and_idle_state_is_dropped():
     assert START_MS + 5 in ctx.timers  # re-armed at T's tick
 
     # A late tick is reported, counted, and changes nothing.
-    late = list(function.process_element((0, pack_ticks([Tick("S", 50.0, 1.0, "X", 9, (START_MS - 5) * 1000)])), ctx))
+    late = list(function.process_element(group_of([Tick("S", 50.0, 1.0, "X", 9, (START_MS - 5) * 1000)]), ctx))
     assert [t["seq"] for t in records(late, "late")] == [9] and runtime.counters["lateTicks"].count == 1
     # A symbol seen only in late ticks leaves nothing behind.
-    list(function.process_element((0, pack_ticks([Tick("U", 5.0, 1.0, "X", 1, (START_MS - 5) * 1000)])), ctx))
+    list(function.process_element(group_of([Tick("U", 5.0, 1.0, "X", 1, (START_MS - 5) * 1000)]), ctx))
     assert "U" not in runtime.map.entries
 
     # Quiet past the longest window + bound, but the hour's rollup bucket is still open: the state stays.
@@ -170,27 +178,58 @@ def test_a_restored_function_sets_its_key_timer_again():
     assume its key has a timer: its first call sets one at the earliest due point again."""
     rules = Rules(windows_us=(1_000_000,), levels=())
     runtime = FakeRuntime()
-    before = SymbolFunction(rules)
+    before = symbol_function(rules)
     before.open(runtime)
     ctx = FakeContext(watermark_ms=START_MS - 10_000)
-    list(before.process_element((0, pack_ticks([Tick("S", 10.0, 1.0, "X", 0, START_MS * 1000)])), ctx))
+    list(before.process_element(group_of([Tick("S", 10.0, 1.0, "X", 0, START_MS * 1000)]), ctx))
     assert ctx.timers == {START_MS}
 
-    restored = SymbolFunction(rules)  # the same state, a new attempt, and the timer lost
+    restored = symbol_function(rules)  # the same state, a new attempt, and the timer lost
     restored.open(runtime)
     ctx = FakeContext(watermark_ms=START_MS - 10_000)
-    parse = ParseTicks("ticks", TickLimits(), keys=(40, 41))
-    parse.open(FakeRuntime())
-    # A partition's records as the JVM groups them (GroupRecords): here one record, partition 1, offset 7.
-    grouped = Row(1, encode_group(RecordGroup([7], [TICK_JSON["event_time"] // 1000], [json.dumps(TICK_JSON).encode()])))
-    first = list(parse.process_element(grouped, FakeRecordContext(TICK_JSON["event_time"] // 1000)))
-    assert first[:2] == [(40, NO_TICKS), (41, NO_TICKS)] and len(first) == 3  # every partition key woken,
-    assert first[2][0] == 41 and unpack_ticks(first[2][1])[0].symbol == "AAPL"  # then the tick, under its key
-    assert len(list(parse.process_element(grouped, FakeRecordContext(TICK_JSON["event_time"] // 1000)))) == 1
-    assert list(restored.process_element(first[0], ctx)) == []  # the wake-up of this key: no input at all
+    # The wake-up GroupRecords sends every key first thing in an attempt (test_group_records_...): no records.
+    assert list(restored.process_element(group_of([]), ctx)) == []
     assert ctx.timers == {START_MS}
     outputs = fire_timers(restored, ctx, START_MS + 100)
     assert [u["max"] for u in records(outputs, "max_updates")] == [10.0]
+
+
+def test_group_records_wakes_every_key_then_groups_each_partition_under_its_key():
+    """GroupRecords (the job's JVM step before Python), run by Flink: first thing in an attempt an empty group
+    to every partition's key (a restored key must set its timer again, and one whose input all came before the
+    checkpoint would get no call), then each partition's records in groups of at most maxRecords under its
+    partition's key (a partition beyond the keys under its own number), every record once, in the topic's
+    order. Oracle: the records listed by partition."""
+    from pyflink.datastream import DataStream, StreamExecutionEnvironment
+    from pyflink.java_gateway import get_gateway
+
+    from stockmax import config
+    from stockmax.config import FUNCTIONS_JAR
+    from stockmax.jobs.pipeline import GROUP_RECORDS_CLASS
+    from stockmax.operators.records import decode_group
+
+    env = StreamExecutionEnvironment.get_execution_environment()
+    env.set_parallelism(1)
+    env.add_jars(config.load(env={}).flink_jar(FUNCTIONS_JAR).resolve().as_uri())
+    rows = [(f"p{partition}-{offset}".encode(), partition, offset) for offset in range(7) for partition in (0, 1, 2)
+            if (partition, offset) != (1, 3)]
+    source = env.from_collection(rows, type_info=Types.ROW([Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.INT(), Types.LONG()]))
+    gateway = get_gateway()
+    keys = gateway.new_array(gateway.jvm.int, 2)
+    keys[0], keys[1] = 40, 41
+    group_class = getattr(gateway.jvm, GROUP_RECORDS_CLASS)
+    operator = group_class(keys, 3, 1 << 20, 1000, 0, 0)
+    grouped = DataStream(source._j_data_stream.transform("group", group_class.outputType(), operator))
+    with grouped.execute_and_collect() as results:
+        # A Java byte[] arrives as signed ints.
+        out = [(row[0], row[1][0], decode_group(bytes(b % 256 for b in row[1][1])).values) for row in results]
+    assert out[:2] == [(40, 0, []), (41, 1, [])]
+    assert all(0 < len(values) <= 3 for _, _, values in out[2:])
+    key_of = {0: 40, 1: 41, 2: 2}
+    for partition in (0, 1, 2):
+        mine = [(key, values) for key, p, values in out[2:] if p == partition]
+        assert {key for key, _ in mine} == {key_of[partition]}
+        assert [v for _, values in mine for v in values] == [value for value, p, _ in rows if p == partition]
 
 
 def test_outputs_leave_in_texts_of_at_most_outputs_per_row_records_in_order():
@@ -437,11 +476,11 @@ def test_the_jvm_turns_rows_into_the_json_objects_of_their_fields():
 
     # The job's own texts, as its keyed function writes them for the sink: what its tests read (decode_outputs).
     rules = Rules(windows_us=(1_000_000, 60_000_000), levels=(100.0,))
-    function = SymbolFunction(rules)
+    function = symbol_function(rules)
     function.open(FakeRuntime())
     ctx = FakeContext(watermark_ms=START_MS - 10_000)
     ticks = [Tick(f"S{i % 7}", 99 + rng.random() * 2, 1.0, "X", i, (START_MS + 37 * i) * 1000) for i in range(3000)]
-    outputs = list(function.process_element((0, pack_ticks(ticks)), ctx)) + fire_timers(function, ctx, START_MS + 10**7)
+    outputs = list(function.process_element(group_of(ticks), ctx)) + fire_timers(function, ctx, START_MS + 10**7)
     topic_of = {kind: f"t.{kind}" for kind in OUTPUT_KINDS}
     want = [(topic_of[kind], key.encode(), value) for row in outputs for kind in OUTPUT_KINDS
             for key, value in decode_outputs([row], kind)]

@@ -21,9 +21,16 @@ import org.apache.flink.types.Row;
  *
  * <p>PyFlink costs tens of µs per element that crosses into Python, whatever the element holds; a feed that
  * writes one JSON record per tick would pay that per tick. Here the records of a partition are gathered in
- * the JVM and cross as one element: {@code Row(partition INT, records BYTES)}, where {@code records} is
- * {@link #encode}'s layout (offsets, record timestamps, lengths, then the values), which Python reads with
- * numpy in one call (operators/records.py, RecordGroup).
+ * the JVM and cross as one element: {@code Row(key INT, Row(partition INT, records BYTES))}, where {@code
+ * records} is {@link Group#encode}'s layout (offsets, record timestamps, lengths, then the values), which
+ * Python reads with numpy in one call (operators/records.py, RecordGroup), and {@code key} is the partition's
+ * key for the keyed Python step ({@code keys[partition]}, or the partition's number beyond them), which
+ * Flink's {@code KeyByKeySelector} reads as PyFlink's own {@code key_by} would have made it. Keying here
+ * spares the job a Python step (and a crossing) between the source and the keyed step.
+ *
+ * <p>Once per attempt, before anything else it emits, it sends every key an empty group: a restored key
+ * sets its event-time timer again on its first call (jobs/pipeline.py, SymbolFunction.open, says why), and
+ * a key whose input all came before the checkpoint would otherwise never make that call.
  *
  * <p>Event time and exactly-once stay as they were record by record. Everything gathered is emitted before
  * the watermark that follows it ({@link #processWatermark}), so the Python step sees each record under the
@@ -45,11 +52,18 @@ public class GroupRecords extends AbstractStreamOperator<Row>
 
     private static final long serialVersionUID = 1L;
 
-    /** What this operator emits, as PyFlink reads it: Types.ROW([INT(), PRIMITIVE_ARRAY(BYTE())]). */
+    /**
+     * What this operator emits, as PyFlink reads it: Types.ROW([INT(), GROUP]) with GROUP
+     * Types.ROW([INT(), PRIMITIVE_ARRAY(BYTE())]).
+     */
     public static TypeInformation<Row> outputType() {
-        return Types.ROW(Types.INT, Types.PRIMITIVE_ARRAY(Types.BYTE));
+        return Types.ROW(Types.INT, Types.ROW(Types.INT, Types.PRIMITIVE_ARRAY(Types.BYTE)));
     }
 
+    /** An empty group in {@link Group#encode}'s layout: no records. */
+    private static final byte[] NO_RECORDS = new byte[4];
+
+    private final int[] keys;
     private final int maxRecords;
     private final int maxBytes;
     private final long idleMs;
@@ -59,12 +73,14 @@ public class GroupRecords extends AbstractStreamOperator<Row>
     private transient long emittedWatermark;
     private transient boolean idle;
     private transient long lastRecordAt;
+    private transient boolean keysWoken;
 
-    public GroupRecords(int maxRecords, int maxBytes, long idleMs, long boundMs, long quietLagMs) {
-        if (maxRecords < 1 || maxBytes < 1 || idleMs < 1 || boundMs < 0 || quietLagMs < 0) {
-            throw new IllegalArgumentException("maxRecords, maxBytes and idleMs must be positive, boundMs and "
-                    + "quietLagMs not negative");
+    public GroupRecords(int[] keys, int maxRecords, int maxBytes, long idleMs, long boundMs, long quietLagMs) {
+        if (keys.length < 1 || maxRecords < 1 || maxBytes < 1 || idleMs < 1 || boundMs < 0 || quietLagMs < 0) {
+            throw new IllegalArgumentException("keys must not be empty, maxRecords, maxBytes and idleMs must be "
+                    + "positive, boundMs and quietLagMs not negative");
         }
+        this.keys = keys.clone();
         this.maxRecords = maxRecords;
         this.maxBytes = maxBytes;
         this.idleMs = idleMs;
@@ -77,6 +93,7 @@ public class GroupRecords extends AbstractStreamOperator<Row>
         super.open();
         groups = new LinkedHashMap<>();
         emittedWatermark = Long.MIN_VALUE;
+        keysWoken = false;
         lastRecordAt = getProcessingTimeService().getCurrentProcessingTime();
         if (quietLagMs > 0) {
             scheduleQuietCheck();
@@ -111,6 +128,7 @@ public class GroupRecords extends AbstractStreamOperator<Row>
         int partition = (Integer) row.getField(1);
         long offset = (Long) row.getField(2);
         lastRecordAt = getProcessingTimeService().getCurrentProcessingTime();
+        wakeKeys();
         Group group = groups.computeIfAbsent(partition, Group::new);
         group.add(offset, element.getTimestamp(), value == null ? new byte[0] : value);
         if (group.size >= maxRecords || group.bytes >= maxBytes) {
@@ -155,7 +173,19 @@ public class GroupRecords extends AbstractStreamOperator<Row>
         super.finish();
     }
 
+    private void wakeKeys() {
+        if (keysWoken) {
+            return;
+        }
+        keysWoken = true;
+        for (int partition = 0; partition < keys.length; partition++) {
+            output.collect(new StreamRecord<>(Row.of(keys[partition], Row.of(partition, NO_RECORDS))));
+        }
+    }
+
+    /** Everything gathered (and, first thing in an attempt, every key's wake-up). */
     private void emitAll() {
+        wakeKeys();
         for (Group group : groups.values()) {
             if (group.size > 0) {
                 emit(group);
@@ -164,7 +194,8 @@ public class GroupRecords extends AbstractStreamOperator<Row>
     }
 
     private void emit(Group group) {
-        output.collect(new StreamRecord<>(Row.of(group.partition, group.encode()), group.newestTimestamp));
+        int key = group.partition < keys.length ? keys[group.partition] : group.partition;
+        output.collect(new StreamRecord<>(Row.of(key, Row.of(group.partition, group.encode())), group.newestTimestamp));
         group.clear();
     }
 
