@@ -19,6 +19,7 @@ import json
 import multiprocessing
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -98,6 +99,16 @@ VARIANTS = {
     "sql-over": [str(ROOT / "bench" / "sql_live_job.py"), "over"],
     "sql-hop": [str(ROOT / "bench" / "sql_live_job.py"), "hop"],
 }
+
+
+def checkpoint_durations_ms(data_dir: Path) -> list[float]:
+    """Every completed checkpoint's duration (ms), from the job's Flink log (the local JVM logs into the
+    job's data dir)."""
+    found = []
+    for log in data_dir.glob("logs/*.log"):
+        found += [float(m) for m in re.findall(r"Completed checkpoint \d+ for job \w+ \(\d+ bytes, "
+                                               r"checkpointDuration=(\d+) ms", log.read_text(errors="replace"))]
+    return found
 
 
 def run_rate(settings, variant: str, rate: int, seconds: float, symbols: int, env_settings: dict[str, str]) -> dict:
@@ -202,6 +213,7 @@ def run_rate(settings, variant: str, rate: int, seconds: float, symbols: int, en
         except subprocess.TimeoutExpired:
             os.killpg(job.pid, signal.SIGKILL)
     lags = [p - c for t, p, c, _, _ in samples if seconds / 2 <= t <= seconds]
+    durations = checkpoint_durations_ms(s.data_dir)
     result = {
         "variant": variant, "rate": rate, "seconds": seconds, "symbols": symbols, "published": published,
         "caught_up_s": caught_up_s, "checkpoint_interval_s": s.checkpoint_interval_ms / 1000,
@@ -209,6 +221,9 @@ def run_rate(settings, variant: str, rate: int, seconds: float, symbols: int, en
         "rss_mib": [round(r / 2**20) for _, _, _, r, _ in samples[:: max(1, len(samples) // 10)]],
         "peak_rss_mib": round(max((r for *_, r, _ in samples), default=0) / 2**20),
         "checkpoint_kib": round(max((c for *_, c in samples), default=0) / 1024),
+        "checkpoint_kib_over_time": [round(c / 1024) for *_, c in samples[:: max(1, len(samples) // 10)]],
+        "checkpoint_ms": {"n": len(durations), "p50": _pct(durations, 50), "p90": _pct(durations, 90),
+                          "max": max(durations, default=float("nan"))},
     }
     result["kept_up"] = kept_up(result)
     for kind, timed in latencies.items():
@@ -279,16 +294,6 @@ def main() -> None:
 def write_report(results: list[dict], args, path: Path) -> None:
     import platform
 
-    def ms(x: float) -> str:
-        return "-" if x != x else f"{x * 1000:,.0f}"
-
-    def steady(figures: dict, tail: bool) -> str:
-        half = figures.get("second_half")
-        if half is None:  # a run from before the second half was kept
-            return "-"
-        return (f"{ms(half['p50'])} / {ms(half['p99'])}" + (f" / {ms(half['p99.9'])}" if tail else "")
-                + f" (n={half['n']:,})")
-
     lines = [
         "# Live benchmark: per-tick JSON, event time = wall clock",
         "",
@@ -299,18 +304,44 @@ def write_report(results: list[dict], args, path: Path) -> None:
         "each job runs unbounded at its defaults (stockmax: `stockmax run`, loader on); all in one run on one "
         "machine, the feed, the broker and the job sharing its cores.",
         "",
-        "| job | ticks/s offered | kept up | lag, 2nd half, max / mean (ticks) | caught up after | tick → max update p50 / p99 / p99.9 (ms) | same, 2nd half | tick → alert p50 / p99 (ms) | same, 2nd half | peak RSS (MiB) | checkpoint (KiB) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *live_table(results), "", "```"]
+    lines += [json.dumps(r) for r in results] + ["```", ""]
+    path.write_text("\n".join(lines))
+
+
+def live_table(results: list[dict]) -> list[str]:
+    """The live runs as a Markdown table, what its columns mean, and each run's memory and checkpoint size
+    over time (bench/throughput.py puts the same in bench/results.md)."""
+
+    def ms(x: float) -> str:
+        return "-" if x != x else f"{x * 1000:,.0f}"
+
+    def steady(figures: dict, tail: bool) -> str:
+        half = figures.get("second_half")
+        if half is None:  # a run from before the second half was kept
+            return "-"
+        return (f"{ms(half['p50'])} / {ms(half['p99'])}" + (f" / {ms(half['p99.9'])}" if tail else "")
+                + f" (n={half['n']:,})")
+
+    def durations(r: dict) -> str:
+        c = r.get("checkpoint_ms")
+        return "-" if not c or not c["n"] else f"{c['p50']:,.0f} / {c['p90']:,.0f} / {c['max']:,.0f}"
+
+    def job_name(r: dict) -> str:
+        return r["variant"] + (f" ({r['profile']})" if r.get("profile") else "")
+
+    lines = [
+        "| job | symbols | ticks/s offered | kept up | lag, 2nd half, max / mean (ticks) | caught up after | tick → max update p50 / p99 / p99.9 (ms) | same, 2nd half | tick → alert p50 / p99 (ms) | same, 2nd half | peak RSS (MiB) | checkpoint (KiB) | checkpoint p50 / p90 / max (ms) |",
+        "|---|---:|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         m, a = r["max_updates"], r["alerts"]
         caught = "not within 60 s" if r["caught_up_s"] is None else f"{r['caught_up_s']:.1f} s"
-        job = r["variant"] + (f" ({r['profile']})" if r.get("profile") else "")
-        lines.append(f"| {job} | {r['rate']:,} | {'yes' if r['kept_up'] else 'no'} | "
+        lines.append(f"| {job_name(r)} | {r.get('symbols', 1000):,} | {r['rate']:,} | {'yes' if r['kept_up'] else 'no'} | "
                      f"{r['lag_max_second_half']:,} / {r['lag_mean_second_half']:,.0f} | {caught} | "
                      f"{ms(m['p50'])} / {ms(m['p99'])} / {ms(m['p99.9'])} (n={m['n']:,}) | {steady(m, True)} | "
                      f"{ms(a['p50'])} / {ms(a['p99'])} (n={a['n']:,}) | {steady(a, False)} | "
-                     f"{r['peak_rss_mib']:,} | {r['checkpoint_kib']:,} |")
+                     f"{r['peak_rss_mib']:,} | {r['checkpoint_kib']:,} | {durations(r)} |")
     lines += ["", "Kept up (`kept_up`): the lag (published minus the job's committed offsets, which move at "
               "checkpoints) stays within three checkpoint intervals and two seconds of input over the second half, "
               "and everything published is committed within 30 s after the feed stops. Caught up: when the job's committed source "
@@ -319,9 +350,15 @@ def write_report(results: list[dict], args, path: Path) -> None:
               "(outputs are committed at the next checkpoint: tests/test_quiet_feed.py). 2nd half: outputs read while the "
               "second half of the feed was published (the job's start-up left out). sql-over emits a record per "
               "tick and window whether or not the max changed; stockmax only when it changed. sql-hop computes one "
-              "1 min window per symbol and second, and its latency is from the newest tick of each window.", "", "```"]
-    lines += [json.dumps(r) for r in results] + ["```", ""]
-    path.write_text("\n".join(lines))
+              "1 min window per symbol and second, and its latency is from the newest tick of each window. "
+              "Checkpoint (KiB): the largest checkpoint directory seen; checkpoint durations from the job's Flink log.",
+              "", "Memory (the job's process tree, MiB) and checkpoint size (KiB), ten samples over each run:", ""]
+    for r in results:
+        over_time = r.get("checkpoint_kib_over_time")
+        lines.append(f"- {job_name(r)}, {r.get('symbols', 1000):,} symbols, {r['rate']:,} ticks/s: RSS "
+                     f"{' '.join(map(str, r['rss_mib']))}" + (f"; checkpoint {' '.join(map(str, over_time))}"
+                                                              if over_time else ""))
+    return lines
 
 
 if __name__ == "__main__":

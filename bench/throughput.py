@@ -1,11 +1,15 @@
 """`make bench`: stockmax's throughput, latency and memory, side by side with a Flink SQL baseline.
 
-    .venv/bin/python bench/throughput.py [--ticks 1000000] [--symbols 1000] [--runs 3] [--scaling-ticks 100000]
+    .venv/bin/python bench/throughput.py [--live-seconds 300] [--ticks 1000000] [--symbols 1000] [--runs 3]
 
-On one generated input (random walk, spikes, 2 % of ticks out of order; reproducible for a seed), in one run:
+First, the headline, what users do (bench/live.py, LIVE_RUNS): a feed process of its own publishes one JSON
+record per tick, event time = the wall clock, at a fixed rate for --live-seconds, into an unbounded
+`stockmax run` (its loader on) and into the Flink SQL a user would write instead (MAX OVER RANGE per window;
+the HOP window TVF); kept up or not, tick -> output latency, memory and checkpoint size over time.
+Then, on one generated input (random walk, spikes, 2 % of ticks out of order; reproducible for a seed), in one run:
   (1) pure      the operators alone (stockmax.operators.symbol.SymbolProcessor), no Flink
   (2) job       the Flink job with our Python operators, Kafka in, every output to a blackhole sink;
-                from per-tick JSON records, and from Arrow batch records (what `stockmax replay` writes)
+                from per-tick JSON records, and from Arrow batch records (`stockmax replay --batch-ticks`)
   (3) sql-hop   the baseline a user would write instead: Flink SQL HOP(60 s, 1 s) MAX per symbol, JVM only,
                 from the same per-tick JSON records, into a blackhole
   (4) full      the whole pipeline: Kafka in, every output to Kafka exactly-once, rollups and raw ticks
@@ -275,6 +279,17 @@ def median_run(variant: str, inp: Input, runs: int, **kwargs) -> dict:
 
 
 LATENCY_SPIKE_PCT = 0.2
+# The live runs (bench/live.py), in this order: (variant, stockmax profile, ticks/s, symbols, settings). The
+# last is the memory case: 10 k symbols with the longest window and the dedup horizon 1 min, so that the
+# state is full after a minute and the rest of the run shows whether it stays flat (an hour's window would
+# need an hour and more of feed).
+LIVE_RUNS = (
+    ("stockmax", "balanced", 40_000, 1000, {}),
+    ("sql-over", None, 40_000, 1000, {}),
+    ("sql-hop", None, 40_000, 1000, {}),
+    ("stockmax", "low-latency", 10_000, 1000, {}),
+    ("stockmax", "balanced", 20_000, 10_000, {"STOCKMAX_WINDOWS": "1s,1m"}),
+)
 
 
 def _live_job(settings, name: str, **env_settings: str):
@@ -424,8 +439,8 @@ def main() -> None:
     parser.add_argument("--ticks", type=int, default=1_000_000, help="ticks in the main input (100 k .. 10 M)")
     parser.add_argument("--symbols", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=3, help="runs per variant on the main input (median)")
-    parser.add_argument("--json-job-ticks", type=int, default=100_000,
-                        help="ticks of the input the job takes as per-tick JSON records (one run)")
+    parser.add_argument("--live-seconds", type=float, default=300,
+                        help="how long each live run's feed publishes (0: skip the live runs)")
     parser.add_argument("--scaling-timeout", type=float, default=40, help="seconds a scaling run may take")
     parser.add_argument("--scaling-ticks", type=int, default=100_000, help="ticks per scaling input (0: skip)")
     parser.add_argument("--latency-rate", type=int, default=2000, help="ticks/s published for the latency run")
@@ -449,22 +464,31 @@ def main() -> None:
     started = time.perf_counter()
     report = Report(args, settings)
     try:
+        if args.live_seconds:
+            import live
+
+            for variant, profile, rate, symbols, job_settings in LIVE_RUNS:
+                job_settings = {**job_settings, **({"STOCKMAX_PROFILE": profile} if profile else {})}
+                say(f"live {variant}{f' ({profile})' if profile else ''}: {rate:,} ticks/s of per-tick JSON for "
+                    f"{args.live_seconds:g} s, {symbols:,} symbols ...")
+                result = live.run_rate(settings, variant, rate, args.live_seconds, symbols, job_settings)
+                result.update(settings=job_settings, profile=profile)
+                say("  " + json.dumps(result))
+                report.live_runs.append(result)
         main_file = input_file(args.ticks, args.symbols, 60)
         json_in = publish(settings, main_file, args.ticks, batched=False)
         batch_in = publish(settings, main_file, args.ticks, batched=True)
-        # Per-tick JSON records through the job are slow (two PyFlink calls and a state round per tick): a
-        # prefix of the input, one run, keeps `make bench` short.
-        prefix_ticks = min(args.ticks, args.json_job_ticks)
+        # A prefix of the input for the full pipeline's warm-up run.
+        prefix_ticks = min(args.ticks, 100_000)
         prefix_file = CACHE / f"{main_file.stem}-first-{prefix_ticks}.parquet"
         if not prefix_file.exists():
             import pyarrow.parquet as pq
 
             pq.write_table(pq.read_table(main_file).slice(0, prefix_ticks), prefix_file)
-        json_prefix_in = publish(settings, prefix_file, prefix_ticks, batched=False)
         common = {"windows": settings.windows, "data_dir": run_dir / "data", "bootstrap": broker.bootstrap}
         for name, variant, inp, runs in (
                 ("(1) pure operators", "pure", json_in, args.runs),
-                (f"(2) job, JSON records (first {prefix_ticks:,} ticks, 1 run)", "job", json_prefix_in, 1),
+                ("(2) job, JSON records", "job", json_in, args.runs),
                 ("(2) job, Arrow batches", "job", batch_in, args.runs),
                 ("(3) Flink SQL HOP(60 s, 1 s) MAX", "sql-hop", json_in, args.runs)):
             say(f"{name}: {runs} run(s) ...")
@@ -510,6 +534,10 @@ def main() -> None:
         say(f"wrote {args.out} and {args.out.with_suffix('.png')} in {report.seconds / 60:.1f} min")
 
 
+def _seconds(x: float) -> str:
+    return "-" if x != x else f"{x:.2f} s"
+
+
 def _window_text(seconds: int) -> str:
     return {60: "1m", 3600: "1h", 86_400: "24h"}[seconds]
 
@@ -520,6 +548,7 @@ class Report:
         self.main: dict[str, dict] = {}
         self.latency: dict = {}
         self.live: dict = {}
+        self.live_runs: list[dict] = []
         self.scaling: dict[tuple[int, str], dict] = {}
         self.seconds = 0.0
 
@@ -530,7 +559,22 @@ class Report:
             "# stockmax benchmark results", "",
             f"Written by `make bench` (bench/throughput.py) on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
             f"in {self.seconds / 60:.1f} min. Machine: {os.cpu_count()} cores, "
-            f"{_memory_gib():.0f} GiB, Python {platform.python_version()}, {_java_version()}.", "",
+            f"{_memory_gib():.0f} GiB, Python {platform.python_version()}, {_java_version()}.", ""]
+        if self.live_runs:
+            from live import live_table
+
+            lines += [
+                "## Live: per-tick JSON, event time = the wall clock", "",
+                f"What users do: a feed process of its own (confluent-kafka, not `stockmax replay`) publishes one JSON "
+                f"record per tick, event time = now, at a fixed rate for {self.args.live_seconds:g} s, into an "
+                "unbounded job at its defaults (stockmax: `stockmax run` with its ClickHouse loader, in the profile "
+                "named), read `read_committed` by an independent reader; the feed, the broker, the job and the reader "
+                "share the machine. The last stockmax run is the memory case: 10,000 symbols with the longest window "
+                "and the dedup horizon at 1 min (`STOCKMAX_WINDOWS=1s,1m`): the state is full after a minute of the "
+                "feed, and the rest shows whether memory and checkpoints stay flat.", "",
+                *self._live_summary(), "", *live_table(self.live_runs), "",
+                "## Bursts and batches", ""]
+        lines += [
             f"Main input: {self.args.ticks:,} ticks, {self.args.symbols:,} symbols, random walk with spikes, 2 % out "
             f"of order (up to 1.5 s), windows {s.windows}, rollups {s.rollup_resolutions}, parallelism "
             f"{s.parallelism}, Python bundle {s.python_bundle_size:,} / {s.python_bundle_time_ms} ms, checkpoints "
@@ -562,7 +606,7 @@ class Report:
                        f"({live['ticks_per_s']:,.0f} ticks/s from the first published to the last committed)"
                        if live["catch_up_s"] is not None else "not all committed within a minute after publishing")
             lag = lambda ticks: f"{ticks:,} ticks ({ticks / live['rate']:.1f} s of input)"
-            lines += ["", f"Live (4): `stockmax run` unbounded with its ClickHouse loader, {live['ticks']:,} ticks of the "
+            lines += ["", f"Arrow burst (4): `stockmax run` unbounded with its ClickHouse loader, {live['ticks']:,} ticks of the "
                       f"main input published as Arrow batches at {live['rate']:,} ticks/s (took {live['publish_s']:.1f} s); "
                       f"the job's committed source offsets (they move at checkpoints) against what was published, "
                       f"every 0.5 s. Lag half way {lag(live['lag_at_half'])}, at the end of publishing "
@@ -586,6 +630,20 @@ class Report:
         path.write_text("\n".join(lines))
         self._plot(path.with_suffix(".png"))
 
+    def _live_summary(self) -> list[str]:
+        def kept(variant: str, rate: int) -> list[dict]:
+            return [r for r in self.live_runs if r["variant"] == variant and r["rate"] == rate
+                    and r.get("symbols", 1000) == 1000]
+        out = []
+        for rate in sorted({r["rate"] for r in self.live_runs}):
+            runs = {r["variant"] + (f" ({r['profile']})" if r.get("profile") else ""): r
+                    for variant in ("stockmax", "sql-over", "sql-hop") for r in kept(variant, rate)}
+            if runs:
+                out.append(f"- {rate:,} ticks/s, 1,000 symbols: " + "; ".join(
+                    f"{name} {'kept up' if r['kept_up'] else '**did not keep up**'} (2nd-half max update p99 "
+                    f"{_seconds(r['max_updates']['second_half']['p99'])})" for name, r in runs.items()))
+        return out
+
     def _ratio(self) -> list[str]:
         sql = self.main.get("(3) Flink SQL HOP(60 s, 1 s) MAX")
         if not sql:
@@ -593,6 +651,10 @@ class Report:
         out = []
         for name in [n for n in self.main if n.startswith("(2)")]:
             out.append(f"- {name} / (3) SQL HOP: **{self.main[name]['ticks_per_s'] / sql['ticks_per_s']:.2f}**")
+        json_job, batch_job = self.main.get("(2) job, JSON records"), self.main.get("(2) job, Arrow batches")
+        if json_job and batch_job:
+            out.append(f"- (2) job, JSON records / Arrow batches: "
+                       f"**{json_job['ticks_per_s'] / batch_job['ticks_per_s']:.2f}**")
         full = self.main.get("(4) full pipeline, Arrow batches")
         if full:
             out.append(f"- (4) full pipeline: **{full['ticks_per_s']:,.0f} ticks/s** in the job "
