@@ -43,3 +43,51 @@ def test_a_built_wheel_carries_and_finds_its_schemas_and_sql(tmp_path):
                           timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == str((tmp_path / "site" / "stockmax").resolve())
+
+
+def test_the_compose_file_follows_the_compose_spec_and_its_image_gets_what_stockmax_needs():
+    """No Docker engine here to build it, so: docker-compose.yml against the Compose Specification's JSON
+    Schema (tests/compose-spec.json: compose-spec/compose-spec@170098ba, schema/compose-spec.json,
+    Apache-2.0); its image's Python is a version pyproject.toml allows (the Flink image's own python3 is
+    3.10), is first on the PATH (the cluster runs `python3`), and everything it copies exists after
+    `make setup`, the job's Java parts included, where the settings look for them."""
+    import json
+    import re
+    import tomllib
+    from pathlib import Path
+
+    import jsonschema
+    import yaml
+    from packaging.specifiers import SpecifierSet
+
+    root = config.PROJECT_ROOT
+    compose = yaml.safe_load((root / "docker-compose.yml").read_text())
+    schema = json.loads((Path(__file__).parent / "compose-spec.json").read_text())
+    jsonschema.validate(compose, schema, cls=jsonschema.Draft7Validator)
+
+    dockerfile = compose["x-flink-image"]["build"]["dockerfile_inline"].replace("\\\n", " ")
+    requires = SpecifierSet(tomllib.loads((root / "pyproject.toml").read_text())["project"]["requires-python"])
+    versions = set(re.findall(r"apt-get install [^\n]*?\bpython(3\.\d+)\b", dockerfile))
+    assert len(versions) == 1, f"the image should install one Python by its version (python3.N), not {versions or 'python3'}"
+    (installed,) = versions
+    assert installed in requires, f"the image installs Python {installed}; pyproject.toml requires {requires}"
+    venv = re.search(rf"python{re.escape(installed)} -m venv (\S+)", dockerfile).group(1)
+    assert re.search(rf"^ENV PATH={re.escape(venv)}/bin:\$PATH$", dockerfile, re.M), "the venv is not first on the PATH"
+    steps = re.findall(r"^(RUN|COPY|ENV|FROM) (.*)$", dockerfile, re.M)
+    assert [i for i, (op, _) in enumerate(steps) if op == "ENV"][0] < \
+        [i for i, (op, args) in enumerate(steps) if op == "RUN" and "pip install" in args][0]
+    jars_dir = None
+    for op, args in steps:
+        if op == "COPY":
+            *sources, target = args.split()
+            for source in sources:
+                assert list(root.glob(source)), f"the image copies {source}, which is not there (make setup makes the jars)"
+            if any(".jar" in source for source in sources):
+                jars_dir = target.rstrip("/")
+                assert {Path(s).name for s in sources} >= {config.FUNCTIONS_JAR}
+    env = compose["x-stockmax-env"]
+    assert env["STOCKMAX_FLINK_JARS_DIR"] == jars_dir
+    assert env["STOCKMAX_CLUSTER_PYTHON"] == "python3"
+    for name in env:  # every STOCKMAX_ variable is a setting stockmax reads
+        if name.startswith("STOCKMAX_"):
+            assert name.removeprefix("STOCKMAX_").lower() in config.Settings.__dataclass_fields__, name
