@@ -160,8 +160,14 @@ def run_rate(settings, variant: str, rate: int, seconds: float, symbols: int, en
         return sum(max(0, tp.offset) for tp in offsets)
 
     def checkpoint_bytes() -> int:
-        chks = sorted(s.checkpoint_dir.glob("*/chk-*"), key=lambda p: p.stat().st_mtime_ns)
-        return sum(f.stat().st_size for f in chks[-1].rglob("*") if f.is_file()) if chks else 0
+        # The newest completed one (a checkpoint being written has no _metadata yet); Flink deletes old
+        # ones meanwhile (two are retained): one gone while it is read counts as none.
+        try:
+            chks = sorted((p for p in s.checkpoint_dir.glob("*/chk-*") if (p / "_metadata").exists()),
+                          key=lambda p: (p / "_metadata").stat().st_mtime_ns)
+            return sum(f.stat().st_size for f in chks[-1].rglob("*") if f.is_file()) if chks else 0
+        except FileNotFoundError:
+            return 0
 
     reader = threading.Thread(target=read_outputs, daemon=True)
     reader.start()
