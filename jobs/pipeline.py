@@ -113,6 +113,11 @@ class SymbolFunction(KeyedProcessFunction):
         # One counter per reason (metric group reason=<code>), registered up front as PyFlink requires.
         self.dead_letters = {code: metrics.add_group("reason", code).counter("deadLetters") for code in REASON_CODES}
         self.records_in = metrics.counter("recordsIn")
+        self.ticks_in = metrics.counter("ticksIn")
+        # How far event time is behind the wall clock, as of the last call (-1 before the first watermark):
+        # for a live feed its latency floor, for a replay of history how far back it is.
+        self.watermark_ms = None
+        metrics.gauge("watermarkLagMs", self._watermark_lag_ms)
         self.late_ticks = metrics.counter("lateTicks")
         self.duplicate_ticks = metrics.counter("duplicateTicks")
         self.expired_symbols = metrics.counter("expiredSymbolStates")
@@ -123,6 +128,8 @@ class SymbolFunction(KeyedProcessFunction):
         if records.values:
             self.records_in.inc(len(records.values))
         ticks, refused = group_ticks(records, self.limits)
+        if ticks:
+            self.ticks_in.inc(len(ticks))
         if refused:
             rejected_at = int(time.time() * 1_000_000)
             for index, item in refused:
@@ -130,7 +137,7 @@ class SymbolFunction(KeyedProcessFunction):
                 key, value = dead_letter(item, self.source_topic, partition, records.offsets[index],
                                          records.timestamps_ms[index], rejected_at)
                 yield DEAD, _record(key, value)
-        watermark = ctx.timer_service().current_watermark()
+        watermark = self.watermark_ms = ctx.timer_service().current_watermark()
         frontier = frontier_from_watermark_ms(watermark)
         outputs = {kind: [] for kind in OUTPUT_KINDS}
         touched: dict[str, SymbolProcessor] = {}
@@ -164,7 +171,8 @@ class SymbolFunction(KeyedProcessFunction):
         schedule = self.schedule.value()
         if schedule is None:
             return
-        frontier = frontier_from_watermark_ms(max(timestamp, ctx.timer_service().current_watermark()))
+        self.watermark_ms = max(timestamp, ctx.timer_service().current_watermark())
+        frontier = frontier_from_watermark_ms(self.watermark_ms)
         due = [(symbol, self._processor(symbol)) for symbol in schedule.pop_due(frontier)]
         # Every due symbol at once, column-wise (what each one's advance would give).
         outputs = {**advance_symbols(due, frontier)._asdict(), "late": [], "duplicates": []}
@@ -179,6 +187,11 @@ class SymbolFunction(KeyedProcessFunction):
                 schedule.set(symbol, processor.next_due())
         self._arm(key, schedule, ctx)
         yield from (Row(*texts) for texts in encode_outputs(outputs))
+
+    def _watermark_lag_ms(self) -> int:
+        if self.watermark_ms is None or self.watermark_ms < 0:
+            return -1
+        return max(0, int(time.time() * 1000) - self.watermark_ms)
 
     def _processor(self, symbol: str) -> SymbolProcessor | None:
         processor = self.processors.get(symbol)

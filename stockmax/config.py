@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -144,6 +145,11 @@ class Settings:
     # first local job writes when its process exits (AppCDS; stockmax/class_archive.py, in
     # LOCAL_JVM_CLASS_ARCHIVE_DIR): a job's tasks start sooner after submission.
     local_jvm_class_archive: bool = True
+    # Its Prometheus endpoint (Flink's Prometheus reporter, http://HOST:PORT/metrics): Flink's metrics and
+    # the job's own (docs/operations.md lists them). A port, or a range ("9249-9259": the first free one, so
+    # that several local jobs can run); "" turns it off. It listens on every interface (the reporter has no
+    # host option). A cluster sets its own (flink-conf/config.yaml).
+    metrics_port: str = "9249-9259"
     # Jobs and clusters
     job_name: str = "stockmax"  # also the consumer group, the transactional-id prefix and the checkpoint folder
     # Testing only: make the job fail once at each of these tick counts (per attempt of the keyed
@@ -452,6 +458,8 @@ def _validate(s: Settings) -> None:
     for name in ("kafka_ssl_cafile", "clickhouse_ca_cert"):
         if getattr(s, name) and not Path(getattr(s, name)).is_file():
             raise ConfigError(f"{name}: {getattr(s, name)} is not a file")
+    if s.metrics_port and not re.fullmatch(r"\d{1,5}(-\d{1,5})?", s.metrics_port):
+        raise ConfigError(f"metrics_port must be a port (9249), a range (9249-9259) or empty (off), got {s.metrics_port!r}")
     if not (s.store_dsn.startswith("chdb://") or s.store_dsn.startswith(("http://", "https://"))):
         raise ConfigError(f"clickhouse_dsn must start with chdb://, http:// or https://, got {_redact_dsn(s.store_dsn)!r}")
 

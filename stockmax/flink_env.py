@@ -19,6 +19,9 @@ from . import class_archive
 from .config import KAFKA_CONNECTOR_JAR, LOCAL_JVM_CLASS_ARCHIVE_DIR, Settings
 
 
+PROMETHEUS_REPORTER_FACTORY = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
+
+
 def restart_strategy(settings: Settings) -> dict[str, str]:
     if settings.restart_attempts == 0:
         return {"restart-strategy.type": "none"}
@@ -133,7 +136,25 @@ def local_configuration(settings: Settings, restore_from: str | None = None):
         "execution.checkpointing.dir": settings.checkpoint_dir.resolve().as_uri(),
         "rest.bind-address": "127.0.0.1",
     }
+    jvm_environment = {"JVM_ARGS": jvm_options, "FLINK_LOG_DIR": str(log_dir.resolve())}
+    if settings.metrics_port:
+        options.update({"metrics.reporter.prom.factory.class": PROMETHEUS_REPORTER_FACTORY,
+                        "metrics.reporter.prom.port": settings.metrics_port})
+        # The reporter is a plugin the apache-flink wheel ships (pyflink/plugins/metrics-prometheus), but the
+        # mini-cluster loads no plugins: its jar goes on the JVM's class path, through the one variable
+        # PyFlink's launcher adds to it (a user's own HADOOP_CLASSPATH wins, and then must hold it).
+        jvm_environment["HADOOP_CLASSPATH"] = str(prometheus_reporter_jar())
     if restore_from:
         options["execution.state-recovery.path"] = restore_from
-    with _jvm_start_environment(JVM_ARGS=jvm_options, FLINK_LOG_DIR=str(log_dir.resolve())):
+    with _jvm_start_environment(**jvm_environment):
         return configuration(options)
+
+
+def prometheus_reporter_jar() -> Path:
+    import pyflink
+
+    jars = sorted((Path(pyflink.__file__).parent / "plugins" / "metrics-prometheus").glob("flink-metrics-prometheus-*.jar"))
+    if not jars:
+        raise FileNotFoundError("the apache-flink wheel has no plugins/metrics-prometheus jar: set STOCKMAX_METRICS_PORT= "
+                                "(empty) to run without the Prometheus endpoint")
+    return jars[-1]

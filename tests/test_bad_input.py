@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections import Counter
 
 import pyarrow as pa
@@ -18,7 +20,8 @@ import pytest
 from cli_env import cli_env
 from running_job import (expected_outputs, isolated, newest_checkpoint, run_until, start_job, wait_for_checkpoints,
                          with_next_ticks)
-from stockmax import kafka_io, sample
+from stockmax import config, kafka_io, sample
+from stockmax.kafka_local import free_port
 from stockmax.operators.tick import REASON_CODES
 from stockmax.operators.records import encode_batch
 from stockmax.replay import tick_record
@@ -71,9 +74,33 @@ def _bad_messages(row: dict) -> list[tuple[bytes, str, int | None]]:
     ]
 
 
+def _scrape(port: str) -> dict[str, list[tuple[dict, float]]]:
+    """Prometheus text from the job's endpoint: metric name -> (labels, value) per series."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    series: dict[str, list[tuple[dict, float]]] = {}
+    for name, labels, value in re.findall(r"^(\w+)(?:\{(.*)\})? (\S+)$", text, re.M):
+        series.setdefault(name, []).append((dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', labels)), float(value)))
+    return series
+
+
+def _job_metrics(port: str) -> dict[tuple[str, str | None], float]:
+    """The keyed step's own counters, summed over subtasks: (name, reason or None) -> value."""
+    out: dict[tuple[str, str | None], float] = {}
+    for name, series in _scrape(port).items():
+        short = name.removeprefix("flink_taskmanager_job_task_operator_")
+        if short == name:
+            continue
+        for labels, value in series:  # e.g. flink_taskmanager_job_task_operator_reason_deadLetters{reason="..."}
+            key = (short.split("_")[-1], labels.get("reason"))
+            out[key] = out.get(key, 0) + value
+    return out
+
+
 def test_bad_ticks_go_to_dead_letters_and_change_no_output(settings, tmp_path):
     # One partition: a watermark dragged into the future by one record would hold for the whole stream.
-    s = isolated(settings, tmp_path, "bad", restart_attempts=0, topic_partitions=1)  # a failure would end the job
+    s = isolated(settings, tmp_path, "bad", restart_attempts=0, topic_partitions=1,  # a failure would end the job
+                 metrics_port=str(free_port()))
     data = sample.generate(symbols=6, duration_s=180, ticks_per_second=5, spikes_per_symbol=3, seed=31).to_pylist()
     # Late: copies of the first ticks under new seqs, published once the job's watermark has passed them.
     late = [{**data[i], "seq": 10**9 + i} for i in range(3)]
@@ -143,6 +170,32 @@ def test_bad_ticks_go_to_dead_letters_and_change_no_output(settings, tmp_path):
             assert job.poll() is None, f"the job ended: {job.stderr.read()[-3000:]}"
             assert time.monotonic() < deadline, f"the status never showed every dead letter: {status[-3:]}"
             time.sleep(0.5)
+        # Flink's Prometheus endpoint lists Flink's metrics and the job's own, which count what went in
+        # (every tick taken: the counts reach what was published).
+        ticks_in = sum(1 for m in messages if m[3] is None) + len(late)
+        want = {("deadLetters", code): n for code, n in Counter(code for code, _ in want_dead.values()).items()}
+        want.update({("lateTicks", None): len(late), ("ticksIn", None): ticks_in,
+                     ("recordsIn", None): len(messages) + len(late)})
+        deadline = time.monotonic() + 120
+        while True:  # Python metrics reach the JVM at the end of a bundle
+            got = {key: value for key, value in _job_metrics(s.metrics_port).items() if key in want}
+            if got == want:
+                break
+            assert time.monotonic() < deadline, {k: (got.get(k), n) for k, n in want.items() if got.get(k) != n}
+            time.sleep(0.5)
+        names = set(_scrape(s.metrics_port))
+        for name in ("flink_jobmanager_job_lastCheckpointDuration", "flink_jobmanager_job_lastCheckpointSize",
+                     "flink_taskmanager_job_task_backPressuredTimeMsPerSecond",
+                     "flink_taskmanager_job_task_operator_pendingRecords",
+                     "flink_taskmanager_job_task_operator_watermarkLagMs"):
+            assert name in names, sorted(n for n in names if "operator" in n)
+        # Every metric the Grafana dashboard (docker-compose.yml's grafana service) plots is one there is.
+        dashboard = (config.PROJECT_ROOT / "monitoring" / "grafana" / "dashboards" / "stockmax.json").read_text()
+        plotted = set(re.findall(r"flink_\w+", dashboard))
+        # PyFlink exports a counter from its first count on: none of these happened here.
+        never_counted = {f"flink_taskmanager_job_task_operator_{name}" for name in ("duplicateTicks", "expiredSymbolStates")}
+        assert len(plotted) >= 10 and plotted <= names | never_counted, sorted(plotted - names)
+        assert not names & never_counted
         # The valid ticks' outputs are the oracle's, the late ones reported late, while the job keeps running.
         assert run_until(s, expected, job) == expected
     finally:

@@ -47,6 +47,8 @@ def standalone_flink(folder: Path):
     conf["execution"]["checkpointing"].update({"dir": (folder / "checkpoints").as_uri(),
                                                "savepoint-dir": (folder / "savepoints").as_uri()})
     conf["python"]["executable"] = conf["python"]["client"]["executable"] = sys.executable
+    metrics_port = free_port()  # the JobManager's; the TaskManager takes the next free one of the range
+    conf["metrics"]["reporter"]["prom"]["port"] = f"{metrics_port}-{metrics_port + 20}"
     (conf_dir / "config.yaml").write_text(yaml.safe_dump(conf))
     env = {**os.environ, "FLINK_CONF_DIR": str(conf_dir), "FLINK_LOG_DIR": str(log_dir), "FLINK_PID_DIR": str(folder)}
     env = {k: v for k, v in env.items() if not k.startswith("PYFLINK_")}

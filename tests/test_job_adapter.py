@@ -82,6 +82,9 @@ class FakeRuntime:
     def add_group(self, name, value):
         return self
 
+    def gauge(self, name, read):
+        self.counters[name] = read
+
 
 class FakeContext:
     def __init__(self, watermark_ms):
@@ -144,6 +147,7 @@ def test_ticks_wait_for_the_watermark_and_idle_state_is_dropped():
     assert {k: json.loads(dead[1][1])[k] for k in ("reason", "source_partition", "source_offset", "raw_text")} == \
         {"reason": "not_json", "source_partition": 3, "source_offset": 43, "raw_text": "{oops"}
     assert runtime.counters["recordsIn"].count == 4 and runtime.counters["deadLetters"].count == 1
+    assert runtime.counters["ticksIn"].count == 3 and runtime.counters["watermarkLagMs"]() > 0
     assert set(runtime.map.entries) == {"S", "T"}
     assert ctx.timers == {START_MS}  # one timer for the key, at the earliest tick, not one per tick
 

@@ -88,6 +88,16 @@ def test_the_compose_file_follows_the_compose_spec_and_its_image_gets_what_stock
     env = compose["x-stockmax-env"]
     assert env["STOCKMAX_FLINK_JARS_DIR"] == jars_dir
     assert env["STOCKMAX_CLUSTER_PYTHON"] == "python3"
+    for service in compose["services"].values():  # every file it mounts is in the repository
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            assert not source.startswith(".") or (root / source).exists(), source
+    # Prometheus scrapes the port the cluster's reporter listens on.
+    flink_conf = yaml.safe_load((root / "flink-conf" / "config.yaml").read_text())
+    port = flink_conf["metrics"]["reporter"]["prom"]["port"]
+    prometheus = yaml.safe_load((root / "monitoring" / "prometheus.yml").read_text())
+    assert {t for c in prometheus["scrape_configs"] for s in c["static_configs"] for t in s["targets"]} == \
+        {f"jobmanager:{port}", f"taskmanager:{port}"}
     for name in env:  # every STOCKMAX_ variable is a setting stockmax reads
         if name.startswith("STOCKMAX_"):
             assert name.removeprefix("STOCKMAX_").lower() in config.Settings.__dataclass_fields__, name
