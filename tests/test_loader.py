@@ -88,7 +88,7 @@ def test_loader_process_holds_the_store_until_stopped_or_orphaned(settings, tmp_
     finally:
         loader.stop()
     assert not loader.is_alive() and loader.process.exitcode == 0
-    with Store(s) as store:  # let go of it; and a loader cannot start on a store held elsewhere
+    with Store(s):  # let go of it; and a loader cannot start on a store held elsewhere
         with pytest.raises(StoreLockedError, match=f"process {os.getpid()}"):
             LoaderProcess(s)
 

@@ -165,7 +165,6 @@ def test_processor_outputs_equal_the_oracle(columnar, case):
     want_updates = [u for u in want_updates if u["symbol"] != "BBB"] + [
         u for u in expected_max_updates([t for t in ticks if t["symbol"] == "BBB"], windows_ms, 250, bound_ms,
                                         rules.moving_average_ticks)]
-    key = lambda u: repr(update_key(u))
     assert sorted(map(update_key, got["max_updates"]), key=repr) == sorted(map(update_key, want_updates), key=repr)
 
     want_rollups = [row for r in rules.rollup_resolutions_s for row in expected_rollups(ticks, r)]
