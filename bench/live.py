@@ -283,18 +283,28 @@ def main() -> None:
             runs = [(variant, profile) for variant in args.variants.split(",")
                     for profile in (args.profiles.split(",") if variant == "stockmax" else [None])]
             for variant, profile in runs:
-                job_settings = {**env_settings, **({"STOCKMAX_PROFILE": profile} if profile else {})}
-                say(f"live {variant}{f' ({profile})' if profile else ''}: {rate:,} ticks/s of per-tick JSON for "
-                    f"{args.seconds:.0f} s, {args.symbols:,} symbols ...")
-                result = run_rate(settings, variant, rate, args.seconds, args.symbols, job_settings)
-                result["settings"] = job_settings
-                result["profile"] = profile
-                result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-                say("  " + json.dumps(result))
-                results.append(result)
+                results.append(run_job(settings, variant, profile, rate, args.seconds, args.symbols, env_settings))
                 write_report(results, args, args.out)
     finally:
         broker.stop()
+
+
+def run_job(settings, variant: str, profile: str | None, rate: int, seconds: float, symbols: int,
+            env_settings: dict[str, str]) -> dict:
+    """One live run (run_rate) of a job in a stockmax profile (None: its defaults), said as it goes; the result
+    keeps its settings, profile and date."""
+    job_settings = {**env_settings, **({"STOCKMAX_PROFILE": profile} if profile else {})}
+    say(f"live {job_name({'variant': variant, 'profile': profile})}: {rate:,} ticks/s of per-tick JSON for "
+        f"{seconds:.0f} s, {symbols:,} symbols ...")
+    result = run_rate(settings, variant, rate, seconds, symbols, job_settings)
+    result.update(settings=job_settings, profile=profile, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+    say("  " + json.dumps(result))
+    return result
+
+
+def job_name(result: dict) -> str:
+    """A live run's job as the reports name it: the variant, and stockmax's profile."""
+    return result["variant"] + (f" ({result['profile']})" if result.get("profile") else "")
 
 
 def write_report(results: list[dict], args, path: Path) -> None:
@@ -332,9 +342,6 @@ def live_table(results: list[dict]) -> list[str]:
     def durations(r: dict) -> str:
         c = r.get("checkpoint_ms")
         return "-" if not c or not c["n"] else f"{c['p50']:,.0f} / {c['p90']:,.0f} / {c['max']:,.0f}"
-
-    def job_name(r: dict) -> str:
-        return r["variant"] + (f" ({r['profile']})" if r.get("profile") else "")
 
     lines = [
         "| job | symbols | ticks/s offered | kept up | lag, 2nd half, max / mean (ticks) | caught up after | tick → max update p50 / p99 / p99.9 (ms) | same, 2nd half | tick → alert p50 / p99 (ms) | same, 2nd half | peak RSS (MiB) | checkpoint (KiB) | checkpoint p50 / p90 / max (ms) |",

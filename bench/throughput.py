@@ -468,13 +468,8 @@ def main() -> None:
             import live
 
             for variant, profile, rate, symbols, job_settings in LIVE_RUNS:
-                job_settings = {**job_settings, **({"STOCKMAX_PROFILE": profile} if profile else {})}
-                say(f"live {variant}{f' ({profile})' if profile else ''}: {rate:,} ticks/s of per-tick JSON for "
-                    f"{args.live_seconds:g} s, {symbols:,} symbols ...")
-                result = live.run_rate(settings, variant, rate, args.live_seconds, symbols, job_settings)
-                result.update(settings=job_settings, profile=profile)
-                say("  " + json.dumps(result))
-                report.live_runs.append(result)
+                report.live_runs.append(live.run_job(settings, variant, profile, rate, args.live_seconds, symbols,
+                                                     job_settings))
         main_file = input_file(args.ticks, args.symbols, 60)
         json_in = publish(settings, main_file, args.ticks, batched=False)
         batch_in = publish(settings, main_file, args.ticks, batched=True)
@@ -631,13 +626,14 @@ class Report:
         self._plot(path.with_suffix(".png"))
 
     def _live_summary(self) -> list[str]:
+        from live import job_name
+
         def kept(variant: str, rate: int) -> list[dict]:
             return [r for r in self.live_runs if r["variant"] == variant and r["rate"] == rate
                     and r.get("symbols", 1000) == 1000]
         out = []
         for rate in sorted({r["rate"] for r in self.live_runs}):
-            runs = {r["variant"] + (f" ({r['profile']})" if r.get("profile") else ""): r
-                    for variant in ("stockmax", "sql-over", "sql-hop") for r in kept(variant, rate)}
+            runs = {job_name(r): r for variant in ("stockmax", "sql-over", "sql-hop") for r in kept(variant, rate)}
             if runs:
                 out.append(f"- {rate:,} ticks/s, 1,000 symbols: " + "; ".join(
                     f"{name} {'kept up' if r['kept_up'] else '**did not keep up**'} (2nd-half max update p99 "

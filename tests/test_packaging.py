@@ -94,6 +94,9 @@ def test_the_compose_file_follows_the_compose_spec_and_its_image_gets_what_stock
             assert not source.startswith(".") or (root / source).exists(), source
     # Prometheus scrapes the port the cluster's reporter listens on.
     flink_conf = yaml.safe_load((root / "flink-conf" / "config.yaml").read_text())
+    from stockmax.flink_env import PROMETHEUS_REPORTER_FACTORY
+
+    assert flink_conf["metrics"]["reporter"]["prom"]["factory"]["class"] == PROMETHEUS_REPORTER_FACTORY  # as locally
     port = flink_conf["metrics"]["reporter"]["prom"]["port"]
     prometheus = yaml.safe_load((root / "monitoring" / "prometheus.yml").read_text())
     assert {t for c in prometheus["scrape_configs"] for s in c["static_configs"] for t in s["targets"]} == \
