@@ -107,11 +107,13 @@ def cmd_load(args) -> int:
 
     from .loader import StoreLoader
     from .store import Store
+    from .store_service import QueryService
 
     settings = _settings(args)
     with Store(settings) as store:
         store.migrate()
         loader = StoreLoader(settings, store)
+        queries = QueryService(store)
         try:
             if args.once:
                 loader.drain()
@@ -119,6 +121,7 @@ def cmd_load(args) -> int:
             else:
                 loader.run(threading.Event())
         finally:
+            queries.close()
             loader.close()
     return 0
 
@@ -167,8 +170,8 @@ def cmd_max(args) -> int:
     import json
     import time
 
-    from .history import HistoryError, highest
-    from .store import Store
+    from .history import HistoryError
+    from .store_service import open_history
 
     if args.window:
         if args.start or args.end:
@@ -181,8 +184,11 @@ def cmd_max(args) -> int:
         if not (args.start and args.end):
             raise HistoryError("give --from and --to, or --window (with --at)")
         start, end = _time_us(args.start, "--from"), _time_us(args.end, "--to")
-    with Store(_settings(args)) as store:
-        price, first_at = highest(store, args.symbol, start, end)
+    source = open_history(_settings(args))
+    try:
+        price, first_at = source.highest(args.symbol, start, end)
+    finally:
+        source.close()
     if args.json:
         print(json.dumps({"symbol": args.symbol, "from": format_utc(start), "to": format_utc(end), "max": price,
                           "at": format_utc(first_at)}))
@@ -196,13 +202,15 @@ def cmd_bars(args) -> int:
     import csv
     import json
 
-    from .history import bars
-    from .store import Store
+    from .store_service import open_history
 
     resolution_us = _span_us(args.resolution, "--resolution")
     start, end = _time_us(args.start, "--from"), _time_us(args.end, "--to")
-    with Store(_settings(args)) as store:
-        rows = bars(store, args.symbol, resolution_us // 1_000_000, start, end)
+    source = open_history(_settings(args))
+    try:
+        rows = source.bars(args.symbol, resolution_us // 1_000_000, start, end)
+    finally:
+        source.close()
     columns = ["bucket_start", "open", "high", "high_time", "low", "low_time", "close", "count", "volume", "vwap"]
     out = [{**r, **{c: format_utc(r[c]) for c in ("bucket_start", "high_time", "low_time")}} for r in rows]
     if args.json:
@@ -266,6 +274,15 @@ def cmd_savepoint(args) -> int:
 
     location = savepoint(_settings(args), args.job_id, directory=args.directory, stop=args.stop)
     print(location)
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from .serve import serve
+
+    settings = _settings(args)
+    serve(settings, args.host or settings.serve_host, args.port or settings.serve_port,
+          say=lambda text: print(text, flush=True))
     return 0
 
 
@@ -423,6 +440,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where (default: the cluster's execution.checkpointing.savepoint-dir)")
     p.add_argument("--stop", action="store_true", help="stop the job with the savepoint (to upgrade it)")
     p.set_defaults(func=cmd_savepoint)
+
+    p = sub.add_parser("serve", help="the live max/min, history and alerts over HTTP and a WebSocket stream, and a "
+                                     "live page (http://127.0.0.1:8000/ by default)")
+    p.add_argument("--host", help="address to listen on (default: serve_host, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default: serve_port, 8000)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="the whole pipeline on a sample (what `make run` does), then a summary")
     p.add_argument("--file", type=Path, default=None, help="a tick file to use instead of a generated sample")

@@ -150,6 +150,17 @@ class Settings:
     # that several local jobs can run); "" turns it off. It listens on every interface (the reporter has no
     # host option). A cluster sets its own (flink-conf/config.yaml).
     metrics_port: str = "9249-9259"
+    # The read side
+    # Where `stockmax serve` listens (HTTP API, WebSocket stream, live page).
+    serve_host: str = "127.0.0.1"
+    serve_port: int = 8000  # see serve_host
+    # Bearer tokens the API accepts, comma-separated (secret); empty: no authentication. Browsers and
+    # WebSocket clients may give theirs as ?token=. /healthz and /metrics stay open.
+    api_tokens: str = ""
+    serve_alerts_kept: int = 10_000  # the newest alerts `GET /api/v1/alerts` answers from memory
+    # A WebSocket client's backlog of alerts and price bars it has not taken yet; a client further behind
+    # is disconnected (alerts are never dropped). Max updates are coalesced: only each window's newest waits.
+    serve_client_backlog: int = 1000
     # Jobs and clusters
     job_name: str = "stockmax"  # also the consumer group, the transactional-id prefix and the checkpoint folder
     # Testing only: make the job fail once at each of these tick counts (per attempt of the keyed
@@ -283,7 +294,7 @@ class Settings:
 
     def scrub(self, text: str) -> str:
         """Text (an error from a client library, say) with every secret of these settings masked."""
-        secrets = [getattr(self, name) for name in SECRET_SETTINGS]
+        secrets = [getattr(self, name) for name in SECRET_SETTINGS] + self.api_tokens.split(",")
         userinfo = _dsn_userinfo(self.clickhouse_dsn)
         if userinfo:
             secrets += [userinfo, *userinfo.split(":", 1)[1:]]  # user:password, and the password alone
@@ -297,7 +308,7 @@ def jaas_quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-SECRET_SETTINGS = ("kafka_sasl_password", "clickhouse_password")
+SECRET_SETTINGS = ("kafka_sasl_password", "clickhouse_password", "api_tokens")
 
 
 def _dsn_userinfo(dsn: str) -> str | None:
@@ -410,7 +421,7 @@ def _validate(s: Settings) -> None:
     positive = ["tick_max_bytes", "max_future_skew_ms", "topic_partitions", "spike_window_ms", "parallelism",
                 "checkpoint_interval_ms", "kafka_transaction_timeout_ms", "kafka_batch_bytes", "python_bundle_size",
                 "python_bundle_time_ms", "watermark_interval_ms", "local_jvm_heap_mb", "group_max_records",
-                "group_max_bytes"]
+                "group_max_bytes", "serve_alerts_kept", "serve_client_backlog"]
     for name in positive:
         if getattr(s, name) <= 0:
             raise ConfigError(f"{name} must be positive, got {getattr(s, name)}")
@@ -460,6 +471,8 @@ def _validate(s: Settings) -> None:
             raise ConfigError(f"{name}: {getattr(s, name)} is not a file")
     if s.metrics_port and not re.fullmatch(r"\d{1,5}(-\d{1,5})?", s.metrics_port):
         raise ConfigError(f"metrics_port must be a port (9249), a range (9249-9259) or empty (off), got {s.metrics_port!r}")
+    if not 0 < s.serve_port < 65536:
+        raise ConfigError(f"serve_port must be in 1 .. 65535, got {s.serve_port}")
     if not (s.store_dsn.startswith("chdb://") or s.store_dsn.startswith(("http://", "https://"))):
         raise ConfigError(f"clickhouse_dsn must start with chdb://, http:// or https://, got {_redact_dsn(s.store_dsn)!r}")
 

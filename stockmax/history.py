@@ -18,6 +18,10 @@ class HistoryError(ValueError):
     """A question that has no answer: the message says why (unknown symbol, empty range, ...)."""
 
 
+class NotFound(HistoryError):
+    """A fair question about something the store does not hold: an unknown symbol, or no ticks in range."""
+
+
 @dataclass(frozen=True)
 class Piece:
     resolution_us: int | None  # None: raw ticks
@@ -82,7 +86,7 @@ def _check_question(symbol: str, start_us: int, end_us: int) -> None:
 def _check_known(store: Store, symbol: str) -> None:
     """Called when a question found nothing: tells an unknown symbol from an empty range."""
     if not store.query("symbol_known", symbol=symbol)[0]["known"]:
-        raise HistoryError(f"unknown symbol {symbol!r}: the store holds no tick or rollup of it")
+        raise NotFound(f"unknown symbol {symbol!r}: the store holds no tick or rollup of it")
 
 
 def highest(store: Store, symbol: str, start_us: int, end_us: int) -> tuple[float, int]:
@@ -90,11 +94,11 @@ def highest(store: Store, symbol: str, start_us: int, end_us: int) -> tuple[floa
     _check_question(symbol, start_us, end_us)
     resolutions = [s * 1_000_000 for s in store.settings.rollup_resolutions_seconds()]
     sql, parameters = _highest_sql(cover(start_us, end_us, resolutions))
-    rows = store.client.query(sql, parameters={"symbol": symbol, **parameters}).result_rows
+    rows = store.rows(sql, {"symbol": symbol, **parameters})
     if rows:
         return float(rows[0][0]), int(rows[0][1])
     _check_known(store, symbol)
-    raise HistoryError(f"no ticks of {symbol} in [{format_utc(start_us)}, {format_utc(end_us)})")
+    raise NotFound(f"no ticks of {symbol} in [{format_utc(start_us)}, {format_utc(end_us)})")
 
 
 def bars(store: Store, symbol: str, resolution_s: int, start_us: int, end_us: int) -> list[dict]:

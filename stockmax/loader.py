@@ -246,6 +246,9 @@ def _loader_process_main(settings: Settings, stop, loaded, send, parent_pid: int
         store.close()
         send.send(("error", f"the store loader could not start: {settings.scrub(str(exc).splitlines()[0][:300])}"))
         return
+    from .store_service import QueryService  # (it imports history, which imports this package's store)
+
+    queries = QueryService(store)  # the owner answers other processes' history questions
     send.send(None)
     send.close()
     try:
@@ -255,5 +258,6 @@ def _loader_process_main(settings: Settings, stop, loaded, send, parent_pid: int
 
         loader.run(stop, after_batch=count)
     finally:
+        queries.close()
         loader.close()
         store.close()

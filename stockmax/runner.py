@@ -14,7 +14,8 @@ from . import kafka_io
 from .config import Settings
 from .loader import LoaderProcess, StoreLoader
 from .progress import BoundedProgress, StatusReporter
-from .store import Store, StoreError
+from .store import Store, StoreError, StoreLockedError
+from .store_service import QueryService, owner_address
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ def run(settings: Settings, bounded: bool, restore_from: str | Path | None = Non
             store.migrate()
             loader = StoreLoader(settings, store)
             resources.callback(loader.close)
+            resources.callback(QueryService(store).close)  # history questions from other processes
         # When the input ends, the job takes a final checkpoint, whose completion commits every output
         # transaction (FLIP-147); then the loader takes what the job committed.
         env = _environment(settings, restore_from, bounded=True)
@@ -98,23 +100,39 @@ def run(settings: Settings, bounded: bool, restore_from: str | Path | None = Non
 
 def _run_unbounded(settings: Settings, restore_from: Path | None, load: bool, say, progress: bool) -> RunResult:
     """The job until stopped, with the loader in a process of its own (LoaderProcess says why), started
-    first: a store that cannot be opened is a clear error before the JVM starts."""
-    loaders = [LoaderProcess(settings)] if load else []
+    first: a store that cannot be opened is a clear error before the JVM starts. An embedded store that
+    another loader holds (`stockmax serve`'s) is left to it, and taken over if that loader stops: one loader
+    per store, and its process answers everyone's history questions (store_service.py)."""
+    loaders = []
+    if load:
+        try:
+            loaders.append(LoaderProcess(settings))
+        except StoreLockedError as exc:
+            if owner_address(settings) is None:
+                raise
+            say(f"{str(exc).split('. ')[0]}, which loads it: this run leaves the loading to it (and takes it "
+                f"over if that process stops)")
     try:
         env = _environment(settings, restore_from, bounded=False)
-        retry_at = 0.0
+        retry_at = time.monotonic() + 10
 
         def watch_loader() -> None:
             nonlocal retry_at
-            if loaders and not loaders[-1].is_alive() and time.monotonic() >= retry_at:
+            if not load or (loaders and loaders[-1].is_alive()) or time.monotonic() < retry_at:
+                return
+            if loaders:
                 # Unexpected (it retries store and broker failures itself): start another, which resumes
                 # from the committed offsets; rows loaded twice fold into one (idempotent inserts).
                 say(f"the store loader exited (exit code {loaders[-1].process.exitcode}); starting it again")
-                try:
-                    loaders.append(LoaderProcess(settings))
-                except StoreError as exc:
-                    say(f"the store loader could not start again ({exc}); retrying in 10 s")
-                    retry_at = time.monotonic() + 10
+            try:
+                loaders.append(LoaderProcess(settings))
+                if len(loaders) == 1:
+                    say("this run now loads the store (the loader that held it stopped)")
+            except StoreLockedError:  # another loader still holds it
+                retry_at = time.monotonic() + 10
+            except StoreError as exc:
+                say(f"the store loader could not start again ({exc}); retrying in 10 s")
+                retry_at = time.monotonic() + 10
 
         with StatusReporter(settings, say) if progress else contextlib.nullcontext():
             savepoint = _run_until_stopped(env, settings, say, watch_loader)

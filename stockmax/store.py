@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
 from pathlib import Path
 
 import clickhouse_connect
@@ -98,6 +99,9 @@ class Store:
         self.dsn = settings.store_dsn
         self.database = settings.clickhouse_database
         self._lock = None
+        # One statement at a time on this connection: the loader inserts while the query service
+        # (store_service.py) answers other processes' questions in this same process.
+        self.busy = threading.Lock()
         if self.dsn.startswith("chdb://"):
             self._lock = _DirectoryLock(Path(self.dsn[len("chdb://"):]))
         try:
@@ -154,7 +158,8 @@ class Store:
         if data.num_rows == 0:
             return
         try:
-            self.client.insert_arrow(table, data.select(schema.names).cast(schema))
+            with self.busy:
+                self.client.insert_arrow(table, data.select(schema.names).cast(schema))
         except (ClickHouseError, OSError) as exc:
             raise StoreError(f"inserting {data.num_rows} rows into {table} failed: "
                              f"{self.settings.scrub(str(exc))}") from exc
@@ -162,5 +167,11 @@ class Store:
     # -- reads ------------------------------------------------------------------------------------
     def query(self, name: str, **parameters) -> list[dict]:
         """Run sql/queries/<name>.sql with bound parameters; rows as dicts."""
-        result = self.client.query(query_text(name), parameters=parameters)
+        with self.busy:
+            result = self.client.query(query_text(name), parameters=parameters)
         return [dict(zip(result.column_names, row)) for row in result.result_rows]
+
+    def rows(self, sql: str, parameters: dict) -> list[tuple]:
+        """Rows of a statement built from sql/queries (history.py), as tuples."""
+        with self.busy:
+            return self.client.query(sql, parameters=parameters).result_rows
