@@ -36,6 +36,7 @@ run: setup
 	$(VENV)/bin/stockmax demo
 
 test: setup
+	bash tools/install-browser.sh
 	bash tools/run-tests.sh
 
 bench: setup

@@ -287,9 +287,12 @@ def cmd_serve(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .demo import demo
+    from .demo import demo, live_demo
 
-    demo(_settings(args), tick_file=args.file)
+    if args.live:
+        live_demo(_settings(args), rate=args.rate, say=lambda text: print(text, flush=True))
+    else:
+        demo(_settings(args), tick_file=args.file)
     return 0
 
 
@@ -449,6 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the whole pipeline on a sample (what `make run` does), then a summary")
     p.add_argument("--file", type=Path, default=None, help="a tick file to use instead of a generated sample")
+    p.add_argument("--live", action="store_true", help="a live synthetic feed (event time = now) into the running job, "
+                                                       "with `stockmax serve` and its page, until Ctrl-C")
+    p.add_argument("--rate", type=int, default=200, help="with --live: ticks per second (default 200)")
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -303,6 +303,12 @@ class Settings:
         return text
 
 
+def environment(settings: Settings) -> dict[str, str]:
+    """The STOCKMAX_* variables under which another stockmax process sees exactly these settings."""
+    return {ENV_PREFIX + f.name.upper(): json.dumps(getattr(settings, f.name)) if isinstance(getattr(settings, f.name), dict)
+            else str(getattr(settings, f.name)) for f in fields(settings)}
+
+
 def jaas_quote(text: str) -> str:
     """A value in a JAAS login configuration: in double quotes, with quotes and backslashes escaped."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -89,3 +89,73 @@ def demo(settings: Settings, tick_file: Path | None = None, say=print) -> dict:
     for row in summary["highest"]:
         say(f"    {row['symbol']:<6} {row['max_price']:>12.4f}  at {row['max_time']:%Y-%m-%d %H:%M:%S.%f} UTC")
     return summary
+
+
+def live_feed(settings: Settings, rate: int, symbols: list[str], stop) -> None:
+    """A feed handler of the demo's own: `rate` ticks/s of one JSON record each, event time = now (record
+    timestamp = event time in ms), a random walk per symbol with now and then a jump of a few percent."""
+    import random
+
+    import orjson
+
+    producer = kafka_io.producer(settings, linger_ms=5)
+    rng = random.Random()
+    prices = {symbol: rng.uniform(20, 800) for symbol in symbols}
+    seqs = dict.fromkeys(symbols, 0)
+    started, sent = time.monotonic(), 0
+    try:
+        while not stop.is_set():
+            due = int(rate * (time.monotonic() - started + 0.05))
+            while sent < due:
+                symbol = rng.choice(symbols)
+                jump = rng.choice((-1, 1)) * rng.uniform(0.02, 0.05) if rng.random() < 0.0005 else 0.0
+                prices[symbol] = round(max(0.01, prices[symbol] * (1 + rng.gauss(0, 0.0008) + jump)), 4)
+                seqs[symbol] += 1
+                now_us = time.time_ns() // 1000
+                producer.send(settings.topic("ticks"), orjson.dumps(
+                    {"symbol": symbol, "price": prices[symbol], "volume": float(rng.randint(1, 500)),
+                     "exchange": "XNAS", "seq": seqs[symbol], "event_time": now_us}),
+                    key=symbol.encode(), timestamp_ms=now_us // 1000)
+                sent += 1
+            stop.wait(0.05)
+    finally:
+        producer.flush()
+        producer.close()
+
+
+def live_demo(settings: Settings, rate: int = 200, symbols: int = 8, say=print) -> None:
+    """`stockmax demo --live`: the job on a live synthetic feed, with `stockmax serve` and its page, until
+    Ctrl-C. Fresh topics and a fresh job, as `demo`."""
+    import subprocess
+    import sys
+    import threading
+
+    import os
+
+    from .config import environment
+    from .store_service import owner_address
+
+    run_id = time.strftime("%Y%m%d-%H%M%S")
+    settings = settings.with_(topic_prefix=f"{settings.topic_prefix}live-{run_id}-",
+                              job_name=f"{settings.job_name}-live-{run_id}")
+    names = sample.DEMO_SYMBOLS[:symbols]
+    with broker_for(settings, say):
+        kafka_io.create_topics(settings)
+        stop = threading.Event()
+        feed = threading.Thread(target=live_feed, args=(settings, rate, names, stop), name="live-feed", daemon=True)
+        feed.start()
+        say(f"publishing a live feed: {rate} ticks/s over {', '.join(names)}, event time = now")
+        # serve first: it starts the store's loader, and the run below leaves the loading to it.
+        serve = subprocess.Popen([sys.executable, "-m", "stockmax.cli", "serve"],
+                                 env={**os.environ, **environment(settings)})
+        if owner_address(settings, wait_s=120) is None and serve.poll() is not None:
+            raise RuntimeError(f"stockmax serve exited at start (exit code {serve.returncode})")
+        url = f"http://{settings.serve_host}:{settings.serve_port}/?symbols={','.join(names[:4])}"
+        try:
+            say(f"the live page: {url}  (Ctrl-C stops everything)")
+            runner.run(settings, bounded=False, fresh=True, say=say, progress=True)
+        finally:
+            stop.set()
+            serve.terminate()
+            serve.wait(60)
+            feed.join(10)

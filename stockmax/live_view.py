@@ -66,10 +66,16 @@ class LiveView:
         return symbol in self.maxima or symbol in self.prices
 
     def recent_alerts(self, symbol: str | None, since_us: int | None, limit: int) -> list[dict]:
-        """Newest last, at most `limit`."""
+        """The newest `limit` by event time, newest last (partitions are read interleaved: arrival order
+        across symbols means nothing)."""
         chosen = [a for a in self.alerts if (symbol is None or a["symbol"] == symbol)
                   and (since_us is None or a["event_time"] >= since_us)]
+        chosen.sort(key=alert_order)
         return chosen[-limit:] if limit else []
+
+
+def alert_order(alert: dict) -> tuple:
+    return alert["event_time"], alert["symbol"], alert["seq"]
 
 
 class OutputReader:

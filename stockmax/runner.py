@@ -108,7 +108,7 @@ def _run_unbounded(settings: Settings, restore_from: Path | None, load: bool, sa
         try:
             loaders.append(LoaderProcess(settings))
         except StoreLockedError as exc:
-            if owner_address(settings) is None:
+            if owner_address(settings, wait_s=15) is None:
                 raise
             say(f"{str(exc).split('. ')[0]}, which loads it: this run leaves the loading to it (and takes it "
                 f"over if that process stops)")

@@ -435,7 +435,7 @@ def _history_source(settings: Settings, say):
         loader = LoaderProcess(settings)
         say(f"loading the store {embedded_dir(settings)} (no other loader runs)")
     except StoreLockedError as exc:
-        if owner_address(settings) is None:
+        if owner_address(settings, wait_s=15) is None:
             raise
         say(f"{str(exc).split('. ')[0]}, which loads it and answers history questions")
     return RemoteHistory(settings, owner_address(settings)), loader
@@ -470,8 +470,16 @@ def serve(settings: Settings, host: str, port: int, say=print) -> None:
     threading.Thread(target=take_over_loading, name="loader-watch", daemon=True).start()
     say(f"stockmax serve: http://{host}:{port}/ (API under /api/v1, docs at /docs); reading the committed "
         f"outputs of job {settings.job_name!r}")
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            super().handle_exit(sig, frame)
+            # uvicorn raises the signal again once it has shut down, which would end this process before
+            # the cleanup below (the loader finishing its batch and letting go of the store).
+            self._captured_signals.clear()
+
     try:
-        uvicorn.run(create_app(service), host=host, port=port, log_level="warning", ws_max_size=65536)
+        Server(uvicorn.Config(create_app(service), host=host, port=port, log_level="warning",
+                              ws_max_size=65536)).run()
     finally:
         stop.set()
         service.reader.close()

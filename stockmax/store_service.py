@@ -17,6 +17,7 @@ import os
 import queue
 import secrets
 import threading
+import time
 from multiprocessing.connection import Client, Listener
 from pathlib import Path
 
@@ -88,14 +89,20 @@ class QueryService:
         self._listener.close()
 
 
-def owner_address(settings: Settings) -> tuple[int, bytes] | None:
-    """(port, key) of the embedded store's owner's query service, or None when none is published."""
+def owner_address(settings: Settings, wait_s: float = 0.0) -> tuple[int, bytes] | None:
+    """(port, key) of the embedded store's owner's query service, or None when none is published (within
+    wait_s: a loader publishes it a moment after it takes the store)."""
     directory = embedded_dir(settings)
-    try:
-        published = json.loads((directory / QUERY_FILE).read_text()) if directory else None
-    except (OSError, ValueError):
-        return None
-    return (published["port"], bytes.fromhex(published["key"])) if published else None
+    deadline = time.monotonic() + wait_s
+    while directory is not None:
+        try:
+            published = json.loads((directory / QUERY_FILE).read_text())
+            return published["port"], bytes.fromhex(published["key"])
+        except (OSError, ValueError, KeyError):
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.1)
+    return None
 
 
 class RemoteHistory:
@@ -174,7 +181,7 @@ def open_history(settings: Settings) -> LocalHistory | RemoteHistory:
     try:
         return LocalHistory(Store(settings))
     except StoreLockedError as locked:
-        address = owner_address(settings)
+        address = owner_address(settings, wait_s=15)
         if address is None:
             raise StoreLockedError(f"{locked} (that process answers no questions for others: only a loader "
                                    f"does, i.e. `stockmax run`, `stockmax serve` or `stockmax load`)") from None

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 
 from stockmax import config
@@ -13,7 +11,4 @@ def cli_env(settings: config.Settings) -> dict[str, str]:
     # PYFLINK_*: a job run inside the pytest process (the demo test) leaves PYFLINK_GATEWAY_DISABLED set,
     # which would stop a child's PyFlink from starting its JVM.
     env = {k: v for k, v in os.environ.items() if not k.startswith((config.ENV_PREFIX, "PYFLINK_"))}
-    for f in dataclasses.fields(settings):
-        value = getattr(settings, f.name)
-        env[config.ENV_PREFIX + f.name.upper()] = json.dumps(value) if isinstance(value, dict) else str(value)
-    return env
+    return {**env, **config.environment(settings)}

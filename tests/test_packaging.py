@@ -37,6 +37,8 @@ def test_a_built_wheel_carries_and_finds_its_schemas_and_sql(tmp_path):
         assert (stockmax.store.SQL_DIR / "migrations" / "001_rollups.sql").is_file()
         assert tick.SCHEMA_PATH.resolve() == site / "schemas" / "tick.schema.json", tick.SCHEMA_PATH
         assert stockmax.loader._record_schema("rollup").names[0] == "symbol"
+        import stockmax.serve
+        assert (stockmax.serve.STATIC_DIR / "lightweight-charts.standalone.production.js").is_file()
     """)
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
@@ -99,8 +101,10 @@ def test_the_compose_file_follows_the_compose_spec_and_its_image_gets_what_stock
     assert flink_conf["metrics"]["reporter"]["prom"]["factory"]["class"] == PROMETHEUS_REPORTER_FACTORY  # as locally
     port = flink_conf["metrics"]["reporter"]["prom"]["port"]
     prometheus = yaml.safe_load((root / "monitoring" / "prometheus.yml").read_text())
+    serve_port = compose["services"]["serve"]["entrypoint"][-1]  # stockmax serve's own /metrics
+    assert compose["services"]["serve"]["ports"] == [f"{serve_port}:{serve_port}"]
     assert {t for c in prometheus["scrape_configs"] for s in c["static_configs"] for t in s["targets"]} == \
-        {f"jobmanager:{port}", f"taskmanager:{port}"}
+        {f"jobmanager:{port}", f"taskmanager:{port}", f"serve:{serve_port}"}
     for name in env:  # every STOCKMAX_ variable is a setting stockmax reads
         if name.startswith("STOCKMAX_"):
             assert name.removeprefix("STOCKMAX_").lower() in config.Settings.__dataclass_fields__, name

@@ -205,8 +205,9 @@ def test_batch_alerts_errors_and_auth(pipeline):
         mine = [a for a in alerts if a["symbol"] == symbol]
         assert http.get("/api/v1/alerts", params={"symbol": symbol, "limit": 1000}).json()["alerts"] == mine
     since = sorted(a["event_time"] for a in alerts)[len(alerts) // 2]
-    assert http.get("/api/v1/alerts", params={"since": str(since), "limit": 2}).json()["alerts"] == \
-        [a for a in alerts if a["event_time"] >= since][-2:]
+    newest_two = sorted((a for a in alerts if a["event_time"] >= since),
+                        key=lambda a: (a["event_time"], a["symbol"], a["seq"]))[-2:]
+    assert http.get("/api/v1/alerts", params={"since": str(since), "limit": 2}).json()["alerts"] == newest_two
 
     for path, params, status, words in [
             ("/api/v1/stocks/NOPE/max", {"window": "5m"}, 404, "unknown symbol"),

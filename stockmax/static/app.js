@@ -131,8 +131,11 @@ function show() {
   document.getElementById("charts").innerHTML = "";
   state.charts = {};
   for (const symbol of symbols) {
-    state.charts[symbol] = makeChart(symbol);
-    loadOlder(state.charts[symbol]);
+    const entry = (state.charts[symbol] = makeChart(symbol));
+    // History up to the symbol's latest committed time (a replay's event time may be long past), else now.
+    api(`/api/v1/stocks/${encodeURIComponent(symbol)}/max?window=${state.windows[0]}`)
+      .then((live) => { entry.oldestUs = live.valid_at + 1; }, () => {})
+      .finally(() => loadOlder(entry));
   }
   const query = new URLSearchParams(location.search);
   query.set("symbols", symbols.join(","));
