@@ -157,7 +157,7 @@ class Settings:
     # Bearer tokens the API accepts, comma-separated (secret); empty: no authentication. Browsers and
     # WebSocket clients may give theirs as ?token=. /healthz and /metrics stay open.
     api_tokens: str = ""
-    serve_alerts_kept: int = 10_000  # the newest alerts `GET /api/v1/alerts` answers from memory
+    serve_alerts_kept: int = 10_000  # how many of the last alerts read `GET /api/v1/alerts` answers from (memory)
     # A WebSocket client's backlog of alerts and price bars it has not taken yet; a client further behind
     # is disconnected (alerts are never dropped). Max updates are coalesced: only each window's newest waits.
     serve_client_backlog: int = 1000
