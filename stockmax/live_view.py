@@ -85,7 +85,7 @@ class OutputReader:
     def __init__(self, settings: Settings, view: LiveView, publish: Callable[[list[dict]], None]) -> None:
         ensure_reachable(settings)
         self.settings, self.view, self.publish = settings, view, publish
-        self.lock = threading.Lock()  # held while the view changes; readers of the view take it too
+        self.lock = threading.Lock()  # held while the view changes (one record); readers take it too
         self.kafka_ok = True
         self._caught_up = threading.Event()
         self._stop = threading.Event()
@@ -127,14 +127,15 @@ class OutputReader:
         while not self._stop.is_set():
             messages = self._consumer.consume(num_messages=5000, timeout=0.2)
             events = []
-            with self.lock:
-                for message in messages:
-                    if message.error():
-                        continue
-                    self.kafka_ok = True
-                    event = view.apply(kinds[message.topic()], orjson.loads(message.value()))
-                    if event is not None:
-                        events.append(event)
+            for message in messages:
+                if message.error():
+                    continue
+                self.kafka_ok = True
+                value = orjson.loads(message.value())
+                with self.lock:  # per record: a question waits microseconds, not a batch
+                    event = view.apply(kinds[message.topic()], value)
+                if event is not None:
+                    events.append(event)
             if events:
                 self.publish(events)
             if not self._caught_up.is_set() and self._reached_start_ends():

@@ -14,6 +14,7 @@ import hmac
 import logging
 import time
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import orjson
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
@@ -232,30 +233,18 @@ def create_app(service: Service) -> FastAPI:
     async def api_error(request: Request, exc: ApiError):
         return _json({"error": {"status": exc.status, "detail": exc.detail}}, exc.status)
 
-    @app.middleware("http")
-    async def authenticate_and_count(request: Request, call_next):
-        path = request.url.path
-        if path.startswith("/api/") and not service.authorized(request.headers.get("authorization"),
-                                                               request.query_params.get("token")):
-            response = _json({"error": {"status": 401, "detail": "a valid bearer token is required "
-                                                                  "(Authorization: Bearer <token>)"}}, 401)
-            response.headers["WWW-Authenticate"] = "Bearer"
-        else:
-            response = await call_next(request)
-        route = request.scope.get("route")
-        metrics.requests.labels(route.path if route else "other", str(response.status_code)).inc()
-        return response
-
     @app.get("/api/v1/stocks/{symbol}/max")
-    def stock_max(symbol: str, window: str | None = None, start: str | None = None, end: str | None = None):
+    async def stock_max(symbol: str, window: str | None = None, start: str | None = None, end: str | None = None):
         """The live max/min over `window` (from memory), or the exact historical max over [start, end) or
         [start, start + window) (from ClickHouse)."""
-        return _json(service.max_answer(symbol, window, start, end))
+        if start is None and end is None:  # from memory: answered on the event loop, no thread hand-off
+            return _json(service.max_answer(symbol, window, start, end))
+        return _json(await asyncio.to_thread(service.max_answer, symbol, window, start, end))
 
     @app.get("/api/v1/stocks/{symbol}/history")
-    def stock_history(symbol: str, start: str, end: str, resolution: str = "1m"):
+    async def stock_history(symbol: str, start: str, end: str, resolution: str = "1m"):
         """OHLCV bars with VWAP whose buckets start in [start, end)."""
-        return _json(service.bars_answer(symbol, start, end, resolution))
+        return _json(await asyncio.to_thread(service.bars_answer, symbol, start, end, resolution))
 
     @app.post("/api/v1/queries/batch")
     async def batch(request: Request):
@@ -283,7 +272,7 @@ def create_app(service: Service) -> FastAPI:
         return _json({"results": results})
 
     @app.get("/api/v1/alerts")
-    def alerts(symbol: str | None = None, since: str | None = None, limit: int = 100):
+    async def alerts(symbol: str | None = None, since: str | None = None, limit: int = 100):
         """The newest alerts (newest last), of one symbol or all, at or after `since` (event time)."""
         if not 0 <= limit <= ALERTS_MAX_LIMIT:
             raise ApiError(400, f"limit must be in 0 .. {ALERTS_MAX_LIMIT}")
@@ -319,7 +308,7 @@ def create_app(service: Service) -> FastAPI:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/api/v1/config")
-    def page_config():
+    async def page_config():
         """What the page needs: the windows kept live and the rollup resolutions."""
         return _json({"windows": service.windows,
                       "resolutions": [format_duration(r * 1_000_000) for r in service.settings.rollup_resolutions_seconds()]})
@@ -345,12 +334,52 @@ def create_app(service: Service) -> FastAPI:
             sender.cancel()
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    # Outermost: every request is counted, and /api/ refused without a token before any routing.
+    app.add_middleware(AuthenticateAndCount, service=service)
 
     @app.get("/", include_in_schema=False)
     def page():
         return FileResponse(STATIC_DIR / "index.html")
 
     return app
+
+
+class AuthenticateAndCount:
+    """Plain ASGI (Starlette's BaseHTTPMiddleware costs a task and a stream per request): /api/ needs a token
+    when tokens are set; every HTTP request is counted by route and status."""
+
+    UNAUTHORIZED = orjson.dumps({"error": {"status": 401, "detail": "a valid bearer token is required "
+                                                                    "(Authorization: Bearer <token>)"}})
+
+    def __init__(self, app, service: "Service") -> None:
+        self.app, self.service = app, service
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        status = 500
+        if scope["path"].startswith("/api/") and self.service.tokens:
+            header = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
+            token = next((v for k, v in parse_qsl(scope["query_string"].decode("latin-1")) if k == "token"), None)
+            if not self.service.authorized(header, token):
+                status = 401
+                await send({"type": "http.response.start", "status": 401,
+                            "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]})
+                await send({"type": "http.response.body", "body": self.UNAUTHORIZED})
+                self.service.metrics.requests.labels("unauthorized", "401").inc()
+                return
+
+        async def counted_send(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counted_send)
+        finally:
+            route = scope.get("route")
+            self.service.metrics.requests.labels(route.path if route else "other", str(status)).inc()
 
 
 def _subscription(service: Service, client: StreamClient, text: str) -> None:
