@@ -93,8 +93,9 @@ class OutputReader:
         self._consumer = confluent_kafka.Consumer({
             "bootstrap.servers": settings.kafka_bootstrap, "group.id": f"{settings.job_name}-serve",
             "client.id": "stockmax-serve", "isolation.level": "read_committed", "enable.auto.commit": False,
-            "auto.offset.reset": "earliest", "error_cb": self._on_error, **settings.kafka_librdkafka_options()},
-            logger=log)
+            "auto.offset.reset": "earliest", "error_cb": self._on_error,
+            "fetch.wait.max.ms": 50,  # a fetch the broker holds back delays what the stream pushes
+            **settings.kafka_librdkafka_options()}, logger=log)
         try:
             partitions = []
             for topic in self._kinds:
@@ -125,7 +126,10 @@ class OutputReader:
     def _run(self) -> None:
         kinds, view = self._kinds, self.view
         while not self._stop.is_set():
-            messages = self._consumer.consume(num_messages=5000, timeout=0.2)
+            # Wait for the first record only, then take what else is there: consume() alone would wait its
+            # whole timeout for a full batch, which the stream's push delay would pay.
+            first = self._consumer.poll(0.2)
+            messages = [] if first is None else [first, *self._consumer.consume(num_messages=5000, timeout=0)]
             events = []
             for message in messages:
                 if message.error():

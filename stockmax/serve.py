@@ -12,9 +12,10 @@ import asyncio
 import collections
 import hmac
 import logging
+import re
 import time
 from pathlib import Path
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 import orjson
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 BATCH_MAX_QUERIES = 1000
+LIVE_MAX_PATH = re.compile(r"/api/v1/stocks/([^/]+)/max")
 ALERTS_MAX_LIMIT = 10_000
 
 
@@ -369,6 +371,23 @@ class AuthenticateAndCount:
                 self.service.metrics.requests.labels("unauthorized", "401").inc()
                 return
 
+        live = LIVE_MAX_PATH.fullmatch(scope["path"])
+        if live and scope["method"] == "GET":
+            query = dict(parse_qsl(scope["query_string"].decode("latin-1")))
+            if set(query) <= {"window", "token"}:
+                # The hot question, answered here: FastAPI's routing and parameter handling cost more than
+                # the answer (the route below answers the same through max_answer, and documents it).
+                try:
+                    body, status = orjson.dumps(self.service.max_answer(unquote(live[1]), query.get("window"),
+                                                                        None, None)), 200
+                except ApiError as exc:
+                    body, status = orjson.dumps({"error": {"status": exc.status, "detail": exc.detail}}), exc.status
+                await send({"type": "http.response.start", "status": status,
+                            "headers": [(b"content-type", b"application/json")]})
+                await send({"type": "http.response.body", "body": body})
+                self.service.metrics.requests.labels("/api/v1/stocks/{symbol}/max", str(status)).inc()
+                return
+
         async def counted_send(message):
             nonlocal status
             if message["type"] == "http.response.start":
@@ -507,7 +526,7 @@ def serve(settings: Settings, host: str, port: int, say=print) -> None:
             self._captured_signals.clear()
 
     try:
-        Server(uvicorn.Config(create_app(service), host=host, port=port, log_level="warning",
+        Server(uvicorn.Config(create_app(service), host=host, port=port, log_level="warning", access_log=False,
                               ws_max_size=65536)).run()
     finally:
         stop.set()
