@@ -11,7 +11,7 @@ help:
 	@echo "make setup       create .venv, install stockmax (pinned), fetch the Kafka and Flink connector jars"
 	@echo "make run         the whole pipeline on a sample: local Kafka, Flink mini-cluster, embedded ClickHouse"
 	@echo "make test        the test suite (end to end on the real broker, Flink and ClickHouse engine)"
-	@echo "make bench       live per-tick feed, throughput, latency, memory vs Flink SQL; writes bench/results.md and .png (~50 min)"
+	@echo "make bench       live per-tick feed, serving, throughput, latency, memory vs Flink SQL; writes bench/results.md and .png (~55 min)"
 	@echo "make bench-live  a live per-tick JSON feed (event time = now) into stockmax run and the Flink SQL baselines"
 	@echo "make bench-max   stockmax max latency over a month of 1-second ticks for 100 symbols (builds ~8 GB once)"
 	@echo "make kafka-up    start the local Kafka broker on localhost:9092 (STOCKMAX_KAFKA_BOOTSTRAP)"

@@ -23,7 +23,6 @@ import asyncio
 import json
 import multiprocessing
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -160,6 +159,68 @@ def fan_out(settings, url: str, symbols: list[str], clients: int, updates: int =
             "max_ms": max(delays) if delays else float("nan")}
 
 
+def measure(settings, run_dir: Path, rates: list[int], seconds: float, history_rate: int, clients: int) -> dict:
+    """Every serving figure, against the broker in `settings` (a data dir and topics of its own)."""
+    import httpx
+    import pyarrow.csv as pacsv
+
+    from stockmax import config, sample
+    from stockmax.kafka_local import free_port
+
+    ensure_oha()
+    settings = settings.with_(data_dir=run_dir / "data", serve_port=free_port(), job_name="serving-bench",
+                              topic_prefix=f"serving-{uuid.uuid4().hex[:6]}-", metrics_port="")
+    env = {**_clean_env(), **config.environment(settings)}
+    results: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cores": os.cpu_count()}
+    data = sample.generate(symbols=SYMBOLS, duration_s=600, ticks_per_second=1, spikes_per_symbol=2, seed=3)
+    tick_file = run_dir / "ticks.csv"
+    tick_file.parent.mkdir(parents=True, exist_ok=True)
+    pacsv.write_csv(data, tick_file)
+    say(f"serving: {data.num_rows} ticks of {SYMBOLS} symbols through stockmax run --bounded (outputs committed, "
+        f"store loaded) ...")
+    for command in (["topics", "create"], ["replay", str(tick_file)], ["run", "--bounded", "--fresh", "--no-progress"]):
+        subprocess.run([sys.executable, "-m", "stockmax.cli", *command], env=env, check=True, capture_output=True,
+                       timeout=1800)
+    symbols = sorted(set(data.column("symbol").to_pylist()))
+    times = data.column("event_time").to_pylist()
+    first, last = min(times), max(times)
+    say("serving: CLI baseline (a stockmax max process per question) ...")
+    results["cli"] = cli_baseline(settings, env, symbols[0], first, last)
+    serve = subprocess.Popen([sys.executable, "-m", "stockmax.cli", "serve"], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{settings.serve_port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or serve.poll() is not None:
+                raise RuntimeError(f"stockmax serve did not become ready: "
+                                   f"{serve.stderr.read()[-2000:] if serve.poll() is not None else ''}")
+            time.sleep(0.2)
+        symbol_regex = r"(AAPL|MSFT|NVDA|AMZN|GOOGL|SYM00[2-9][0-9]|SYM01[0-9][0-9])"
+        results["live"] = []
+        for rate in rates:
+            say(f"serving: live max queries, {rate}/s for {seconds:.0f} s (oha, open loop) ...")
+            results["live"].append(oha(f"{url}/api/v1/stocks/{symbol_regex}/max\\?window=5m", rate, seconds))
+        span = last - first
+        say(f"serving: history queries, {history_rate}/s ...")
+        start_us = first + span // 7 + 123_457
+        results["history"] = oha(f"{url}/api/v1/stocks/{symbol_regex}/max\\?start={start_us}&end={last - span // 5}",
+                                 history_rate, seconds, connections=8)
+        say(f"serving: WebSocket fan-out to {clients} clients ...")
+        results["fan_out"] = fan_out(settings, f"ws://127.0.0.1:{settings.serve_port}/api/v1/stream", symbols[:50],
+                                     clients)
+    finally:
+        if serve.poll() is None:
+            serve.send_signal(signal.SIGINT)
+            serve.wait(60)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rates", default="1000,5000,10000", help="live max requests/s, each in turn")
@@ -169,77 +230,28 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "serving.md")
     args = parser.parse_args()
 
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    from stockmax import config, sample
+    from stockmax import config
     from stockmax.kafka_local import LocalKafka, free_port
 
-    ensure_oha()
     run_dir = ROOT / ".cache" / "bench" / f"serving-{uuid.uuid4().hex[:6]}"
-    base = config.load()
+    base = config.load(env={})
     broker = LocalKafka(run_dir / "kafka", base.kafka_jars_dir, port=free_port())
     say(f"starting a Kafka broker on {broker.bootstrap} ...")
     broker.start()
-    settings = base.with_(data_dir=run_dir / "data", kafka_bootstrap=broker.bootstrap, serve_port=free_port(),
-                          job_name="serving-bench", metrics_port="")
-    env = {**_clean_env(), **config.environment(settings)}
-    serve = None
-    results: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cores": os.cpu_count()}
     try:
-        data = sample.generate(symbols=SYMBOLS, duration_s=600, ticks_per_second=1, spikes_per_symbol=2, seed=3)
-        tick_file = run_dir / "ticks.csv"
-        pacsv.write_csv(data, tick_file)
-        say(f"{data.num_rows} ticks of {SYMBOLS} symbols through stockmax run --bounded (outputs committed, store loaded) ...")
-        for command in (["topics", "create"], ["replay", str(tick_file)], ["run", "--bounded", "--fresh", "--no-progress"]):
-            subprocess.run([sys.executable, "-m", "stockmax.cli", *command], env=env, check=True, capture_output=True,
-                           timeout=1800)
-        symbols = sorted(set(data.column("symbol").to_pylist()))
-        times = data.column("event_time").to_pylist()
-        first, last = min(times), max(times)
-        say("CLI baseline (a stockmax max process per question) ...")
-        results["cli"] = cli_baseline(settings, env, symbols[0], first, last)
-        serve = subprocess.Popen([sys.executable, "-m", "stockmax.cli", "serve"], env=env,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-        url = f"http://127.0.0.1:{settings.serve_port}"
-        import httpx
-
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or serve.poll() is not None:
-                raise RuntimeError(f"stockmax serve did not become ready: {serve.stderr.read()[-2000:] if serve.poll() is not None else ''}")
-            time.sleep(0.2)
-        symbol_regex = r"(AAPL|MSFT|NVDA|AMZN|GOOGL|SYM00[2-9][0-9]|SYM01[0-9][0-9])"
-        results["live"] = []
-        for rate in [int(r) for r in args.rates.split(",")]:
-            say(f"live max queries, {rate}/s for {args.seconds:.0f} s (oha, open loop) ...")
-            results["live"].append(oha(f"{url}/api/v1/stocks/{symbol_regex}/max\\?window=5m", rate, args.seconds))
-        span = last - first
-        say(f"history queries, {args.history_rate}/s ...")
-        start_us = first + span // 7 + 123_457
-        results["history"] = oha(f"{url}/api/v1/stocks/{symbol_regex}/max\\?start={start_us}&end={last - span // 5}",
-                                 args.history_rate, args.seconds, connections=8)
-        say(f"WebSocket fan-out to {args.clients} clients ...")
-        results["fan_out"] = fan_out(settings, f"ws://127.0.0.1:{settings.serve_port}/api/v1/stream", symbols[:50],
-                                     args.clients)
+        results = measure(base.with_(kafka_bootstrap=broker.bootstrap), run_dir,
+                          [int(r) for r in args.rates.split(",")], args.seconds, args.history_rate, args.clients)
     finally:
-        if serve is not None and serve.poll() is None:
-            serve.send_signal(signal.SIGINT)
-            serve.wait(60)
         broker.stop()
-    write_report(results, args.out)
+    args.out.write_text("\n".join([f"# Serving benchmark ({results['date']}, {results['cores']} cores)", "",
+                                    *serving_table(results), "", "```json", json.dumps(results, indent=1), "```", ""]))
     say(f"wrote {args.out}")
 
 
-def write_report(results: dict, path: Path) -> None:
-    lines = [f"# Serving benchmark ({results['date']}, {results['cores']} cores)", "",
-             "Made by `bench/serving.py` (its docstring says how). One machine runs the load generator, "
-             "`stockmax serve`, its loader and Kafka. Latencies in ms.", "",
+def serving_table(results: dict) -> list[str]:
+    lines = ["Made by `bench/serving.py` (its docstring says how): one machine runs the load generator (oha, open "
+             "loop, latency counted from when each request was due), `stockmax serve`, its loader and Kafka. "
+             "Latencies in ms.", "",
              "| what | rate asked | achieved | p50 | p99 | p99.9 | max |", "|---|---|---|---|---|---|---|"]
     for row in results["live"]:
         lines.append(f"| live max (`/max?window=5m`, random symbols) | {row['rate']:,}/s | {row['achieved_rps']:,.0f}/s "
@@ -253,11 +265,11 @@ def write_report(results: dict, path: Path) -> None:
         lines.append(f"| baseline: {name}, a process per call | one at a time | | {row['p50_ms']:.0f} | "
                      f"{row['p99_ms']:.0f} (max of {row['runs']}) | | |")
     f = results["fan_out"]
-    lines += ["", f"WebSocket fan-out: {f['clients']:,} clients, {f['updates']} committed max updates; "
-              f"{f['deliveries']:,} of {f['expected_deliveries']:,} deliveries; push delay after the commit "
-              f"p50 {f['p50_ms']:.1f}, p99 {f['p99_ms']:.1f}, p99.9 {f['p99.9_ms']:.1f}, max {f['max_ms']:.1f} ms.",
-              "", "```json", json.dumps(results, indent=1), "```", ""]
-    path.write_text("\n".join(lines))
+    lines += ["", f"WebSocket fan-out: {f['clients']:,} clients, {f['updates']} max updates committed in Kafka "
+              f"transactions 200 ms apart; {f['deliveries']:,} of {f['expected_deliveries']:,} deliveries; push delay "
+              f"after the commit p50 {f['p50_ms']:.1f}, p99 {f['p99_ms']:.1f}, p99.9 {f['p99.9_ms']:.1f}, "
+              f"max {f['max_ms']:.1f} ms."]
+    return lines
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ First, the headline, what users do (bench/live.py, LIVE_RUNS): a feed process of
 record per tick, event time = the wall clock, at a fixed rate for --live-seconds, into an unbounded
 `stockmax run` (its loader on) and into the Flink SQL a user would write instead (MAX OVER RANGE per window;
 the HOP window TVF); kept up or not, tick -> output latency, memory and checkpoint size over time.
+Then serving (bench/serving.py, --serving-seconds): `stockmax serve` under open-loop load (oha) at 1 k, 5 k
+and 10 k live max requests/s, history queries, a WebSocket fan-out to 1,000 clients, beside the CLI.
 Then, on one generated input (random walk, spikes, 2 % of ticks out of order; reproducible for a seed), in one run:
   (1) pure      the operators alone (stockmax.operators.symbol.SymbolProcessor), no Flink
   (2) job       the Flink job with our Python operators, Kafka in, every output to a blackhole sink;
@@ -441,6 +443,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="runs per variant on the main input (median)")
     parser.add_argument("--live-seconds", type=float, default=300,
                         help="how long each live run's feed publishes (0: skip the live runs)")
+    parser.add_argument("--serving-seconds", type=float, default=20,
+                        help="how long each serving load is held (bench/serving.py; 0: skip)")
     parser.add_argument("--scaling-timeout", type=float, default=40, help="seconds a scaling run may take")
     parser.add_argument("--scaling-ticks", type=int, default=100_000, help="ticks per scaling input (0: skip)")
     parser.add_argument("--latency-rate", type=int, default=2000, help="ticks/s published for the latency run")
@@ -470,6 +474,11 @@ def main() -> None:
             for variant, profile, rate, symbols, job_settings in LIVE_RUNS:
                 report.live_runs.append(live.run_job(settings, variant, profile, rate, args.live_seconds, symbols,
                                                      job_settings))
+        if args.serving_seconds:
+            import serving
+
+            report.serving = serving.measure(settings, run_dir / "serving", [1000, 5000, 10000], args.serving_seconds,
+                                             50, 1000)
         main_file = input_file(args.ticks, args.symbols, 60)
         json_in = publish(settings, main_file, args.ticks, batched=False)
         batch_in = publish(settings, main_file, args.ticks, batched=True)
@@ -544,6 +553,7 @@ class Report:
         self.latency: dict = {}
         self.live: dict = {}
         self.live_runs: list[dict] = []
+        self.serving: dict = {}
         self.scaling: dict[tuple[int, str], dict] = {}
         self.seconds = 0.0
 
@@ -567,8 +577,13 @@ class Report:
                 "share the machine. The last stockmax run is the memory case: 10,000 symbols with the longest window "
                 "and the dedup horizon at 1 min (`STOCKMAX_WINDOWS=1s,1m`): the state is full after a minute of the "
                 "feed, and the rest shows whether memory and checkpoints stay flat.", "",
-                *self._live_summary(), "", *live_table(self.live_runs), "",
-                "## Bursts and batches", ""]
+                *self._live_summary(), "", *live_table(self.live_runs), ""]
+        if self.serving:
+            from serving import serving_table
+
+            lines += ["## Serving: `stockmax serve` against a process per question", "", *serving_table(self.serving), ""]
+        if self.live_runs or self.serving:
+            lines += ["## Bursts and batches", ""]
         lines += [
             f"Main input: {self.args.ticks:,} ticks, {self.args.symbols:,} symbols, random walk with spikes, 2 % out "
             f"of order (up to 1.5 s), windows {s.windows}, rollups {s.rollup_resolutions}, parallelism "
