@@ -1,6 +1,7 @@
-"""`stockmax submit`, `savepoint` and `cancel` against a real standalone Flink cluster (a JobManager and a
-TaskManager started from the apache-flink wheel's own scripts, configured from flink-conf/config.yaml):
-the job runs with stockmax's settings, its committed outputs equal the oracle's, and `stockmax load` fills
+"""`stockmax submit`, `savepoint` and `cancel` against a real standalone Flink cluster (a JobManager and two
+TaskManagers started from the apache-flink wheel's own scripts, configured from flink-conf/config.yaml):
+the job runs with stockmax's settings at parallelism 2 over 4 partitions, one TaskManager is killed mid-run
+and the job fails over to the other, its committed outputs equal the oracle's, and `stockmax load` fills
 ClickHouse from them."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -30,10 +32,14 @@ from stockmax.store import Store
 pytestmark = pytest.mark.e2e
 
 
+TASKMANAGERS = 2
+
+
 @contextlib.contextmanager
 def standalone_flink(folder: Path):
-    """A JobManager and a TaskManager on loopback, with the project's cluster configuration (ports, memory
-    and paths made local). Yields the REST address."""
+    """A JobManager and TASKMANAGERS TaskManagers (2 slots each) on loopback, with the project's cluster
+    configuration (ports, memory and paths made local; a lost TaskManager noticed within seconds). Yields the
+    REST address."""
     conf_dir, log_dir = folder / "conf", folder / "log"
     shutil.copytree(flink_command().parent.parent / "conf", conf_dir)
     log_dir.mkdir()
@@ -42,7 +48,10 @@ def standalone_flink(folder: Path):
     conf["jobmanager"].update({"bind-host": "localhost", "rpc": {"address": "localhost", "port": free_port()},
                                "memory": {"process": {"size": "1024m"}}})
     conf["taskmanager"].update({"bind-host": "localhost", "host": "localhost", "numberOfTaskSlots": 2,
-                                "memory": {"process": {"size": "2048m"}}})
+                                "memory": {"process": {"size": "1280m"}}})
+    # A subtask on each TaskManager (not both in the first one's slots); a killed one noticed in seconds.
+    conf["taskmanager"]["load-balance"] = {"mode": "SLOTS"}
+    conf["heartbeat"] = {"interval": 1000, "timeout": 6000}
     conf["rest"] = {"address": "localhost", "bind-address": "localhost", "port": rest_port}
     conf["execution"]["checkpointing"].update({"dir": (folder / "checkpoints").as_uri(),
                                                "savepoint-dir": (folder / "savepoints").as_uri()})
@@ -54,7 +63,7 @@ def standalone_flink(folder: Path):
     env = {k: v for k, v in env.items() if not k.startswith("PYFLINK_")}
     scripts = flink_command().parent
     try:
-        for script in ("jobmanager.sh", "taskmanager.sh"):
+        for script in ("jobmanager.sh", *["taskmanager.sh"] * TASKMANAGERS):
             subprocess.run([str(scripts / script), "start"], env=env, check=True, capture_output=True, timeout=120)
         deadline = time.monotonic() + 120
         while not port_answers("127.0.0.1", rest_port):
@@ -62,8 +71,8 @@ def standalone_flink(folder: Path):
             time.sleep(0.5)
         yield f"localhost:{rest_port}"
     finally:
-        for script in ("taskmanager.sh", "jobmanager.sh"):
-            subprocess.run([str(scripts / script), "stop"], env=env, capture_output=True, timeout=120)
+        subprocess.run([str(scripts / "taskmanager.sh"), "stop-all"], env=env, capture_output=True, timeout=120)
+        subprocess.run([str(scripts / "jobmanager.sh"), "stop"], env=env, capture_output=True, timeout=120)
 
 
 def stockmax(settings, *args: str) -> subprocess.CompletedProcess:
@@ -77,19 +86,32 @@ def completed_checkpoints(settings, job_id: str) -> int:
     return _rest(settings, "GET", f"/jobs/{job_id}/checkpoints")["counts"]["completed"]
 
 
-def test_submit_savepoint_cancel_on_a_standalone_cluster(settings, tmp_path):
+def taskmanagers_of(settings, job_id: str) -> set[str]:
+    """The TaskManagers the job's keyed step runs on now."""
+    vertices = _rest(settings, "GET", f"/jobs/{job_id}")["vertices"]
+    keyed = next(v for v in vertices if "sliding max/min" in v["name"])
+    answer = _rest(settings, "GET", f"/jobs/{job_id}/vertices/{keyed['id']}/taskmanagers")
+    print("taskmanagers:", [(tm["taskmanager-id"], tm["status"]) for tm in answer["taskmanagers"]])  # shown on failure
+    return {tm["taskmanager-id"] for tm in answer["taskmanagers"] if tm["status"] == "RUNNING"}
+
+
+def test_two_taskmanagers_one_killed_mid_run_then_savepoint_and_cancel(settings, tmp_path):
     """Submitted with settings other than the defaults, the job runs with them (read back from the cluster's
-    REST API), and its committed outputs equal the oracle's."""
-    data = sample.generate(symbols=4, duration_s=180, ticks_per_second=5, spikes_per_symbol=3, seed=71).to_pylist()
-    tick_file = tmp_path / "ticks.csv"
-    pacsv.write_csv(pa.Table.from_pylist(with_next_ticks(data)), tick_file)
+    REST API) at parallelism 2 over 4 partitions, a subtask on each of two TaskManagers. One TaskManager is
+    SIGKILLed mid-run: the job restarts from its last checkpoint on the other's slots, and its committed
+    outputs equal the oracle's, every one exactly once."""
+    data = sample.generate(symbols=8, duration_s=180, ticks_per_second=4, spikes_per_symbol=3, seed=71).to_pylist()
+    first_file, rest_file = tmp_path / "first.csv", tmp_path / "rest.csv"
+    everything = with_next_ticks(data)
+    pacsv.write_csv(pa.Table.from_pylist(everything[:len(data) // 2]), first_file)
+    pacsv.write_csv(pa.Table.from_pylist(everything[len(data) // 2:]), rest_file)
     with standalone_flink(tmp_path / "flink") as rest:
         s = isolated(settings, tmp_path, "cluster", flink_rest_address=rest, cluster_python=sys.executable,
-                     parallelism=2, checkpoint_interval_ms=700, restart_attempts=7, watermark_interval_ms=500,
-                     python_bundle_size=4000, python_bundle_time_ms=700)
+                     parallelism=2, topic_partitions=4, checkpoint_interval_ms=700, restart_attempts=7,
+                     watermark_interval_ms=500, python_bundle_size=4000, python_bundle_time_ms=700)
         expected = expected_outputs(s, data)
         kafka_io.create_topics(s)
-        replay(s, tick_file, progress=False)
+        replay(s, first_file, progress=False)
 
         job_id = stockmax(s, "submit").stdout.strip()
         assert len(job_id) == 32, job_id
@@ -102,19 +124,34 @@ def test_submit_savepoint_cancel_on_a_standalone_cluster(settings, tmp_path):
         assert (checkpoints["mode"], checkpoints["interval"]) == ("exactly_once", 700), checkpoints
         assert checkpoints["externalization"] == {"enabled": True, "delete_on_cancellation": False}, checkpoints
         assert [vertex["parallelism"] for vertex in _rest(s, "GET", f"/jobs/{job_id}")["vertices"]] == [2, 2]
-        sizes = {k: sum(v.values()) for k, v in expected.items() if isinstance(v, Counter)}
         deadline = time.monotonic() + 300
-        while not all(sum(kafka_outputs(s)[k].values()) >= n for k, n in sizes.items()):
-            assert job_status(s, job_id) in ("CREATED", "INITIALIZING", "RUNNING", "RESTARTING"), job_status(s, job_id)
-            assert time.monotonic() < deadline, "the cluster job's outputs did not converge"
-            time.sleep(1)
+
+        def wait_for(condition, what: str) -> None:
+            while not condition():
+                assert job_status(s, job_id) in ("CREATED", "INITIALIZING", "RUNNING", "RESTARTING"), job_status(s, job_id)
+                assert time.monotonic() < deadline, f"{what} did not happen"
+                time.sleep(0.5)
+
+        wait_for(lambda: len(taskmanagers_of(s, job_id)) == 2, "a subtask running on each TaskManager")
+        wait_for(lambda: sum(kafka_outputs(s)["max_updates"].values()) > 0 and completed_checkpoints(s, job_id) > 0,
+                 "the first outputs committed")
+        # Mid-run: one TaskManager killed (its process, without warning), then the rest of the input.
+        pids = [int(p) for p in (tmp_path / "flink").glob("flink-*-taskexecutor.pid").__next__().read_text().split()]
+        assert len(pids) == TASKMANAGERS, pids
+        os.kill(pids[-1], signal.SIGKILL)
+        replay(s, rest_file, progress=False)
+        wait_for(lambda: len(taskmanagers_of(s, job_id)) == 1 and job_status(s, job_id) == "RUNNING",
+                 "the job running again on the remaining TaskManager")
+        sizes = {k: sum(v.values()) for k, v in expected.items() if isinstance(v, Counter)}
+        wait_for(lambda: all(sum(kafka_outputs(s)[k].values()) >= n for k, n in sizes.items()),
+                 "the cluster job's outputs converging")
         # Two more checkpoints complete: anything still to come (a record twice, say) would be committed by then.
         last = completed_checkpoints(s, job_id)
-        while completed_checkpoints(s, job_id) < last + 2:
-            assert time.monotonic() < deadline, "no more checkpoints completed"
-            time.sleep(0.2)
+        wait_for(lambda: completed_checkpoints(s, job_id) >= last + 2, "two more checkpoints")
         assert kafka_outputs(s) == expected
         assert job_status(s, job_id) == "RUNNING"
+        assert _rest(s, "GET", f"/jobs/{job_id}/exceptions")["exceptionHistory"]["entries"], \
+            "the TaskManager's loss should be in the job's exception history"
 
         location = stockmax(s, "savepoint", job_id).stdout.strip()
         assert (Path(location.removeprefix("file:")) / "_metadata").is_file(), location

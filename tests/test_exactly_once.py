@@ -21,6 +21,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 
@@ -97,26 +98,8 @@ def test_three_failures_and_a_kill_change_no_output(settings, tmp_path, profile)
         assert Counter(map(rollup_values, rows)) == expected["rollups"]
 
 
-def test_stop_with_savepoint_and_resume_for_an_upgrade(settings, tmp_path):
-    tick_file, next_file, expected = input_and_expected(settings, tmp_path)
-    s = isolated(settings, tmp_path, "upgrade")
-    kafka_io.create_topics(s)
-    # The feed keeps flowing while the job is down for its upgrade: half the ticks before, half after.
-    rows = pacsv.read_csv(tick_file)
-    half = rows.num_rows // 2
-    first, second = tmp_path / "first.csv", tmp_path / "second.csv"
-    pacsv.write_csv(rows.slice(0, half), first)
-    pacsv.write_csv(rows.slice(half), second)
-    replay(s, first, progress=False)
-    total = sum(expected["max_updates"].values())
-
-    job = start_job(s)
-    deadline = time.monotonic() + 300
-    while not len(kafka_io.read_committed_json(s, "max_updates")) > 0:
-        assert job.poll() is None, f"the job stopped: {job.stderr.read()[-3000:]}"
-        assert time.monotonic() < deadline, "no output was committed"
-        time.sleep(0.2)
-    wait_for_checkpoints(s, newest_checkpoint(s) + 2, job)  # a little further into the stream
+def stop_with_savepoint(job: subprocess.Popen) -> str:
+    """SIGTERM, as an operator stops the job for an upgrade; the savepoint it says it left."""
     job.send_signal(signal.SIGTERM)
     out, err = job.communicate(timeout=120)
     assert job.returncode == 0, err[-3000:]
@@ -124,15 +107,55 @@ def test_stop_with_savepoint_and_resume_for_an_upgrade(settings, tmp_path):
     assert lines, out
     savepoint = lines[0].rsplit("--from-savepoint ", 1)[1]
     assert (Path(savepoint) / "_metadata").is_file()
-    assert sum(kafka_outputs(s)["max_updates"].values()) < total  # it really stopped mid-stream
-    replay(s, second, progress=False)
-    replay(s, next_file, progress=False)
+    return savepoint
 
-    # The new version starts from the savepoint and ends with exactly the oracle's outputs.
-    resumed = subprocess.Popen([sys.executable, "-m", "stockmax.cli", "run", "--from-savepoint", savepoint],
-                               env=cli_env(s), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
-    assert run_until(s, expected, resumed) == expected
+
+def resume(s, savepoint: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "stockmax.cli", "run", "--from-savepoint", savepoint],
+                            env=cli_env(s), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def test_stop_with_savepoint_rescale_and_resume(settings, tmp_path):
+    """The upgrade path, and a change of parallelism on it: stopped with a savepoint at parallelism 1,
+    resumed at 2, stopped again, resumed at 1, while the feed keeps flowing. Every symbol's windows, dedup
+    memory and open rollup buckets carry over (the keys are the partitions' keys, which do not depend on the
+    parallelism): the outputs equal the oracle's exactly, and ticks sent again after each restart are
+    duplicates (remembered across it), not late ticks and not applied."""
+    tick_file, next_file, expected = input_and_expected(settings, tmp_path)
+    s = isolated(settings, tmp_path, "upgrade", parallelism=1)
+    kafka_io.create_topics(s)
+    rows = pacsv.read_csv(tick_file)
+    third = rows.num_rows // 3
+    parts = []
+    for i, (begin, end) in enumerate(((0, third), (third, 2 * third), (2 * third, rows.num_rows))):
+        # After a restart, the feed first sends the 20 ticks before it again (a feed handler reconnecting).
+        again = rows.slice(begin - 20, 20) if begin else rows.slice(0, 0)
+        parts.append(tmp_path / f"part-{i}.csv")
+        pacsv.write_csv(pa.concat_tables([again, rows.slice(begin, end - begin)]).combine_chunks(), parts[-1])
+    replay(s, parts[0], progress=False)
+    total = sum(expected["max_updates"].values())
+
+    job = start_job(s)
+    for part, parallelism in ((parts[1], 2), (parts[2], 1)):
+        deadline = time.monotonic() + 300
+        committed = sum(kafka_outputs(s)["max_updates"].values())
+        while not sum(kafka_outputs(s)["max_updates"].values()) > committed:
+            assert job.poll() is None, f"the job stopped: {job.stderr.read()[-3000:]}"
+            assert time.monotonic() < deadline, "no output was committed"
+            time.sleep(0.2)
+        wait_for_checkpoints(s, newest_checkpoint(s) + 2, job)  # a little further into the stream
+        log = next((s.data_dir / "logs").glob("flink-*.log")).read_text(errors="replace")  # this attempt's
+        assert ("sliding max/min" in log and f"({s.parallelism}/{s.parallelism})" in log
+                and (s.parallelism == 2) == ("(2/2)" in log)), "the keyed step runs at the asked parallelism"
+        savepoint = stop_with_savepoint(job)
+        assert sum(kafka_outputs(s)["max_updates"].values()) < total  # it really stopped mid-stream
+        replay(s, part, progress=False)
+        s = s.with_(parallelism=parallelism)
+        job = resume(s, savepoint)
+    replay(s, next_file, progress=False)
+    assert run_until(s, expected, job) == expected
+    assert len(kafka_io.read_committed_json(s, "duplicates")) == 40
 
 
 def test_a_bounded_run_refuses_to_resume_with_a_clear_error(settings, tmp_path):
