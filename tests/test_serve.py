@@ -311,3 +311,31 @@ def test_the_live_page_draws_pushed_updates_in_chromium(pipeline):
         assert driver.save_screenshot(str(ARTIFACTS / "live-page.png"))
     finally:
         driver.quit()
+
+
+def test_a_restarted_serve_rebuilds_its_view_from_the_topics(pipeline):
+    """Stopped (SIGINT, as Ctrl-C) and started again, `stockmax serve` answers what it answered before: its
+    view is rebuilt from the committed records, and /healthz says ready only once it has caught up."""
+    settings, serve, http = pipeline["settings"], pipeline["serve"], pipeline["http"]
+    symbols = sorted({t["symbol"] for t in pipeline["data"]})
+    before = {s: http.get(f"/api/v1/stocks/{s}/max", params={"window": "1m"}).json() for s in symbols}
+    serve.send_signal(signal.SIGINT)
+    assert serve.wait(timeout=60) == 0, serve.stderr.read()[-3000:]
+    again = subprocess.Popen([sys.executable, "-m", "stockmax.cli", "serve"], env=cli_env(settings),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        def ready() -> bool:
+            try:
+                return httpx.get(f"{pipeline['url']}/healthz", timeout=5).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(ready, "the restarted serve ready", 60, again)
+        committed = latest_committed_updates(settings)
+        for symbol in symbols:
+            answer = http.get(f"/api/v1/stocks/{symbol}/max", params={"window": "1m"}).json()
+            assert answer == before[symbol]
+            assert update_key(answer) == update_key(committed[(symbol, "1m")])
+    finally:
+        again.send_signal(signal.SIGINT)
+        again.wait(timeout=60)
