@@ -223,6 +223,22 @@ class LoaderProcess:
             self.process.join(10)
 
 
+def loader_unless_another(settings: Settings, say) -> LoaderProcess | None:
+    """One loader per embedded store: a LoaderProcess, or None when another loader already holds the store
+    (its process answers everyone's history questions, store_service.py; the caller leaves the loading to
+    it). A store held by a process that is no loader is StoreLockedError, as before."""
+    from .store_service import owner_address
+
+    try:
+        return LoaderProcess(settings)
+    except StoreLockedError as exc:
+        if owner_address(settings, wait_s=15) is None:
+            raise
+        say(f"{str(exc).split('. ')[0]}, which loads it and answers history questions: this process leaves the "
+            f"loading to it (and takes it over if that process stops)")
+        return None
+
+
 def _loader_process_main(settings: Settings, stop, loaded, send, parent_pid: int) -> None:
     # Ctrl-C reaches the whole process group; the parent decides when the loader stops (after its batch).
     signal.signal(signal.SIGINT, signal.SIG_IGN)

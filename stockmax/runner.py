@@ -12,10 +12,10 @@ from pathlib import Path
 
 from . import kafka_io
 from .config import Settings
-from .loader import LoaderProcess, StoreLoader
+from .loader import LoaderProcess, StoreLoader, loader_unless_another
 from .progress import BoundedProgress, StatusReporter
 from .store import Store, StoreError, StoreLockedError
-from .store_service import QueryService, owner_address
+from .store_service import QueryService
 
 log = logging.getLogger(__name__)
 
@@ -103,15 +103,8 @@ def _run_unbounded(settings: Settings, restore_from: Path | None, load: bool, sa
     first: a store that cannot be opened is a clear error before the JVM starts. An embedded store that
     another loader holds (`stockmax serve`'s) is left to it, and taken over if that loader stops: one loader
     per store, and its process answers everyone's history questions (store_service.py)."""
-    loaders = []
-    if load:
-        try:
-            loaders.append(LoaderProcess(settings))
-        except StoreLockedError as exc:
-            if owner_address(settings, wait_s=15) is None:
-                raise
-            say(f"{str(exc).split('. ')[0]}, which loads it: this run leaves the loading to it (and takes it "
-                f"over if that process stops)")
+    loader = loader_unless_another(settings, say) if load else None
+    loaders = [loader] if loader else []
     try:
         env = _environment(settings, restore_from, bounded=False)
         retry_at = time.monotonic() + 10

@@ -470,22 +470,16 @@ def _history_source(settings: Settings, say):
     """Where history questions go, and the loader this process started (None if another process loads).
     Embedded store: one loader per store, whose process answers everyone (store_service.py); this process
     starts it unless another runs. A server: this process's own connection."""
-    from .loader import LoaderProcess
-    from .store import StoreLockedError
+    from .loader import loader_unless_another
     from .store_service import LocalHistory, RemoteHistory, embedded_dir, owner_address
 
     if embedded_dir(settings) is None:
         from .store import Store
 
         return LocalHistory(Store(settings)), None
-    loader = None
-    try:
-        loader = LoaderProcess(settings)
+    loader = loader_unless_another(settings, say)
+    if loader is not None:
         say(f"loading the store {embedded_dir(settings)} (no other loader runs)")
-    except StoreLockedError as exc:
-        if owner_address(settings, wait_s=15) is None:
-            raise
-        say(f"{str(exc).split('. ')[0]}, which loads it and answers history questions")
     return RemoteHistory(settings, owner_address(settings)), loader
 
 

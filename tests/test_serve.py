@@ -26,6 +26,7 @@ from running_job import flink_log_problems, isolated, next_ticks, start_job
 from stockmax import kafka_io, sample
 from stockmax.config import PROJECT_ROOT
 from stockmax.kafka_io import admin
+from stockmax.kafka_local import free_port
 from stockmax.replay import replay
 
 pytestmark = pytest.mark.e2e
@@ -36,12 +37,12 @@ CONVERGE_S = 240
 ARTIFACTS = PROJECT_ROOT / ".cache" / "test-artifacts"
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def serve_ready(url: str) -> bool:
+    """/healthz says 200: Kafka and the store answer, and the view has caught up."""
+    try:
+        return httpx.get(f"{url}/healthz", timeout=5).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 def wait_until(condition, what: str, timeout_s: float, *processes) -> None:
@@ -109,14 +110,7 @@ def pipeline(kafka_bootstrap, tmp_path_factory):
         serve = subprocess.Popen([sys.executable, "-m", "stockmax.cli", "serve"], env=cli_env(settings),
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         base_url = f"http://127.0.0.1:{settings.serve_port}"
-
-        def ready() -> bool:
-            try:
-                return httpx.get(f"{base_url}/healthz", timeout=5).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(ready, "stockmax serve ready (/healthz 200)", 60, job, serve)
+        wait_until(lambda: serve_ready(base_url), "stockmax serve ready (/healthz 200)", 60, job, serve)
         with httpx.Client(base_url=base_url, headers=AUTH, timeout=30) as http:
             yield {"settings": settings, "data": data, "http": http, "url": base_url, "job": job, "serve": serve,
                    "expected_updates": expected_updates}
@@ -324,13 +318,7 @@ def test_a_restarted_serve_rebuilds_its_view_from_the_topics(pipeline):
     again = subprocess.Popen([sys.executable, "-m", "stockmax.cli", "serve"], env=cli_env(settings),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        def ready() -> bool:
-            try:
-                return httpx.get(f"{pipeline['url']}/healthz", timeout=5).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(ready, "the restarted serve ready", 60, again)
+        wait_until(lambda: serve_ready(pipeline["url"]), "the restarted serve ready", 60, again)
         committed = latest_committed_updates(settings)
         for symbol in symbols:
             answer = http.get(f"/api/v1/stocks/{symbol}/max", params={"window": "1m"}).json()
