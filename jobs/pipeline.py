@@ -43,8 +43,7 @@ from stockmax.jobs.kafka_tables import add_kafka_sink, source_table, sql_literal
 from stockmax.jobs.keys import MAX_PARALLELISM, partition_keys
 from stockmax.operators.columnar import advance_symbols
 from stockmax.operators.records import dead_letter, decode_group, group_ticks
-from stockmax.operators.schedule import DueSchedule
-from stockmax.operators.stored import StoredSymbolProcessor, attach_chunks, store_chunks
+from stockmax.operators.stored import KeySymbols, StoredSymbolProcessor, store_chunks
 from stockmax.operators.symbol import Rules, SymbolProcessor, frontier_from_watermark_ms, watermark_ms_for_frontier
 from stockmax.operators.tick import REASON_CODES, Tick, TickLimits
 from stockmax.operators.wire import OUTPUT_KINDS, encode_outputs, output_line, split_outputs_shapes
@@ -58,6 +57,8 @@ OUTPUTS = Types.ROW_NAMED(list(OUTPUT_KINDS), [Types.PRIMITIVE_ARRAY(Types.BYTE(
 # jvm/src/main/java/dev/stockmax/flink/SplitOutputs.java and GroupRecords.java, in the jar FUNCTIONS_JAR.
 SPLIT_OUTPUTS_CLASS = "dev.stockmax.flink.SplitOutputs"
 GROUP_RECORDS_CLASS = "dev.stockmax.flink.GroupRecords"
+# The partition field of GroupRecords' store mark, sent to every key before each checkpoint barrier.
+STORE_MARK = -1
 # The worker holds every symbol's state as objects; a full collection walks all of them, and with the default
 # thresholds it ran every few thousand allocations (~10 % of the time). The state has no reference cycles.
 WORKER_GC_THRESHOLDS = (50_000, 20, 100)
@@ -78,6 +79,13 @@ class SymbolFunction(KeyedProcessFunction):
 
     Why parsing happens here, not in a step of its own: every Python step is a crossing each way and a
     bundle that the watermark and the checkpoint barrier wait for; one step pays that once.
+
+    Why symbols are kept in memory and written at store marks: PyFlink pickles each state entry written in a
+    bundle when the bundle ends, and bundles end at every watermark step; a symbol written on each change
+    was pickled several times a second. GroupRecords sends each key a store mark before every checkpoint
+    barrier, and the changed symbols are written then (operators/stored.py, KeySymbols): once per
+    checkpoint, with the same state in the checkpoint as before (and timers that PyFlink fires between the
+    marks and the barrier write theirs at once: see `marked`).
 
     Why not keyed by symbol: PyFlink commits each key's dirty state with a round trip at every bundle's end
     (~0.7 ms), and a timer per tick or per symbol makes bundles end often; with thousands of symbols that,
@@ -103,6 +111,12 @@ class SymbolFunction(KeyedProcessFunction):
         # set. After a restore each key sets its timer again on its first call (GroupRecords makes sure
         # every partition key gets one: an empty group to each key, first thing in an attempt).
         self.armed = {}
+        # key -> its symbols as objects, read from state at the key's first call in this attempt
+        self.keys: dict[int, KeySymbols] = {}
+        # Keys whose last element was a store mark. A watermark that came while a bundle was open is held by
+        # PyFlink until the bundle ends, and the checkpoint's own bundle end (after the marks, before the
+        # barrier) releases it: timers that fire then change state after the mark, so they write it at once.
+        self.marked: set[int] = set()
         self.processors = runtime_context.get_map_state(
             MapStateDescriptor("symbols", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
         # The duplicate filters' sealed chunks, each written once (operators/stored.py).
@@ -121,9 +135,17 @@ class SymbolFunction(KeyedProcessFunction):
         self.late_ticks = metrics.counter("lateTicks")
         self.duplicate_ticks = metrics.counter("duplicateTicks")
         self.expired_symbols = metrics.counter("expiredSymbolStates")
+        self.states_written = metrics.counter("symbolStatesWritten")
 
     def process_element(self, grouped: Row, ctx):
         partition = grouped[0]
+        key = ctx.get_current_key()
+        if partition == STORE_MARK:  # a checkpoint barrier follows: write what changed since the last one
+            self.marked.add(key)
+            self._store(key)
+            return
+        self.marked.discard(key)
+        symbols = self._symbols(key)
         records = decode_group(grouped[1])
         if records.values:
             self.records_in.inc(len(records.values))
@@ -147,82 +169,92 @@ class SymbolFunction(KeyedProcessFunction):
             symbol = tick[0]
             processor = touched.get(symbol)
             if processor is None:
-                processor = self._processor(symbol) or StoredSymbolProcessor(self.rules.for_symbol(symbol))
+                processor = symbols.get(symbol) or StoredSymbolProcessor(self.rules.for_symbol(symbol))
                 touched[symbol] = processor
             rejected = processor.accept(tick, frontier)
             if rejected:
                 (self.late_ticks if rejected == "late" else self.duplicate_ticks).inc()
                 outputs["late" if rejected == "late" else "duplicates"].append(output_line(
                     symbol.encode(), {**Tick._make(tick)._asdict(), "reason": rejected, "watermark_ms": watermark}))
-        schedule = self.schedule.value() or DueSchedule()
+        schedule = symbols.schedule
         for symbol, processor in touched.items():
             due = processor.due_after_accepting(schedule.due(symbol))
             if due is None:  # only refused ticks: nothing to keep
                 continue
-            self.processors.put(symbol, processor)
+            symbols.put(symbol, processor)
             schedule.set(symbol, due)
-        self._arm(ctx.get_current_key(), schedule, ctx)
+        self._arm(key, symbols, ctx)
         yield from (Row(*texts) for texts in encode_outputs(outputs))
 
     def on_timer(self, timestamp: int, ctx):
         key = ctx.get_current_key()
         if timestamp >= self.armed.get(key, timestamp + 1):  # the armed timer (not an older one) fired
             del self.armed[key]
-        schedule = self.schedule.value()
-        if schedule is None:
+        symbols = self._symbols(key)
+        schedule = symbols.schedule
+        if not len(schedule):
             return
         self.watermark_ms = max(timestamp, ctx.timer_service().current_watermark())
-        frontier = frontier_from_watermark_ms(self.watermark_ms)
-        due = [(symbol, self._processor(symbol)) for symbol in schedule.pop_due(frontier)]
-        # Every due symbol at once, column-wise (what each one's advance would give).
+        outputs = self._advance(symbols, frontier_from_watermark_ms(self.watermark_ms))
+        self._arm(key, symbols, ctx)
+        if key in self.marked:
+            self._store(key)
+        yield from (Row(*texts) for texts in encode_outputs(outputs))
+
+    def _advance(self, symbols: KeySymbols, frontier: int) -> dict[str, list]:
+        """Every symbol of the key due at the frontier, advanced to it at once, column-wise (what each one's
+        advance would give); its outputs by kind."""
+        schedule = symbols.schedule
+        due = [(symbol, symbols.get(symbol)) for symbol in schedule.pop_due(frontier)]
         outputs = {**advance_symbols(due, frontier)._asdict(), "late": [], "duplicates": []}
         for symbol, processor in due:
-            store_chunks(symbol, processor, self.dedup_chunks)
+            store_chunks(symbol, processor, symbols.chunks)
             if processor.expired(frontier):
                 # Nothing kept can change an output any more: memory follows the active symbols.
-                self.processors.remove(symbol)
+                symbols.remove(symbol)
                 self.expired_symbols.inc()
             else:
-                self.processors.put(symbol, processor)
+                symbols.put(symbol, processor)
                 schedule.set(symbol, processor.next_due())
-        self._arm(key, schedule, ctx)
-        yield from (Row(*texts) for texts in encode_outputs(outputs))
+        return outputs
+
+    def _store(self, key: int) -> None:
+        symbols = self.keys.get(key)
+        if symbols is not None:
+            self.states_written.inc(symbols.store(self.processors, self.dedup_chunks, self.schedule))
 
     def _watermark_lag_ms(self) -> int:
         if self.watermark_ms is None or self.watermark_ms < 0:
             return -1
         return max(0, int(time.time() * 1000) - self.watermark_ms)
 
-    def _processor(self, symbol: str) -> SymbolProcessor | None:
-        processor = self.processors.get(symbol)
-        if processor is None:
-            return None
-        if processor.duplicates.missing_chunks:  # just restored from a checkpoint
-            attach_chunks(symbol, processor, self.dedup_chunks)
-        elif type(processor) is SymbolProcessor:  # restored from version 1 state: stored whole, chunks none yet
-            processor.__class__ = StoredSymbolProcessor
-        return processor
+    def _symbols(self, key: int) -> KeySymbols:
+        """The key's symbols; at its first call in this attempt, as the last checkpoint stored them."""
+        symbols = self.keys.get(key)
+        if symbols is None:
+            symbols = self.keys[key] = KeySymbols.load(self.processors.items(), self.dedup_chunks,
+                                                       self.schedule.value())
+        return symbols
 
-    def _arm(self, key: int, schedule: DueSchedule, ctx) -> None:
+    def _arm(self, key: int, symbols: KeySymbols, ctx) -> None:
         """One timer per key, at the earliest due symbol (Flink fires it once the watermark gets there)."""
-        earliest = schedule.earliest()
+        symbols.schedule_changed()
+        earliest = symbols.schedule.earliest()
         if earliest is None:
-            self.schedule.clear()
             return
         at = watermark_ms_for_frontier(earliest)
         if at < self.armed.get(key, at + 1):
             ctx.timer_service().register_event_time_timer(at)
             self.armed[key] = at
-        self.schedule.update(schedule)
 
 
 def group_records(raw: DataStream, settings: Settings) -> KeyedStream:
     """The source's records, a partition's gathered into one element in the JVM (GroupRecords says how event
     time and checkpoints stay exact), keyed there by its partition's key (partition_keys; a partition beyond
-    them, a topic grown under the job, by its number, which may share a key with another partition: harmless,
-    the key then holds both partitions' symbols): one crossing into Python per group instead of per record,
-    and no Python step before the keyed one. It also moves a quiet live feed's watermark
-    (Settings.quiet_feed_lag_ms)."""
+    them, a topic grown under the job, shares one of them: harmless, the key then holds both partitions'
+    symbols): one crossing into Python per group instead of per record, and no Python step before the keyed
+    one. Before each checkpoint barrier it sends every key a store mark (SymbolFunction writes its state
+    then). It also moves a quiet live feed's watermark (Settings.quiet_feed_lag_ms)."""
     gateway = get_gateway()
     keys = partition_keys(settings.topic_partitions)
     j_keys = gateway.new_array(gateway.jvm.int, len(keys))

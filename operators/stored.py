@@ -10,6 +10,7 @@ tests. A chunk's key is `symbol|chunk id` (the id is digits, so any symbol text 
 from __future__ import annotations
 
 from . import snapshot
+from .schedule import DueSchedule
 from .symbol import SymbolProcessor
 
 
@@ -47,3 +48,93 @@ def store_chunks(symbol: str, processor: SymbolProcessor, chunks) -> None:
         chunks.put(chunk_key(symbol, chunk_id), contents)
     for chunk_id in dropped:
         chunks.remove(chunk_key(symbol, chunk_id))
+
+
+class BufferedChunks:
+    """Chunk writes kept until the next store (anything with put/remove), the last write per key winning:
+    a chunk forgotten and a new processor's chunk of the same id sealed after it (a symbol that expired and
+    came back) leave the new one."""
+
+    __slots__ = ("writes",)
+
+    def __init__(self) -> None:
+        self.writes: dict[str, tuple | None] = {}
+
+    def put(self, key: str, contents: tuple) -> None:
+        self.writes[key] = contents
+
+    def remove(self, key: str) -> None:
+        self.writes[key] = None
+
+
+class KeySymbols:
+    """One job key's symbols in memory between checkpoints, and what changed since the last store.
+
+    PyFlink pickles every state entry written in a bundle when the bundle ends; bundles end at every
+    watermark step and every bundle interval, so a busy symbol written on each change was pickled several
+    times a second, and with thousands of symbols that, not the ticks, set the pace. Here the job's function
+    keeps the processors as objects and writes the changed ones to Flink state once per checkpoint, when the
+    checkpoint's store mark comes (GroupRecords). What a checkpoint holds is what it held before: the
+    processors, their sealed chunks and the due schedule as of the barrier; a restored attempt reads them
+    back (`load`) and works from memory again."""
+
+    __slots__ = ("processors", "schedule", "chunks", "_changed", "_schedule_changed")
+
+    def __init__(self, processors: dict, schedule) -> None:
+        self.processors: dict[str, SymbolProcessor] = processors
+        self.schedule = schedule
+        self.chunks = BufferedChunks()  # where store_chunks writes
+        self._changed: dict[str, SymbolProcessor | None] = {}  # None: removed
+        self._schedule_changed = False
+
+    @classmethod
+    def load(cls, entries, chunks, schedule) -> "KeySymbols":
+        """A key's symbols as a checkpoint held them: entries (symbol, processor) of the processors' state,
+        chunks their sealed chunks (get by key), schedule the due schedule (None: none)."""
+        processors = {}
+        for symbol, processor in entries:
+            if processor.duplicates.missing_chunks:
+                attach_chunks(symbol, processor, chunks)
+            elif type(processor) is SymbolProcessor:  # version 1 state: stored whole, no chunks yet
+                processor.__class__ = StoredSymbolProcessor
+            processors[symbol] = processor
+        return cls(processors, schedule if schedule is not None else DueSchedule())
+
+    def get(self, symbol: str) -> SymbolProcessor | None:
+        return self.processors.get(symbol)
+
+    def put(self, symbol: str, processor: SymbolProcessor) -> None:
+        self.processors[symbol] = processor
+        self._changed[symbol] = processor
+
+    def remove(self, symbol: str) -> None:
+        del self.processors[symbol]
+        self._changed[symbol] = None
+
+    def schedule_changed(self) -> None:
+        self._schedule_changed = True
+
+    def store(self, processors, chunks, schedule) -> int:
+        """Write what changed since the last store to Flink state (processors and chunks: MapStates,
+        schedule: a ValueState); returns how many processors were written or removed. Chunks go first, as
+        store_chunks has always ordered them, though within one bundle the order does not matter."""
+        for key, contents in self.chunks.writes.items():
+            if contents is None:
+                chunks.remove(key)
+            else:
+                chunks.put(key, contents)
+        self.chunks.writes.clear()
+        for symbol, processor in self._changed.items():
+            if processor is None:
+                processors.remove(symbol)
+            else:
+                processors.put(symbol, processor)
+        written = len(self._changed)
+        self._changed.clear()
+        if self._schedule_changed:
+            if len(self.schedule):
+                schedule.update(self.schedule)
+            else:
+                schedule.clear()
+            self._schedule_changed = False
+        return written

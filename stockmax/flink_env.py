@@ -47,12 +47,17 @@ def job_options(settings: Settings) -> dict[str, str]:
         "python.fn-execution.bundle.size": str(settings.python_bundle_size),
         "python.fn-execution.bundle.time": str(settings.python_bundle_time_ms),
         "pipeline.auto-watermark-interval": f"{settings.watermark_interval_ms} ms",
-        # Every symbol of a partition stays in the worker's state cache (as objects, not pickles): reads
-        # never wait on the JVM, and writes go out once per bundle.
+        # The keyed step reads its symbols once per attempt and writes the changed ones at each checkpoint's
+        # store mark (KeySymbols): all of a key's at once, so the worker's caches must hold them all (a full
+        # write cache would send its entries to the JVM one round trip at a time).
         "python.map-state.read-cache-size": "1000000",
         "python.map-state.write-cache-size": "1000000",
         "execution.checkpointing.interval": f"{settings.checkpoint_interval_ms} ms",
         "execution.checkpointing.mode": "EXACTLY_ONCE",
+        # Aligned, whatever the cluster says: the keyed step writes its state when GroupRecords' store marks
+        # come, and only aligned barriers guarantee that nothing changes it between the last mark and the
+        # snapshot.
+        "execution.checkpointing.unaligned.enabled": "false",
         # Kept when the job is cancelled or its process dies, so that it can resume from it.
         "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
         "execution.checkpointing.num-retained": "2",

@@ -4,7 +4,9 @@ dropped when idle."""
 from __future__ import annotations
 
 import json
+import copy
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -16,7 +18,7 @@ import pytest
 from pyflink.common import Row, Types
 
 from stockmax.jobs.keys import MAX_PARALLELISM, partition_keys
-from stockmax.jobs.pipeline import DEAD, SymbolFunction
+from stockmax.jobs.pipeline import DEAD, STORE_MARK, SymbolFunction
 from stockmax.operators.wire import OUTPUT_KINDS, decode_outputs, split_outputs_shapes
 from stockmax.operators.records import RecordGroup, encode_group
 from stockmax.operators.symbol import Rules
@@ -26,14 +28,16 @@ START_MS = 1_767_623_400_000
 
 
 class FakeState:
+    """Values pickled as Flink's state backend holds them: what is stored does not change with the object."""
+
     def __init__(self):
         self._value = None
 
     def value(self):
-        return self._value
+        return None if self._value is None else pickle.loads(self._value)
 
     def update(self, value):
-        self._value = value
+        self._value = pickle.dumps(value)
 
     def clear(self):
         self._value = None
@@ -44,13 +48,16 @@ class FakeMapState:
         self.entries = {}
 
     def get(self, key):
-        return self.entries.get(key)
+        return pickle.loads(self.entries[key]) if key in self.entries else None
 
     def put(self, key, value):
-        self.entries[key] = value
+        self.entries[key] = pickle.dumps(value)
 
     def remove(self, key):
         self.entries.pop(key, None)
+
+    def items(self):
+        return [(key, pickle.loads(value)) for key, value in self.entries.items()]
 
 
 class FakeCounter:
@@ -62,16 +69,22 @@ class FakeCounter:
 
 
 class FakeRuntime:
+    """One key's state (the tests' groups all come from one partition, key 0)."""
+
     def __init__(self):
         self.state = FakeState()
-        self.map = FakeMapState()
+        self.maps = {}
         self.counters = {}
+
+    @property
+    def map(self):
+        return self.maps["symbols"]
 
     def get_state(self, descriptor):
         return self.state
 
     def get_map_state(self, descriptor):
-        return self.map
+        return self.maps.setdefault(descriptor.name, FakeMapState())
 
     def get_metrics_group(self):
         return self
@@ -114,6 +127,11 @@ def group_of(ticks: list[Tick], partition: int = 0, first_offset: int = 0, extra
                                                    values)))
 
 
+def store(function, ctx) -> None:
+    """The store mark GroupRecords sends each key before a checkpoint barrier."""
+    assert list(function.process_element(Row(STORE_MARK, encode_group(RecordGroup([], [], []))), ctx)) == []
+
+
 def symbol_function(rules: Rules) -> SymbolFunction:
     return SymbolFunction(rules, "ticks", TickLimits())
 
@@ -148,6 +166,8 @@ def test_ticks_wait_for_the_watermark_and_idle_state_is_dropped():
         {"reason": "not_json", "source_partition": 3, "source_offset": 43, "raw_text": "{oops"}
     assert runtime.counters["recordsIn"].count == 4 and runtime.counters["deadLetters"].count == 1
     assert runtime.counters["ticksIn"].count == 3 and runtime.counters["watermarkLagMs"]() > 0
+    assert runtime.map.entries == {}  # kept in memory until the checkpoint's store mark
+    store(function, ctx)
     assert set(runtime.map.entries) == {"S", "T"}
     assert ctx.timers == {START_MS}  # one timer for the key, at the earliest tick, not one per tick
 
@@ -162,17 +182,21 @@ def test_ticks_wait_for_the_watermark_and_idle_state_is_dropped():
     assert [t["seq"] for t in records(late, "late")] == [9] and runtime.counters["lateTicks"].count == 1
     # A symbol seen only in late ticks leaves nothing behind.
     list(function.process_element(group_of([Tick("U", 5.0, 1.0, "X", 1, (START_MS - 5) * 1000)]), ctx))
+    store(function, ctx)
     assert "U" not in runtime.map.entries
 
     # Quiet past the longest window + bound, but the hour's rollup bucket is still open: the state stays.
     idle_end_ms = START_MS + 5 + rules.idle_gap_us // 1000 + 1
     fire_timers(function, ctx, idle_end_ms)
+    store(function, ctx)
     assert set(runtime.map.entries) == {"S", "T"}
     # Once that bucket closes too, the state goes, by timers the adapter registered itself.
     hour_end_ms = (START_MS // 3_600_000 + 1) * 3_600_000
     outputs = fire_timers(function, ctx, hour_end_ms + 2 * rules.idle_gap_us // 1000)
     assert {(r["symbol"], r["resolution_s"]) for r in records(outputs, "rollups")} >= {("S", 3600), ("T", 3600)}
-    assert runtime.map.entries == {} and runtime.state.value() is None and ctx.timers == set()
+    # The key's last element was a store mark: timers then write at once (a held watermark released
+    # between the marks and the barrier).
+    assert runtime.map.entries == {} and runtime.maps["dedup-chunks"].entries == {} and runtime.state.value() is None and ctx.timers == set()
     assert runtime.counters["expiredSymbolStates"].count == 2
 
 
@@ -187,6 +211,7 @@ def test_a_restored_function_sets_its_key_timer_again():
     ctx = FakeContext(watermark_ms=START_MS - 10_000)
     list(before.process_element(group_of([Tick("S", 10.0, 1.0, "X", 0, START_MS * 1000)]), ctx))
     assert ctx.timers == {START_MS}
+    store(before, ctx)  # the checkpoint
 
     restored = symbol_function(rules)  # the same state, a new attempt, and the timer lost
     restored.open(runtime)
@@ -198,11 +223,83 @@ def test_a_restored_function_sets_its_key_timer_again():
     assert [u["max"] for u in records(outputs, "max_updates")] == [10.0]
 
 
+def test_a_restore_from_any_store_mark_gives_what_one_uninterrupted_run_gives():
+    """Symbols live in memory between checkpoints and reach Flink state at store marks. A failure after any
+    mark (and a watermark PyFlink releases after it, before the barrier), then a restore from the state the
+    checkpoint holds and a replay of the input after it (what Flink does),
+    must give every output exactly as a run without the failure: nothing stored later than the mark, nothing
+    lost of what came before it. The input seals and forgets duplicate-filter chunks, lets a symbol expire
+    and come back (its new chunks reuse the old ids), and repeats ticks. Oracle: the uninterrupted run."""
+    rules = Rules(windows_us=(1_000_000,), rollup_resolutions_s=(1,), dedup_horizon_us=500_000,
+                  watermark_bound_us=100_000, levels=())
+    steps = []
+    for burst, start_ms in enumerate((START_MS, START_MS + 400, START_MS + 20_000)):  # the last after S expired
+        ticks = [Tick(symbol, 100.0 + (i * 7 % 13), 1.0, "X", burst * 1000 + i, (start_ms + i) * 1000)
+                 for i in range(150) for symbol in ("S", "T") if symbol == "S" or i % 3 == 0]
+        for part in range(0, len(ticks), 70):
+            steps.append(("ticks", ticks[part:part + 70] + ticks[part:part + 2]))  # two repeats each
+            steps.append(("watermark", (ticks[min(part + 69, len(ticks) - 1)].event_time // 1000) - 40))
+    steps.append(("watermark", START_MS + 40_000))
+
+    def run(function, ctx, steps):
+        outputs = []
+        for kind, arg in steps:
+            if kind == "ticks":
+                outputs += list(function.process_element(group_of(arg), ctx))
+            elif kind == "wake-up":  # what GroupRecords sends every key first thing in an attempt
+                outputs += list(function.process_element(group_of([]), ctx))
+            else:
+                outputs += fire_timers(function, ctx, arg)
+        return [(kind, value) for kind in OUTPUT_KINDS for _, value in decode_outputs(outputs, kind)]
+
+    def per_symbol(record):
+        kind, value = record
+        return OUTPUT_KINDS.index(kind), json.loads(value)["symbol"]
+
+    def start(runtime, watermark_ms):
+        function = symbol_function(rules)
+        function.open(runtime)
+        return function, FakeContext(watermark_ms)
+
+    whole_runtime = FakeRuntime()
+    steps.insert(0, ("wake-up", None))
+    function, ctx = start(whole_runtime, START_MS - 10_000)
+    whole = run(function, ctx, steps)
+    store(function, ctx)
+    assert whole_runtime.maps["symbols"].entries == {} and whole_runtime.state.value() is None  # all expired
+    assert any(kind == "duplicates" for kind, _ in whole) and len(whole) > 300
+    assert whole_runtime.counters["expiredSymbolStates"].count == 2
+    chunks_stored = set()
+    # (steps before the mark, steps between the mark and the snapshot): PyFlink holds a watermark that comes
+    # while a bundle is open, and the checkpoint's bundle end releases it after the marks.
+    cuts = [(cut, 0) for cut in range(2, len(steps), 3)]
+    cuts += [(cut, 1) for cut in range(2, len(steps), 2) if steps[cut][0] == "watermark"]
+    for mark_at, held in cuts:
+        cut = mark_at + held
+        runtime = FakeRuntime()
+        function, ctx = start(runtime, START_MS - 10_000)
+        before = run(function, ctx, steps[:mark_at])
+        store(function, ctx)
+        before += run(function, ctx, steps[mark_at:cut])
+        checkpoint = copy.deepcopy(runtime)
+        chunks_stored |= set(runtime.maps["dedup-chunks"].entries)
+        run(function, ctx, steps[cut:cut + 3])  # lost with the failure
+        restored, ctx = start(checkpoint, ctx.watermark if steps[cut - 1][0] == "ticks" else steps[cut - 1][1])
+        after = run(restored, ctx, [("wake-up", None)] + steps[cut:])
+        # Each symbol's records of each kind in order (Kafka keeps the order per key, not across symbols).
+        assert sorted(before + after, key=per_symbol) == sorted(whole, key=per_symbol), f"restored after step {cut}"
+        store(restored, ctx)
+        assert {name: m.entries for name, m in checkpoint.maps.items()} == \
+            {name: m.entries for name, m in whole_runtime.maps.items()}, f"state left after step {cut}"
+    assert {"S|0", "S|1", "T|0"} <= chunks_stored
+
+
 def test_group_records_wakes_every_key_then_groups_each_partition_under_its_key():
     """GroupRecords (the job's JVM step before Python), run by Flink: first thing in an attempt an empty group
     to every partition's key (a restored key must set its timer again, and one whose input all came before the
     checkpoint would get no call), then each partition's records in groups of at most maxRecords under its
-    partition's key (a partition beyond the keys under its own number), every record once, in the topic's
+    partition's key (a partition beyond the keys, a topic grown under the job, shares a known key, so that
+    the store marks before each checkpoint barrier reach it), every record once, in the topic's
     order. Oracle: the records listed by partition."""
     from pyflink.datastream import DataStream, StreamExecutionEnvironment
     from pyflink.java_gateway import get_gateway
@@ -229,7 +326,7 @@ def test_group_records_wakes_every_key_then_groups_each_partition_under_its_key(
         out = [(row[0], row[1][0], decode_group(bytes(b % 256 for b in row[1][1])).values) for row in results]
     assert out[:2] == [(40, 0, []), (41, 1, [])]
     assert all(0 < len(values) <= 3 for _, _, values in out[2:])
-    key_of = {0: 40, 1: 41, 2: 2}
+    key_of = {0: 40, 1: 41, 2: 40}
     for partition in (0, 1, 2):
         mine = [(key, values) for key, p, values in out[2:] if p == partition]
         assert {key for key, _ in mine} == {key_of[partition]}

@@ -24,13 +24,21 @@ import org.apache.flink.types.Row;
  * the JVM and cross as one element: {@code Row(key INT, Row(partition INT, records BYTES))}, where {@code
  * records} is {@link Group#encode}'s layout (offsets, record timestamps, lengths, then the values), which
  * Python reads with numpy in one call (operators/records.py, RecordGroup), and {@code key} is the partition's
- * key for the keyed Python step ({@code keys[partition]}, or the partition's number beyond them), which
+ * key for the keyed Python step ({@code keys[partition % keys.length]}: a partition beyond the keys, a topic
+ * grown under the job, shares a known key, so that store marks reach it), which
  * Flink's {@code KeyByKeySelector} reads as PyFlink's own {@code key_by} would have made it. Keying here
  * spares the job a Python step (and a crossing) between the source and the keyed step.
  *
  * <p>Once per attempt, before anything else it emits, it sends every key an empty group: a restored key
  * sets its event-time timer again on its first call (jobs/pipeline.py, SymbolFunction.open, says why), and
  * a key whose input all came before the checkpoint would otherwise never make that call.
+ *
+ * <p>Before each checkpoint barrier, after the gathered records, it sends every key a store mark: {@code
+ * Row(key, Row(-1, no records))}. The Python step keeps its symbols in memory between checkpoints and writes
+ * the changed ones to Flink state when the mark comes, so a symbol is pickled once per checkpoint, not at the
+ * end of every bundle (jobs/pipeline.py, SymbolFunction). Every subtask marks every key, and a key can change
+ * only on an input channel's element or watermark: with aligned checkpoints the last mark a key gets comes
+ * after anything that changed it and before the snapshot.
  *
  * <p>Event time and exactly-once stay as they were record by record. Everything gathered is emitted before
  * the watermark that follows it ({@link #processWatermark}), so the Python step sees each record under the
@@ -62,6 +70,9 @@ public class GroupRecords extends AbstractStreamOperator<Row>
 
     /** An empty group in {@link Group#encode}'s layout: no records. */
     private static final byte[] NO_RECORDS = new byte[4];
+
+    /** The partition field of a store mark (see the class comment): no partition has it. */
+    public static final int STORE_MARK = -1;
 
     private final int[] keys;
     private final int maxRecords;
@@ -159,6 +170,9 @@ public class GroupRecords extends AbstractStreamOperator<Row>
     @Override
     public void prepareSnapshotPreBarrier(long checkpointId) throws Exception {
         emitAll();
+        for (int key : keys) {
+            output.collect(new StreamRecord<>(Row.of(key, Row.of(STORE_MARK, NO_RECORDS))));
+        }
         super.prepareSnapshotPreBarrier(checkpointId);
     }
 
@@ -194,7 +208,7 @@ public class GroupRecords extends AbstractStreamOperator<Row>
     }
 
     private void emit(Group group) {
-        int key = group.partition < keys.length ? keys[group.partition] : group.partition;
+        int key = keys[group.partition % keys.length];
         output.collect(new StreamRecord<>(Row.of(key, Row.of(group.partition, group.encode())), group.newestTimestamp));
         group.clear();
     }
