@@ -404,8 +404,8 @@ def load(config_file: str | os.PathLike | None = None, env: dict[str, str] | Non
 # shorter (a bundle end writes every changed symbol's state, a checkpoint snapshots all of it).
 PROFILES: dict[str, dict] = {
     "balanced": {},
-    "low-latency": {"watermark_bound_ms": 500, "watermark_interval_ms": 200, "python_bundle_time_ms": 200,
-                    "checkpoint_interval_ms": 500, "kafka_linger_ms": 5, "source_idleness_ms": 1000},
+    "low-latency": {"watermark_bound_ms": 200, "watermark_interval_ms": 50, "python_bundle_time_ms": 50,
+                    "checkpoint_interval_ms": 200, "kafka_linger_ms": 5, "source_idleness_ms": 1000},
     "throughput": {"watermark_interval_ms": 2000, "python_bundle_time_ms": 2000, "python_bundle_size": 50_000,
                    "checkpoint_interval_ms": 5000, "kafka_linger_ms": 50},
 }
