@@ -238,7 +238,6 @@ class SymbolFunction(KeyedProcessFunction):
 
     def _arm(self, key: int, symbols: KeySymbols, ctx) -> None:
         """One timer per key, at the earliest due symbol (Flink fires it once the watermark gets there)."""
-        symbols.schedule_changed()
         earliest = symbols.schedule.earliest()
         if earliest is None:
             return

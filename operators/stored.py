@@ -78,14 +78,15 @@ class KeySymbols:
     processors, their sealed chunks and the due schedule as of the barrier; a restored attempt reads them
     back (`load`) and works from memory again."""
 
-    __slots__ = ("processors", "schedule", "chunks", "_changed", "_schedule_changed")
+    __slots__ = ("processors", "schedule", "chunks", "_changed")
 
     def __init__(self, processors: dict, schedule) -> None:
         self.processors: dict[str, SymbolProcessor] = processors
         self.schedule = schedule
         self.chunks = BufferedChunks()  # where store_chunks writes
-        self._changed: dict[str, SymbolProcessor | None] = {}  # None: removed
-        self._schedule_changed = False
+        # None: removed. The schedule changes only beside a processor (a due point set or popped with its
+        # symbol's put or remove), so it is written whenever any processor is.
+        self._changed: dict[str, SymbolProcessor | None] = {}
 
     @classmethod
     def load(cls, entries, chunks, schedule) -> "KeySymbols":
@@ -111,9 +112,6 @@ class KeySymbols:
         del self.processors[symbol]
         self._changed[symbol] = None
 
-    def schedule_changed(self) -> None:
-        self._schedule_changed = True
-
     def store(self, processors, chunks, schedule) -> int:
         """Write what changed since the last store to Flink state (processors and chunks: MapStates,
         schedule: a ValueState); returns how many processors were written or removed. Chunks go first, as
@@ -124,6 +122,8 @@ class KeySymbols:
             else:
                 chunks.put(key, contents)
         self.chunks.writes.clear()
+        if not self._changed:
+            return 0
         for symbol, processor in self._changed.items():
             if processor is None:
                 processors.remove(symbol)
@@ -131,10 +131,8 @@ class KeySymbols:
                 processors.put(symbol, processor)
         written = len(self._changed)
         self._changed.clear()
-        if self._schedule_changed:
-            if len(self.schedule):
-                schedule.update(self.schedule)
-            else:
-                schedule.clear()
-            self._schedule_changed = False
+        if len(self.schedule):
+            schedule.update(self.schedule)
+        else:
+            schedule.clear()
         return written
