@@ -141,7 +141,10 @@ def run_rate(settings, variant: str, rate: int, seconds: float, symbols: int, en
                                              "enable.auto.commit": False})
         consumer.subscribe(list(outputs_topics))
         while not stop.is_set():
-            for message in consumer.consume(10_000, timeout=0.2):
+            # consume(n, timeout) can wait out its whole timeout for a batch of n, which would add up to that
+            # much to every latency read: wait for one message, then take what is already fetched.
+            first = consumer.poll(0.2)
+            for message in [] if first is None else [first, *consumer.consume(10_000, timeout=0)]:
                 if message.error():
                     continue
                 now_us = time.time_ns() // 1000
