@@ -24,6 +24,7 @@ from __future__ import annotations
 import itertools
 import math
 import operator
+from bisect import bisect_left, bisect_right
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -37,6 +38,8 @@ from .wire import ColumnBlock, output_line
 
 # Below this many released ticks in a call, the per-tick path is cheaper than numpy's fixed costs.
 MIN_COLUMNAR_TICKS = 64
+# Up to this many held candidates a side, a step takes them all (picking costs more than it saves).
+_ALL_HELD_UP_TO = 8
 
 
 class StepOutputs(NamedTuple):
@@ -132,6 +135,7 @@ class _HeldThenReleased:
 
     def __init__(self, held_len: np.ndarray, seg_len: np.ndarray) -> None:
         total = held_len + seg_len
+        self.held_len = held_len
         self.start = np.cumsum(total) - total  # where each segment's part begins
         self.end = self.start + total  # and ends (exclusive)
         self.longest = int(total.max())
@@ -171,10 +175,11 @@ class _Side:
         best = self.extreme.query(left, self.layout.tick_pos)
         return self.prices[best], self.times[best]
 
-    def kept(self, last_time: np.ndarray, longest_us: int, wanted: np.ndarray) -> tuple[list, list, np.ndarray]:
+    def kept(self, last_time: np.ndarray, longest_us: int, wanted: np.ndarray
+             ) -> tuple[list, list, np.ndarray, np.ndarray]:
         """What each wanted segment holds after its last tick: candidates that no later value at least as
         extreme outlives, newer than the longest window before the segment's last tick. (times, prices,
-        where each segment's part starts in them)."""
+        where each segment's part starts in them, how many of each part are held values: they come first)."""
         segment = self.layout.segment
         n = len(self.prices)
         last = (self.layout.end - 1)[segment]
@@ -182,8 +187,53 @@ class _Side:
         beats_later = self.prices > later_best if self.extreme.is_max else self.prices < later_best
         keep = ((np.arange(n) == last) | beats_later) & (self.times > last_time[segment] - longest_us) & wanted[segment]
         pos = np.flatnonzero(keep)
-        per_segment = np.bincount(segment[pos], minlength=len(self.layout.start))
-        return self.times[pos].tolist(), self.prices[pos].tolist(), np.append(0, np.cumsum(per_segment))
+        segments = len(self.layout.start)
+        per_segment = np.bincount(segment[pos], minlength=segments)
+        held = pos < (self.layout.start + self.layout.held_len)[segment[pos]]
+        held_kept = np.bincount(segment[pos[held]], minlength=segments)
+        return self.times[pos].tolist(), self.prices[pos].tolist(), np.append(0, np.cumsum(per_segment)), held_kept
+
+
+def _queried(side: tuple[list, list, int, bool], first_t: int, last_t: int, windows: tuple[int, ...]
+             ) -> tuple[list, list]:
+    """Of a side's held candidates (times, prices, head, is_max), those a window (t - W, t] of a tick in
+    [first_t, last_t] can start at: per W, from the first with time > first_t - W to the first with time >
+    last_t - W. Prices are strictly monotonic from the head, so the extreme of the held ones inside a window
+    is the first of them inside it: the others cannot be a window's answer, and a step costs what its ticks
+    and windows need, not what the longest window holds (hundreds of candidates an hour into a feed)."""
+    times, prices, head, _ = side
+    n = len(times)
+    if n - head <= _ALL_HELD_UP_TO:
+        return times[head:], prices[head:]
+    picked: list[tuple[int, int]] = []
+    for window in windows:
+        lo = bisect_right(times, first_t - window, head)
+        hi = min(bisect_right(times, last_t - window, lo), n - 1) + 1
+        if lo < n:
+            picked.append((lo, hi))
+    picked.sort()
+    out_t: list = []
+    out_p: list = []
+    end = head
+    for lo, hi in picked:
+        lo = max(lo, end)
+        if lo < hi:
+            out_t += times[lo:hi]
+            out_p += prices[lo:hi]
+            end = hi
+    return out_t, out_p
+
+
+def _outliving(side: tuple[list, list, int, bool], cutoff: int, best_new: float, kept_t: list, kept_p: list,
+               new_from: int, new_to: int) -> tuple[list, list]:
+    """A carried side after its segment: the held candidates newer than the cutoff that beat every tick of
+    the segment (strictly: a later equal value outlives them), then its kept ticks (kept_*[new_from:new_to])."""
+    times, prices, head, is_max = side
+    start = bisect_right(times, cutoff, head)
+    # Prices run strictly down (max side) or up (min side) from the head: those that beat best_new are a prefix.
+    end = bisect_left(prices, -best_new, start, key=operator.neg) if is_max else bisect_left(prices, best_new, start)
+    end = max(start, end)
+    return times[start:end] + kept_t[new_from:new_to], prices[start:end] + kept_p[new_from:new_to]
 
 
 class _Segments(NamedTuple):
@@ -233,15 +283,19 @@ class _ColumnarStep:
         segments = self._segments()
         carried = [self.processors[s] for s in segments.symbol[segments.carried].tolist()]
 
-        # Window extremes, both sides.
-        held = [q.extrema.candidate_lists() for q in carried]
+        # Window extremes, both sides: of each carried processor's candidates, only those a window of this
+        # step can start at (see _queried).
+        first_t = t[segments.first[segments.carried]].tolist()
+        last_t = t[segments.last[segments.carried]].tolist()
+        query_windows = tuple(dict.fromkeys(rules.windows_us + (rules.spike_window_us,)))
         sides = []
-        for is_max, times_at, prices_at in ((True, 0, 1), (False, 2, 3)):
+        for is_max in (True, False):
+            held = [_queried(q.extrema.side(is_max), a, b, query_windows) for q, a, b in zip(carried, first_t, last_t)]
             held_len = np.zeros(len(segments.first), np.int64)
-            held_len[segments.carried] = [len(h[times_at]) for h in held]
+            held_len[segments.carried] = [len(times) for times, _ in held]
             layout = _HeldThenReleased(held_len, segments.last - segments.first + 1)
-            sides.append(_Side(is_max, layout, list(itertools.chain.from_iterable(h[times_at] for h in held)),
-                               list(itertools.chain.from_iterable(h[prices_at] for h in held)), t, p,
+            sides.append(_Side(is_max, layout, list(itertools.chain.from_iterable(times for times, _ in held)),
+                               list(itertools.chain.from_iterable(prices for _, prices in held)), t, p,
                                rules.longest_window_us))
         extremes = {w: (*sides[0].window(w), *sides[1].window(w))
                     for w in dict.fromkeys(rules.windows_us + (rules.spike_window_us,))}
@@ -330,8 +384,15 @@ class _ColumnarStep:
         """Each symbol left as its per-tick path would leave it: the state after its last segment."""
         rules = self.rules
         last_time = self.t[segments.last]
-        (max_t, max_p, max_at), (min_t, min_p, min_at) = (
+        (max_t, max_p, max_at, max_held), (min_t, min_p, min_at, min_held) = (
             side.kept(last_time, rules.longest_window_us, segments.symbols_last) for side in sides)
+        # A carried segment's candidates: those it held that outlive its ticks (all it held, not only the
+        # ones the step looked at), then what `kept` keeps of its ticks.
+        carried_at = (np.cumsum(segments.carried) - 1).tolist()
+        segment_max = np.maximum.reduceat(self.p, segments.first).tolist()
+        segment_min = np.minimum.reduceat(self.p, segments.first).tolist()
+        cutoff = (last_time - rules.longest_window_us).tolist()
+        is_carried = segments.carried.tolist()
         lasts = np.flatnonzero(segments.symbols_last)
         last_ticks = segments.last[lasts]
         window_values = {w: (extremes[w][0][last_ticks].tolist(), extremes[w][2][last_ticks].tolist())
@@ -339,8 +400,14 @@ class _ColumnarStep:
         held = [holds[last_ticks].tolist() for holds in conditions]
         for j, g in enumerate(lasts.tolist()):
             q = self.processors[segments.symbol[g]]  # every part of its state is set below, fresh or carried
-            q.extrema.set_candidates(int(last_time[g]), max_t[max_at[g]:max_at[g + 1]], max_p[max_at[g]:max_at[g + 1]],
-                                     min_t[min_at[g]:min_at[g + 1]], min_p[min_at[g]:min_at[g + 1]])
+            if is_carried[g]:
+                q.extrema.set_candidates(
+                    int(last_time[g]),
+                    *_outliving(q.extrema.side(True), cutoff[g], segment_max[g], max_t, max_p, max_at[g] + max_held[g], max_at[g + 1]),
+                    *_outliving(q.extrema.side(False), cutoff[g], segment_min[g], min_t, min_p, min_at[g] + min_held[g], min_at[g + 1]))
+            else:
+                q.extrema.set_candidates(int(last_time[g]), max_t[max_at[g]:max_at[g + 1]], max_p[max_at[g]:max_at[g + 1]],
+                                         min_t[min_at[g]:min_at[g + 1]], min_p[min_at[g]:min_at[g + 1]])
             q.average.set_recent(recent[j])
             q.spike.up_armed, q.spike.down_armed = not held[0][j], not held[1][j]
             for level_index in range(len(q.thresholds.levels)):

@@ -112,6 +112,12 @@ class MultiWindowExtrema(Snapshotted):
         mx, mn = self._max, self._min
         return mx.times[mx.head:], mx.prices[mx.head:], mn.times[mn.head:], mn.prices[mn.head:]
 
+    def side(self, is_max: bool) -> tuple[list[int], list[float], int, bool]:
+        """One side's candidates as held, not copied: (times, prices, head, is_max); those before head are
+        gone."""
+        side = self._max if is_max else self._min
+        return side.times, side.prices, side.head, is_max
+
     def set_candidates(self, now: int, max_times: list[int], max_prices: list[float], min_times: list[int],
                        min_prices: list[float]) -> None:
         """Hold these, as pushes up to `now` would have left them (operators.columnar computes them)."""

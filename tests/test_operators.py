@@ -14,6 +14,7 @@ from hypothesis import given, settings as hyp_settings, strategies as st
 
 from oracle import (alert_key, apply_order, expected_alerts, expected_max_updates, expected_rollups, update_key,
                     window_extremes)
+from stockmax.operators import columnar as columnar_module
 from stockmax.operators.columnar import StepOutputs, advance_symbols
 from stockmax.operators.wire import output_line
 from stockmax.operators.dedup import DuplicateFilter
@@ -198,8 +199,18 @@ def _by_key(kind: str, records: list) -> dict[str, list[dict]]:
 @hyp_settings(max_examples=300, deadline=None)
 def test_columnar_advance_gives_and_leaves_what_per_tick_advance_does(case, data):
     """Many advances, state carried (and pickled) between them: every key's outputs in the same order, and
-    each processor left holding the same."""
+    each processor left holding the same. The columnar step picks of a processor's held candidates only
+    those its windows can start at; with `_ALL_HELD_UP_TO` at 0 it picks whenever anything is held."""
     arrivals, rules = case
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setattr(columnar_module, "_ALL_HELD_UP_TO", data.draw(st.sampled_from([0, 1, 8])))
+    try:
+        _columnar_against_per_tick(arrivals, rules, data)
+    finally:
+        monkeypatch.undo()
+
+
+def _columnar_against_per_tick(arrivals, rules, data):
     steps = data.draw(st.lists(st.booleans(), min_size=len(arrivals), max_size=len(arrivals)))
     per_tick, columnar = {}, {}
     got, want = StepOutputs([], [], []), StepOutputs([], [], [])
