@@ -388,7 +388,6 @@ class _ColumnarStep:
             side.kept(last_time, rules.longest_window_us, segments.symbols_last) for side in sides)
         # A carried segment's candidates: those it held that outlive its ticks (all it held, not only the
         # ones the step looked at), then what `kept` keeps of its ticks.
-        carried_at = (np.cumsum(segments.carried) - 1).tolist()
         segment_max = np.maximum.reduceat(self.p, segments.first).tolist()
         segment_min = np.minimum.reduceat(self.p, segments.first).tolist()
         cutoff = (last_time - rules.longest_window_us).tolist()
