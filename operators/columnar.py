@@ -297,8 +297,7 @@ class _ColumnarStep:
             sides.append(_Side(is_max, layout, list(itertools.chain.from_iterable(times for times, _ in held)),
                                list(itertools.chain.from_iterable(prices for _, prices in held)), t, p,
                                rules.longest_window_us))
-        extremes = {w: (*sides[0].window(w), *sides[1].window(w))
-                    for w in dict.fromkeys(rules.windows_us + (rules.spike_window_us,))}
+        extremes = {w: (*sides[0].window(w), *sides[1].window(w)) for w in query_windows}
         average, recent = self._moving_average(segments, carried)
         self._max_updates(segments, carried, extremes, average, step)
         conditions = self._alerts(segments, carried, extremes, step)

@@ -202,12 +202,9 @@ def test_columnar_advance_gives_and_leaves_what_per_tick_advance_does(case, data
     each processor left holding the same. The columnar step picks of a processor's held candidates only
     those its windows can start at; with `_ALL_HELD_UP_TO` at 0 it picks whenever anything is held."""
     arrivals, rules = case
-    monkeypatch = pytest.MonkeyPatch()
-    monkeypatch.setattr(columnar_module, "_ALL_HELD_UP_TO", data.draw(st.sampled_from([0, 1, 8])))
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(columnar_module, "_ALL_HELD_UP_TO", data.draw(st.sampled_from([0, 1, 8])))
         _columnar_against_per_tick(arrivals, rules, data)
-    finally:
-        monkeypatch.undo()
 
 
 def _columnar_against_per_tick(arrivals, rules, data):
