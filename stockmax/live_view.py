@@ -129,6 +129,8 @@ class OutputReader:
             # Wait for the first record only, then take what else is there: consume() alone would wait its
             # whole timeout for a full batch, which the stream's push delay would pay.
             first = self._consumer.poll(0.2)
+            if first is None and not self.kafka_ok:
+                self._check_broker()
             messages = [] if first is None else [first, *self._consumer.consume(num_messages=5000, timeout=0)]
             events = []
             for message in messages:
@@ -144,6 +146,15 @@ class OutputReader:
                 self.publish(events)
             if not self._caught_up.is_set() and self._reached_start_ends():
                 self._caught_up.set()
+
+    def _check_broker(self) -> None:
+        """After an outage: librdkafka says when brokers go down, not when they are back, and a quiet topic
+        brings no record to say so; a metadata request that is answered does."""
+        try:
+            self._consumer.list_topics(timeout=1)
+        except confluent_kafka.KafkaException:
+            return
+        self.kafka_ok = True
 
     def _reached_start_ends(self) -> bool:
         positions = self._consumer.position([confluent_kafka.TopicPartition(t, p) for t, p in self._start_ends])
