@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import hmac
 import logging
 import re
@@ -80,6 +81,9 @@ class Metrics:
         self.view_records = Gauge("stockmax_serve_view_records", "committed output records read into the view", registry=r)
         self.view_caught_up = Gauge("stockmax_serve_view_caught_up", "1 once the view holds what was committed at start", registry=r)
         self.kafka_up = Gauge("stockmax_serve_kafka_up", "1 while the view's Kafka reader reaches the broker", registry=r)
+        # The live max's counters by status, looked up once each: it is the hot question.
+        self.live_max_requests = functools.lru_cache(maxsize=None)(
+            lambda status: self.requests.labels("/api/v1/stocks/{symbol}/max", str(status)))
 
 
 class StreamClient:
@@ -159,6 +163,8 @@ class Service:
         self.windows = [format_duration(w) for w in settings.rules().windows_us]
         self.reader = OutputReader(settings, self.view, self.hub.publish)
         self.tokens = [t.strip().encode() for t in settings.api_tokens.split(",") if t.strip()]
+        # The checked window name of each (symbol, window) asked for live (a failed check is not kept).
+        self.live_names = functools.lru_cache(maxsize=100_000)(self.live_question)
 
     def authorized(self, header: str | None, token: str | None) -> bool:
         if not self.tokens:
@@ -178,23 +184,31 @@ class Service:
         except ValueError as exc:
             raise ApiError(400, f"window: {exc}") from None
 
-    def max_answer(self, symbol: str, window: str | None, start: str | None, end: str | None) -> dict:
+    def live_question(self, symbol: str, window: str | None) -> str:
+        """The name of the live window asked for, once symbol and window are checked."""
         self.check_symbol(symbol)
+        if window is None:
+            raise ApiError(400, "give window (the live max over it), or start (and end, or window) for history")
+        name = self.check_window(window)
+        if name not in self.windows:
+            raise ApiError(400, f"window {window!r} is not one the job keeps live ({', '.join(self.windows)}); "
+                                f"for another length ask history with start=")
+        return name
+
+    def live_answer(self, symbol: str, name: str) -> dict:
+        with self.reader.lock:
+            answer = self.view.live_max(symbol, name)
+            known = self.view.knows(symbol)
+        if answer is None:
+            if known:
+                raise ApiError(404, f"no {name} max of {symbol} yet")
+            raise ApiError(404, f"unknown symbol {symbol!r}: no committed output of it (yet)")
+        return {"source": "live", **answer}
+
+    def max_answer(self, symbol: str, window: str | None, start: str | None, end: str | None) -> dict:
         if start is None and end is None:
-            if window is None:
-                raise ApiError(400, "give window (the live max over it), or start (and end, or window) for history")
-            name = self.check_window(window)
-            if name not in self.windows:
-                raise ApiError(400, f"window {window!r} is not one the job keeps live ({', '.join(self.windows)}); "
-                                    f"for another length ask history with start=")
-            with self.reader.lock:
-                answer = self.view.live_max(symbol, name)
-                known = self.view.knows(symbol)
-            if answer is None:
-                if known:
-                    raise ApiError(404, f"no {name} max of {symbol} yet")
-                raise ApiError(404, f"unknown symbol {symbol!r}: no committed output of it (yet)")
-            return {"source": "live", **answer}
+            return self.live_answer(symbol, self.live_question(symbol, window))
+        self.check_symbol(symbol)
         if start is None:
             raise ApiError(400, "end needs start")
         start_us = _time(start, "start")
@@ -441,23 +455,33 @@ def live_max_http(service: Service) -> type[LiveMaxHttp]:
     return type("ServiceLiveMaxHttp", (LiveMaxHttp,), {"service": service})
 
 
+@functools.lru_cache(maxsize=100_000)
+def _live_request(raw_symbol: bytes, query: bytes | None) -> tuple[str, str | None, str | None] | None:
+    """(symbol, window, token) of a live max request's path and query, or None if it has other parameters.
+    Cached: a live feed's clients ask the same few questions again and again."""
+    params = dict(parse_qsl(query.decode("latin-1"))) if query else {}
+    if not set(params) <= {"window", "token"}:
+        return None
+    return unquote(raw_symbol.decode("latin-1")), params.get("window"), params.get("token")
+
+
 def _live_max_reply(service: Service, raw_symbol: bytes, query: bytes | None,
                     headers: list[tuple[bytes, bytes]]) -> tuple[int, bytes] | None:
     """The live max's status and body, or None for the app to answer (other parameters, or not authorized:
     the app's 401 is the one definition of it)."""
-    params = dict(parse_qsl(query.decode("latin-1"))) if query else {}
-    if not set(params) <= {"window", "token"}:
+    request = _live_request(raw_symbol, query)
+    if request is None:
         return None
+    symbol, window, token = request
     if service.tokens:
         header = next((v.decode("latin-1") for k, v in headers if k == b"authorization"), None)
-        if not service.authorized(header, params.get("token")):
+        if not service.authorized(header, token):
             return None
     try:
-        status, body = 200, orjson.dumps(service.max_answer(unquote(raw_symbol.decode("latin-1")),
-                                                            params.get("window"), None, None))
+        status, body = 200, orjson.dumps(service.live_answer(symbol, service.live_names(symbol, window)))
     except ApiError as exc:
         status, body = exc.status, _error_body(exc)
-    service.metrics.requests.labels("/api/v1/stocks/{symbol}/max", str(status)).inc()
+    service.metrics.live_max_requests(status).inc()
     return status, body
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket as socket_module
 import subprocess
 import sys
 import time
@@ -229,6 +230,65 @@ def test_batch_alerts_errors_and_auth(pipeline):
     assert 'stockmax_serve_requests_total{endpoint="/api/v1/stocks/{symbol}/max",status="404"}' in metrics
     assert "stockmax_serve_view_caught_up 1.0" in metrics
     assert httpx.get(f"{url}/openapi.json").json()["info"]["title"] == "stockmax"
+
+
+def raw_exchange(port: int, requests: bytes, count: int) -> tuple[list[tuple[int, bytes]], bytes]:
+    """Send raw HTTP/1.x bytes on one connection (pipelined when several); the first `count` responses
+    (status, body) in order, and what came back for one more request sent after them: b"" when the server
+    had closed the connection."""
+    with socket_module.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(requests)
+        stream = sock.makefile("rb")
+        responses = []
+        for _ in range(count):
+            status = int(stream.readline().split()[1])
+            headers = {}
+            while (line := stream.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode("latin-1").partition(":")
+                headers[name.strip().lower()] = value.strip()
+            responses.append((status, stream.read(int(headers["content-length"]))))
+        try:
+            sock.sendall(f"GET /api/v1/config HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+                         "Connection: close\r\n\r\n".encode())
+            rest = stream.read()
+        except (BrokenPipeError, ConnectionResetError):
+            rest = b""
+        return responses, rest
+
+
+def test_live_max_answers_keep_http_order_and_connection_rules(pipeline):
+    """The live max is answered before the app sees the request; pipelined beside requests the app answers,
+    every answer still comes back in order, and `Connection: close` and HTTP/1.0 close the connection."""
+    settings = pipeline["settings"]
+    symbols = sorted({t["symbol"] for t in pipeline["data"]})
+    committed = latest_committed_updates(settings)
+
+    def get(target: str, version: str = "1.1", close: bool = False) -> bytes:
+        return (f"GET {target} HTTP/{version}\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+                + ("Connection: close\r\n" if close else "") + "\r\n").encode()
+
+    def live(symbol: str, window: str) -> dict:
+        return update_key(committed[(symbol, window)])
+
+    responses, _ = raw_exchange(settings.serve_port, b"".join([
+        get(f"/api/v1/stocks/{symbols[0]}/max?window=1m"),
+        get(f"/api/v1/alerts?symbol={symbols[0]}&limit=1"),  # answered by the app
+        get(f"/api/v1/stocks/{symbols[1]}/max?window=5m"),
+        get("/api/v1/stocks/NOPE/max?window=5m")]), 4)
+    assert [status for status, _ in responses] == [200, 200, 200, 404]
+    assert update_key(json.loads(responses[0][1])) == live(symbols[0], "1m")
+    assert set(json.loads(responses[1][1])) == {"alerts"}
+    assert update_key(json.loads(responses[2][1])) == live(symbols[1], "5m")
+    assert "unknown symbol" in json.loads(responses[3][1])["error"]["detail"]
+
+    # Kept open after an answer (the next request is answered), closed after one to `Connection: close`.
+    responses, rest = raw_exchange(settings.serve_port, get(f"/api/v1/stocks/{symbols[2]}/max?window=1m"), 1)
+    assert update_key(json.loads(responses[0][1])) == live(symbols[2], "1m") and rest.startswith(b"HTTP/1.1 200")
+    responses, rest = raw_exchange(settings.serve_port, get(f"/api/v1/stocks/{symbols[2]}/max?window=1m",
+                                                            close=True), 1)
+    assert update_key(json.loads(responses[0][1])) == live(symbols[2], "1m") and rest == b""
+    responses, rest = raw_exchange(settings.serve_port, get(f"/api/v1/stocks/{symbols[3]}/max?window=5m", "1.0"), 1)
+    assert update_key(json.loads(responses[0][1])) == live(symbols[3], "5m") and rest == b""
 
 
 def frames(socket, until, timeout_s: float = 120) -> list[dict]:
