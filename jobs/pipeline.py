@@ -123,6 +123,7 @@ class SymbolFunction(KeyedProcessFunction):
         self.dedup_chunks = runtime_context.get_map_state(
             MapStateDescriptor("dedup-chunks", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
         self.schedule = runtime_context.get_state(ValueStateDescriptor("schedule", Types.PICKLED_BYTE_ARRAY()))
+        self.acted_watermark = runtime_context.get_state(ValueStateDescriptor("watermark", Types.LONG()))
         metrics = runtime_context.get_metrics_group()
         # One counter per reason (metric group reason=<code>), registered up front as PyFlink requires.
         self.dead_letters = {code: metrics.add_group("reason", code).counter("deadLetters") for code in REASON_CODES}
@@ -159,7 +160,7 @@ class SymbolFunction(KeyedProcessFunction):
                 key, value = dead_letter(item, self.source_topic, partition, records.offsets[index],
                                          records.timestamps_ms[index], rejected_at)
                 yield DEAD, _record(key, value)
-        watermark = self.watermark_ms = ctx.timer_service().current_watermark()
+        watermark = self.watermark_ms = symbols.act_at(ctx.timer_service().current_watermark())
         frontier = frontier_from_watermark_ms(watermark)
         outputs = {kind: [] for kind in OUTPUT_KINDS}
         touched: dict[str, SymbolProcessor] = {}
@@ -194,7 +195,7 @@ class SymbolFunction(KeyedProcessFunction):
         schedule = symbols.schedule
         if not len(schedule):
             return
-        self.watermark_ms = max(timestamp, ctx.timer_service().current_watermark())
+        self.watermark_ms = symbols.act_at(max(timestamp, ctx.timer_service().current_watermark()))
         outputs = self._advance(symbols, frontier_from_watermark_ms(self.watermark_ms))
         self._arm(key, symbols, ctx)
         if key in self.marked:
@@ -221,7 +222,8 @@ class SymbolFunction(KeyedProcessFunction):
     def _store(self, key: int) -> None:
         symbols = self.keys.get(key)
         if symbols is not None:
-            self.states_written.inc(symbols.store(self.processors, self.dedup_chunks, self.schedule))
+            self.states_written.inc(symbols.store(self.processors, self.dedup_chunks, self.schedule,
+                                                  self.acted_watermark))
 
     def _watermark_lag_ms(self) -> int:
         if self.watermark_ms is None or self.watermark_ms < 0:
@@ -233,7 +235,7 @@ class SymbolFunction(KeyedProcessFunction):
         symbols = self.keys.get(key)
         if symbols is None:
             symbols = self.keys[key] = KeySymbols.load(self.processors.items(), self.dedup_chunks,
-                                                       self.schedule.value())
+                                                       self.schedule.value(), self.acted_watermark.value())
         return symbols
 
     def _arm(self, key: int, symbols: KeySymbols, ctx) -> None:

@@ -78,20 +78,31 @@ class KeySymbols:
     processors, their sealed chunks and the due schedule as of the barrier; a restored attempt reads them
     back (`load`) and works from memory again."""
 
-    __slots__ = ("processors", "schedule", "chunks", "_changed")
+    __slots__ = ("processors", "schedule", "chunks", "_changed", "watermark_ms", "_watermark_stored")
 
-    def __init__(self, processors: dict, schedule) -> None:
+    def __init__(self, processors: dict, schedule, watermark_ms: int | None = None) -> None:
         self.processors: dict[str, SymbolProcessor] = processors
         self.schedule = schedule
+        # The highest watermark the key has judged or advanced at. Stored with the rest: a restored attempt's
+        # watermark starts over lower, and judging a tick against it could accept one the state is already
+        # past (late before the failure, taken after it).
+        self.watermark_ms = self._watermark_stored = watermark_ms
         self.chunks = BufferedChunks()  # where store_chunks writes
         # None: removed. The schedule changes only beside a processor (a due point set or popped with its
         # symbol's put or remove), so it is written whenever any processor is.
         self._changed: dict[str, SymbolProcessor | None] = {}
 
+    def act_at(self, watermark_ms: int) -> int:
+        """The watermark the key acts at, given Flink's: never lower than one it acted at before."""
+        if self.watermark_ms is None or watermark_ms > self.watermark_ms:
+            self.watermark_ms = watermark_ms
+        return self.watermark_ms
+
     @classmethod
-    def load(cls, entries, chunks, schedule) -> "KeySymbols":
+    def load(cls, entries, chunks, schedule, watermark_ms: int | None = None) -> "KeySymbols":
         """A key's symbols as a checkpoint held them: entries (symbol, processor) of the processors' state,
-        chunks their sealed chunks (get by key), schedule the due schedule (None: none)."""
+        chunks their sealed chunks (get by key), schedule the due schedule (None: none), watermark_ms the
+        highest watermark acted at (None: none)."""
         processors = {}
         for symbol, processor in entries:
             if processor.duplicates.missing_chunks:
@@ -99,7 +110,7 @@ class KeySymbols:
             elif type(processor) is SymbolProcessor:  # version 1 state: stored whole, no chunks yet
                 processor.__class__ = StoredSymbolProcessor
             processors[symbol] = processor
-        return cls(processors, schedule if schedule is not None else DueSchedule())
+        return cls(processors, schedule if schedule is not None else DueSchedule(), watermark_ms)
 
     def get(self, symbol: str) -> SymbolProcessor | None:
         return self.processors.get(symbol)
@@ -112,10 +123,13 @@ class KeySymbols:
         del self.processors[symbol]
         self._changed[symbol] = None
 
-    def store(self, processors, chunks, schedule) -> int:
+    def store(self, processors, chunks, schedule, watermark) -> int:
         """Write what changed since the last store to Flink state (processors and chunks: MapStates,
-        schedule: a ValueState); returns how many processors were written or removed. Chunks go first, as
-        store_chunks has always ordered them, though within one bundle the order does not matter."""
+        schedule and watermark: ValueStates); returns how many processors were written or removed. Chunks go
+        first, as store_chunks has always ordered them, though within one bundle the order does not matter."""
+        if self.watermark_ms != self._watermark_stored:
+            watermark.update(self.watermark_ms)
+            self._watermark_stored = self.watermark_ms
         for key, contents in self.chunks.writes.items():
             if contents is None:
                 chunks.remove(key)
