@@ -389,6 +389,46 @@ def test_a_restarted_serve_rebuilds_its_view_from_the_topics(pipeline):
         again.wait(timeout=60)
 
 
+
+def test_serve_takes_over_loading_when_the_run_that_loaded_stops(pipeline):
+    """The embedded store has one owner: the process that loads it. Here `stockmax run` loads and `serve`
+    asks it; the run stops, and `serve` loads from then on: a bar committed after that reaches the store
+    and the history endpoint, exactly."""
+    import confluent_kafka
+
+    settings, job, http = pipeline["settings"], pipeline["job"], pipeline["http"]
+    if pipeline["serve"].poll() is None:  # this test's own serve takes the port
+        pipeline["serve"].send_signal(signal.SIGINT)
+        pipeline["serve"].wait(timeout=60)
+    serve = subprocess.Popen([sys.executable, "-m", "stockmax.cli", "serve"], env=cli_env(settings),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_until(lambda: serve_ready(pipeline["url"]), "stockmax serve ready beside the run", 60, serve)
+        job.send_signal(signal.SIGINT)
+        assert job.wait(timeout=120) == 0, job.stderr.read()[-3000:]
+        start_us = 1_800_000_000_000_000
+        bar = {"symbol": "TAKEN", "resolution_s": 60, "bucket_start": start_us, "open": 10.0, "high": 12.5,
+               "high_time": start_us + 5_000_000, "low": 9.75, "low_time": start_us + 7_000_000, "close": 11.0,
+               "count": 3, "volume": 6.0, "vwap": 11.25}
+        producer = confluent_kafka.Producer({"bootstrap.servers": settings.kafka_bootstrap,
+                                             "transactional.id": f"{settings.job_name}-takeover-test",
+                                             **settings.kafka_librdkafka_options()})
+        producer.init_transactions(60)
+        producer.begin_transaction()
+        producer.produce(settings.topic("rollups"), json.dumps(bar).encode(), b"TAKEN")
+        producer.commit_transaction(60)
+        query = {"start": str(start_us), "end": str(start_us + 60_000_000), "resolution": "1m"}
+
+        def bars():
+            response = http.get("/api/v1/stocks/TAKEN/history", params=query)
+            return response.json()["bars"] if response.status_code == 200 else None
+        wait_until(lambda: bars(), "the bar committed after the run stopped, loaded by serve", 120, serve)
+        assert bars() == [{k: v for k, v in bar.items() if k not in ("symbol", "resolution_s")}]
+    finally:
+        serve.send_signal(signal.SIGINT)
+        said = serve.communicate(timeout=60)[0]
+    assert "this one loads it now" in said
+
 def _commit_max_updates(settings, updates: list[dict]) -> None:
     """Max updates committed in one Kafka transaction, as the job's sink commits them."""
     import confluent_kafka
