@@ -386,9 +386,8 @@ class AuthenticateAndCount:
             return await self.app(scope, receive, send)
         status = 500
         if scope["path"].startswith("/api/") and self.service.tokens:
-            header = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
             token = next((v for k, v in parse_qsl(scope["query_string"].decode("latin-1")) if k == "token"), None)
-            if not self.service.authorized(header, token):
+            if not self.service.authorized(_authorization(scope["headers"]), token):
                 status = 401
                 await send({"type": "http.response.start", "status": 401,
                             "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]})
@@ -409,6 +408,11 @@ class AuthenticateAndCount:
             self.service.metrics.requests.labels(route.path if route else "other", str(status)).inc()
 
 
+def _authorization(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The Authorization header of a request's raw (lower-cased) headers, if it has one."""
+    return next((v.decode("latin-1") for k, v in headers if k == b"authorization"), None)
+
+
 class _Answered:
     """Stands for the request/response cycle of a request LiveMaxHttp answered itself (complete)."""
 
@@ -420,8 +424,9 @@ class LiveMaxHttp(HttpToolsProtocol):
     """uvicorn's HTTP/1.1 protocol, which answers `GET /api/v1/stocks/{symbol}/max?window=W` itself, as soon as
     the request's headers are parsed: the answer is a dict lookup, while the ASGI round (a task, its events,
     FastAPI's routing) costs several times that and put the p99 over a millisecond at 10 k requests/s. The
-    answer comes from the same Service.max_answer the app's route calls; everything else (other paths and
-    parameters, a missing token, a client not reading its answers) goes to the app as before."""
+    answer comes from the same Service.live_question and live_answer that the app's route calls (through
+    max_answer); everything else (other paths and parameters, a missing token, requests pipelined behind one
+    the app is answering, a client not reading its answers) goes to the app as before."""
 
     service: Service  # set by live_max_http(service)
 
@@ -473,10 +478,8 @@ def _live_max_reply(service: Service, raw_symbol: bytes, query: bytes | None,
     if request is None:
         return None
     symbol, window, token = request
-    if service.tokens:
-        header = next((v.decode("latin-1") for k, v in headers if k == b"authorization"), None)
-        if not service.authorized(header, token):
-            return None
+    if service.tokens and not service.authorized(_authorization(headers), token):
+        return None
     try:
         status, body = 200, orjson.dumps(service.live_answer(symbol, service.live_names(symbol, window)))
     except ApiError as exc:

@@ -233,8 +233,9 @@ def test_a_restore_from_any_store_mark_gives_what_one_uninterrupted_run_gives():
     checkpoint holds and a replay of the input after it (what Flink does),
     must give every output exactly as a run without the failure: nothing stored later than the mark, nothing
     lost of what came before it, and no tick judged against a watermark lower than the state has seen (the
-    restored attempt's watermark starts over, as Flink's does). The input seals and forgets duplicate-filter chunks, lets a symbol expire
-    and come back (its new chunks reuse the old ids), and repeats ticks. Oracle: the uninterrupted run."""
+    restored attempt's watermark starts over, as Flink's does). The input seals and forgets duplicate-filter
+    chunks, lets a symbol expire and come back (its new chunks reuse the old ids), repeats ticks and has late
+    ones. Oracle: the uninterrupted run."""
     rules = Rules(windows_us=(1_000_000,), rollup_resolutions_s=(1,), dedup_horizon_us=500_000,
                   watermark_bound_us=100_000, levels=())
     steps = []
