@@ -83,7 +83,7 @@ class Settings:
     event_time_floor: str = "2000-01-01T00:00:00Z"  # ISO-8601 UTC: earlier event times are refused
     max_future_skew_ms: int = 300_000  # event times further ahead of the job machine's clock are refused
     # Event time
-    watermark_bound_ms: int = 2000  # how far out of order a tick may arrive and still be applied
+    watermark_bound_ms: int = 1000  # how far out of order a tick may arrive and still be applied
     source_idleness_ms: int = 5000  # a partition silent this long stops holding back the watermark
     # A live feed that goes quiet: once no record has come for source_idleness_ms and the watermark was within
     # this many ms of the wall clock (event time follows the clock), the watermark follows the wall clock
@@ -102,7 +102,7 @@ class Settings:
     symbol_rules: dict = field(default_factory=dict)
     # Flink
     parallelism: int = 1  # the job's parallelism (its keyed step uses at most one subtask per ticks partition)
-    checkpoint_interval_ms: int = 2000  # alerts become visible to read_committed readers at each checkpoint
+    checkpoint_interval_ms: int = 1000  # alerts become visible to read_committed readers at each checkpoint
     # Must be <= the broker's transaction.max.timeout.ms (the local broker allows 1 h) and outlive a
     # checkpoint plus a restart, or the broker aborts transactions Flink still means to commit.
     kafka_transaction_timeout_ms: int = 900_000
@@ -120,7 +120,7 @@ class Settings:
     # restart). A broker outage of several minutes is ridden out.
     restart_attempts: int = 30
     python_bundle_size: int = 10_000  # a Python bundle ends after this many elements (PyFlink)
-    python_bundle_time_ms: int = 1000  # ... or after this long
+    python_bundle_time_ms: int = 200  # ... or after this long
     # The ticks topic's records reach the Python step a partition's group at a time (jvm/, GroupRecords): each
     # crossing into Python costs tens of µs, whatever it carries. A group goes at every watermark and
     # checkpoint, or once it holds this many records or bytes of values.
@@ -132,9 +132,9 @@ class Settings:
     # "process", a worker process per Python step, as on a cluster (which always uses processes). On two
     # cores processes were no faster: each worker boots its own Python while the JVM starts.
     python_workers: str = "loopback"
-    # How often sources emit watermarks. Each one ends the Python operator's bundle, and each bundle end
-    # pickles every symbol changed in it: at Flink's 200 ms default that was much of the job's time.
-    watermark_interval_ms: int = 1000
+    # How often sources emit watermarks. Each one ends the Python operator's bundle (a crossing and a state
+    # commit round), and outputs wait for the next one: latency against throughput (see PROFILES).
+    watermark_interval_ms: int = 200
     # Heap of the local mini-cluster's JVM (`stockmax run`): the keyed state lives there. Without a cap
     # the JVM takes a quarter of the machine and lets garbage pile up to it.
     local_jvm_heap_mb: int = 1024
@@ -401,7 +401,9 @@ def load(config_file: str | os.PathLike | None = None, env: dict[str, str] | Non
 # What each profile changes from the defaults above; exactly-once holds in every one. The latency of an output
 # is about the watermark bound (ticks wait for it), a watermark and Python bundle interval (when the keyed
 # step runs), and a checkpoint interval (outputs are committed at checkpoints); each costs throughput when
-# shorter (a bundle end writes every changed symbol's state, a checkpoint snapshots all of it).
+# shorter (a bundle end is a crossing and a state round; a checkpoint writes every symbol changed since the
+# one before, whatever its tick rate, and snapshots all of them). The defaults ("balanced") keep a default-rate
+# feed's outputs within a few seconds; "throughput" is for the highest rates and replays of history.
 PROFILES: dict[str, dict] = {
     "balanced": {},
     "low-latency": {"watermark_bound_ms": 200, "watermark_interval_ms": 50, "python_bundle_time_ms": 50,

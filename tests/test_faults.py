@@ -23,7 +23,7 @@ from stockmax.store import Store
 pytestmark = pytest.mark.e2e
 
 
-def _halves(tmp_path, seed: int, watermark_bound_ms: int = 2000):
+def _halves(tmp_path, seed: int, watermark_bound_ms: int):
     """A sample as two tick files (the feed before and after the outage) and the oracle's outputs; out of
     order by less than the watermark bound, so that no tick is late whatever the timing."""
     data = sample.generate(symbols=6, duration_s=300, ticks_per_second=5, spikes_per_symbol=3, seed=seed,
@@ -74,7 +74,7 @@ def test_broker_stops_and_restarts_mid_run(settings, tmp_path, profile):
 
 def test_store_refuses_writes_mid_run_and_loses_nothing(settings, tmp_path):
     s = isolated(settings, tmp_path, "store")
-    data, (first, second) = _halves(tmp_path, seed=43)
+    data, (first, second) = _halves(tmp_path, seed=43, watermark_bound_ms=s.watermark_bound_ms)
     expected = expected_outputs(s, data)
     kafka_io.create_topics(s)
     replay(s, first, progress=False, batch_ticks=1000)
