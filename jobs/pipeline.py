@@ -59,6 +59,8 @@ SPLIT_OUTPUTS_CLASS = "dev.stockmax.flink.SplitOutputs"
 GROUP_RECORDS_CLASS = "dev.stockmax.flink.GroupRecords"
 # The partition field of GroupRecords' store mark, sent to every key before each checkpoint barrier.
 STORE_MARK = -1
+# A store mark's payload when it carries the watermark sent before it (a big-endian long); otherwise an empty group.
+MARK_WATERMARK_BYTES = 8
 # The worker holds every symbol's state as objects; a full collection walks all of them, and with the default
 # thresholds it ran every few thousand allocations (~10 % of the time). The state has no reference cycles.
 WORKER_GC_THRESHOLDS = (50_000, 20, 100)
@@ -143,7 +145,10 @@ class SymbolFunction(KeyedProcessFunction):
         key = ctx.get_current_key()
         if partition == STORE_MARK:  # a checkpoint barrier follows: write what changed since the last one
             self.marked.add(key)
+            outputs = self._advance_at_mark(key, grouped[1], ctx)
             self._store(key)
+            if outputs is not None:
+                yield from (Row(*texts) for texts in encode_outputs(outputs))
             return
         self.marked.discard(key)
         symbols = self._symbols(key)
@@ -201,6 +206,21 @@ class SymbolFunction(KeyedProcessFunction):
         if key in self.marked:
             self._store(key)
         yield from (Row(*texts) for texts in encode_outputs(outputs))
+
+    def _advance_at_mark(self, key: int, payload: bytes, ctx) -> dict[str, list] | None:
+        """A store mark that carries the watermark sent before it (GroupRecords, one subtask): the due symbols
+        advanced to it now, as the timer would when the checkpoint's bundle end releases that watermark, so
+        that the checkpoint waits for one bundle and a symbol is written once. None: nothing to do."""
+        if len(payload) != MARK_WATERMARK_BYTES:
+            return None
+        symbols = self._symbols(key)
+        if not len(symbols.schedule):
+            return None
+        sent = int.from_bytes(payload, "big", signed=True)
+        self.watermark_ms = symbols.act_at(max(sent, ctx.timer_service().current_watermark()))
+        outputs = self._advance(symbols, frontier_from_watermark_ms(self.watermark_ms))
+        self._arm(key, symbols, ctx)
+        return outputs
 
     def _advance(self, symbols: KeySymbols, frontier: int) -> dict[str, list]:
         """Every symbol of the key due at the frontier, advanced to it at once, column-wise (what each one's

@@ -132,8 +132,15 @@ def group_of(ticks: list[Tick], partition: int = 0, first_offset: int = 0, extra
 
 
 def store(function, ctx) -> None:
-    """The store mark GroupRecords sends each key before a checkpoint barrier."""
+    """The store mark GroupRecords sends each key before a checkpoint barrier (with several subtasks: no
+    watermark in it)."""
     assert list(function.process_element(Row(STORE_MARK, encode_group(RecordGroup([], [], []))), ctx)) == []
+
+
+def store_at(function, ctx, sent_ms: int) -> list:
+    """The store mark of a single GroupRecords subtask: it carries the watermark sent before it (8 bytes,
+    big-endian); its outputs."""
+    return list(function.process_element(Row(STORE_MARK, sent_ms.to_bytes(8, "big", signed=True)), ctx))
 
 
 def symbol_function(rules: Rules) -> SymbolFunction:
@@ -227,7 +234,8 @@ def test_a_restored_function_sets_its_key_timer_again():
     assert [u["max"] for u in records(outputs, "max_updates")] == [10.0]
 
 
-def test_a_restore_from_any_store_mark_gives_what_one_uninterrupted_run_gives():
+@pytest.mark.parametrize("marks_carry_watermark", [False, True], ids=["plain-marks", "marks-with-watermark"])
+def test_a_restore_from_any_store_mark_gives_what_one_uninterrupted_run_gives(marks_carry_watermark):
     """Symbols live in memory between checkpoints and reach Flink state at store marks. A failure after any
     mark (and a watermark PyFlink releases after it, before the barrier), then a restore from the state the
     checkpoint holds and a replay of the input after it (what Flink does),
@@ -235,7 +243,9 @@ def test_a_restore_from_any_store_mark_gives_what_one_uninterrupted_run_gives():
     lost of what came before it, and no tick judged against a watermark lower than the state has seen (the
     restored attempt's watermark starts over, as Flink's does). The input seals and forgets duplicate-filter
     chunks, lets a symbol expire and come back (its new chunks reuse the old ids), repeats ticks and has late
-    ones. Oracle: the uninterrupted run."""
+    ones. Marks that carry the watermark sent before them (one GroupRecords subtask) advance the due symbols to
+    it at the mark: the same outputs, and the watermark PyFlink releases after the mark writes nothing again.
+    Oracle: the uninterrupted run."""
     rules = Rules(windows_us=(1_000_000,), rollup_resolutions_s=(1,), dedup_horizon_us=500_000,
                   watermark_bound_us=100_000, levels=())
     steps = []
@@ -288,8 +298,16 @@ def test_a_restore_from_any_store_mark_gives_what_one_uninterrupted_run_gives():
         runtime = FakeRuntime()
         function, ctx = start(runtime, START_MS - 10_000)
         before = run(function, ctx, steps[:mark_at])
-        store(function, ctx)
+        if marks_carry_watermark:  # the watermark sent last: the held one if any, else the one reached
+            sent_ms = steps[mark_at][1] if held else ctx.watermark
+            marked = store_at(function, ctx, sent_ms)
+            before += [(kind, value) for kind in OUTPUT_KINDS for _, value in decode_outputs(marked, kind)]
+        else:
+            store(function, ctx)
+        written = runtime.counters["symbolStatesWritten"].count
         before += run(function, ctx, steps[mark_at:cut])
+        if marks_carry_watermark:
+            assert runtime.counters["symbolStatesWritten"].count == written, f"written again after step {mark_at}"
         checkpoint = copy.deepcopy(runtime)
         chunks_stored |= set(runtime.maps["dedup-chunks"].entries)
         run(function, ctx, steps[cut:cut + 3])  # lost with the failure
@@ -298,7 +316,7 @@ def test_a_restore_from_any_store_mark_gives_what_one_uninterrupted_run_gives():
         restored, ctx = start(checkpoint, START_MS - 10_000)
         after = run(restored, ctx, [("wake-up", None)] + steps[cut:])
         # Each symbol's records of each kind in order (Kafka keeps the order per key, not across symbols).
-        assert sorted(before + after, key=per_symbol) == sorted(whole, key=per_symbol), f"restored after step {cut}"
+        assert sorted(before + after, key=per_symbol) == sorted(whole, key=per_symbol), f"restored after step {cut} (mark at {mark_at})"
         store(restored, ctx)
         assert {name: m.entries for name, m in checkpoint.maps.items()} == \
             {name: m.entries for name, m in whole_runtime.maps.items()}, f"state left after step {cut}"

@@ -40,6 +40,14 @@ import org.apache.flink.types.Row;
  * only on an input channel's element or watermark: with aligned checkpoints the last mark a key gets comes
  * after anything that changed it and before the snapshot.
  *
+ * <p>When this operator runs as one subtask (the keyed step then has one input channel), a store mark carries
+ * the watermark it has sent before it ({@link #markPayload}: 8 bytes, big-endian), which the keyed step's
+ * event time is about to reach: a watermark that came while a Python bundle was open is held until the
+ * bundle ends, and the checkpoint's own bundle end releases it, after the marks. The keyed step advances its
+ * due symbols to it at the mark, as the timer would right after, so that the checkpoint waits for one Python
+ * bundle, not two, and a symbol is written once, not again by the timer. With several subtasks a mark carries
+ * nothing ({@code NO_RECORDS}): another channel's watermark says nothing about this key's ticks.
+ *
  * <p>Event time and exactly-once stay as they were record by record. Everything gathered is emitted before
  * the watermark that follows it ({@link #processWatermark}), so the Python step sees each record under the
  * same watermark as before; before each checkpoint barrier ({@link #prepareSnapshotPreBarrier}), so no
@@ -170,10 +178,20 @@ public class GroupRecords extends AbstractStreamOperator<Row>
     @Override
     public void prepareSnapshotPreBarrier(long checkpointId) throws Exception {
         emitAll();
+        byte[] payload = markPayload();
         for (int key : keys) {
-            output.collect(new StreamRecord<>(Row.of(key, Row.of(STORE_MARK, NO_RECORDS))));
+            output.collect(new StreamRecord<>(Row.of(key, Row.of(STORE_MARK, payload))));
         }
         super.prepareSnapshotPreBarrier(checkpointId);
+    }
+
+    /** What a store mark carries (see the class comment): the watermark sent, or no records. */
+    private byte[] markPayload() {
+        if (getRuntimeContext().getTaskInfo().getNumberOfParallelSubtasks() != 1
+                || emittedWatermark == Long.MIN_VALUE) {
+            return NO_RECORDS;
+        }
+        return ByteBuffer.allocate(Long.BYTES).putLong(emittedWatermark).array();
     }
 
     @Override
