@@ -243,6 +243,10 @@ def run_rate(settings, variant: str, rate: int, seconds: float, symbols: int, en
         steady = [latency for at, latency in timed if started + seconds / 2 <= at <= started + seconds]
         result[kind]["second_half"] = {"n": len(steady), "p50": _pct(steady, 50), "p99": _pct(steady, 99),
                                        "p99.9": _pct(steady, 99.9)}
+        # p99 (ms) of the outputs read in each tenth of the feed: where in the run the tail is.
+        tenths = [[latency for at, latency in timed if started + i * seconds / 10 <= at < started + (i + 1) * seconds / 10]
+                  for i in range(10)]
+        result[kind]["p99_ms_by_tenth"] = [round(_pct(t, 99) * 1000) if t else None for t in tenths]
     return result
 
 
@@ -368,12 +372,15 @@ def live_table(results: list[dict]) -> list[str]:
               "tick and window whether or not the max changed; stockmax only when it changed. sql-hop computes one "
               "1 min window per symbol and second, and its latency is from the newest tick of each window. "
               "Checkpoint (KiB): the largest checkpoint directory seen; checkpoint durations from the job's Flink log.",
-              "", "Memory (the job's process tree, MiB) and checkpoint size (KiB), ten samples over each run:", ""]
+              "", "Memory (the job's process tree, MiB), checkpoint size (KiB) and tick → max update p99 (ms), ten samples "
+              "over each run:", ""]
     for r in results:
         over_time = r.get("checkpoint_kib_over_time")
+        p99s = r.get("max_updates", {}).get("p99_ms_by_tenth")
         lines.append(f"- {job_name(r)}, {r.get('symbols', 1000):,} symbols, {r['rate']:,} ticks/s: RSS "
                      f"{' '.join(map(str, r['rss_mib']))}" + (f"; checkpoint {' '.join(map(str, over_time))}"
-                                                              if over_time else ""))
+                                                              if over_time else "")
+                     + (f"; p99 {' '.join('-' if v is None else f'{v:,}' for v in p99s)}" if p99s else ""))
     return lines
 
 
