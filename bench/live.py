@@ -244,8 +244,10 @@ def run_rate(settings, variant: str, rate: int, seconds: float, symbols: int, en
         result[kind]["second_half"] = {"n": len(steady), "p50": _pct(steady, 50), "p99": _pct(steady, 99),
                                        "p99.9": _pct(steady, 99.9)}
         # p99 (ms) of the outputs read in each tenth of the feed: where in the run the tail is.
-        tenths = [[latency for at, latency in timed if started + i * seconds / 10 <= at < started + (i + 1) * seconds / 10]
-                  for i in range(10)]
+        tenths = [[] for _ in range(10)]
+        for at, latency in timed:
+            if started <= at < started + seconds:
+                tenths[min(9, int((at - started) * 10 / seconds))].append(latency)
         result[kind]["p99_ms_by_tenth"] = [round(_pct(t, 99) * 1000) if t else None for t in tenths]
     return result
 

@@ -196,13 +196,9 @@ class SymbolFunction(KeyedProcessFunction):
         key = ctx.get_current_key()
         if timestamp >= self.armed.get(key, timestamp + 1):  # the armed timer (not an older one) fired
             del self.armed[key]
-        symbols = self._symbols(key)
-        schedule = symbols.schedule
-        if not len(schedule):
+        outputs = self._advance_key(key, timestamp, ctx)
+        if outputs is None:
             return
-        self.watermark_ms = symbols.act_at(max(timestamp, ctx.timer_service().current_watermark()))
-        outputs = self._advance(symbols, frontier_from_watermark_ms(self.watermark_ms))
-        self._arm(key, symbols, ctx)
         if key in self.marked:
             self._store(key)
         yield from (Row(*texts) for texts in encode_outputs(outputs))
@@ -213,11 +209,15 @@ class SymbolFunction(KeyedProcessFunction):
         that the checkpoint waits for one bundle and a symbol is written once. None: nothing to do."""
         if len(payload) != MARK_WATERMARK_BYTES:
             return None
+        return self._advance_key(key, int.from_bytes(payload, "big", signed=True), ctx)
+
+    def _advance_key(self, key: int, at_ms: int, ctx) -> dict[str, list] | None:
+        """The key's symbols due at watermark at_ms (or Flink's, if higher) advanced to it, and its timer set
+        again; their outputs by kind. None: the key holds no symbol."""
         symbols = self._symbols(key)
         if not len(symbols.schedule):
             return None
-        sent = int.from_bytes(payload, "big", signed=True)
-        self.watermark_ms = symbols.act_at(max(sent, ctx.timer_service().current_watermark()))
+        self.watermark_ms = symbols.act_at(max(at_ms, ctx.timer_service().current_watermark()))
         outputs = self._advance(symbols, frontier_from_watermark_ms(self.watermark_ms))
         self._arm(key, symbols, ctx)
         return outputs

@@ -266,6 +266,8 @@ def test_a_restore_from_any_store_mark_gives_what_one_uninterrupted_run_gives(ma
                 outputs += list(function.process_element(group_of(arg), ctx))
             elif kind == "wake-up":  # what GroupRecords sends every key first thing in an attempt
                 outputs += list(function.process_element(group_of([]), ctx))
+            elif kind == "mark":  # a store mark carrying the watermark sent before it
+                outputs += store_at(function, ctx, arg)
             else:
                 outputs += fire_timers(function, ctx, arg)
         return [(kind, value) for kind in OUTPUT_KINDS for _, value in decode_outputs(outputs, kind)]
@@ -299,9 +301,7 @@ def test_a_restore_from_any_store_mark_gives_what_one_uninterrupted_run_gives(ma
         function, ctx = start(runtime, START_MS - 10_000)
         before = run(function, ctx, steps[:mark_at])
         if marks_carry_watermark:  # the watermark sent last: the held one if any, else the one reached
-            sent_ms = steps[mark_at][1] if held else ctx.watermark
-            marked = store_at(function, ctx, sent_ms)
-            before += [(kind, value) for kind in OUTPUT_KINDS for _, value in decode_outputs(marked, kind)]
+            before += run(function, ctx, [("mark", steps[mark_at][1] if held else ctx.watermark)])
         else:
             store(function, ctx)
         written = runtime.counters["symbolStatesWritten"].count
