@@ -221,6 +221,7 @@ def run_rate(settings, variant: str, rate: int, seconds: float, symbols: int, en
             job.wait(timeout=120)
         except subprocess.TimeoutExpired:
             os.killpg(job.pid, signal.SIGKILL)
+        _delete_topics(s)
     lags = [p - c for t, p, c, _, _ in samples if seconds / 2 <= t <= seconds]
     durations = checkpoint_durations_ms(s.data_dir)
     result = {
@@ -250,6 +251,18 @@ def run_rate(settings, variant: str, rate: int, seconds: float, symbols: int, en
                 tenths[min(9, int((at - started) * 10 / seconds))].append(latency)
         result[kind]["p99_ms_by_tenth"] = [round(_pct(t, 99) * 1000) if t else None for t in tenths]
     return result
+
+
+def _delete_topics(s) -> None:
+    """The run's topics go when it ends, so that each run finds the broker as the first did, not holding the
+    tens of millions of records of the runs before it (sql-over writes one per tick and window)."""
+    from stockmax import kafka_io
+
+    client = kafka_io.admin(s)
+    try:
+        client.delete_topics([s.topic(kind) for kind in kafka_io.TOPIC_KINDS], timeout_ms=30_000)
+    finally:
+        client.close()
 
 
 def main() -> None:
