@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stockmax-installed
 
-.PHONY: help setup run test bench bench-live bench-max kafka-up kafka-down topics migrate clean
+.PHONY: help setup run test bench bench-live bench-search bench-max kafka-up kafka-down topics migrate clean
 
 help:
 	@echo "make setup       create .venv, install stockmax (pinned), fetch the Kafka and Flink connector jars"
@@ -13,6 +13,7 @@ help:
 	@echo "make test        the test suite (end to end on the real broker, Flink and ClickHouse engine)"
 	@echo "make bench       live per-tick feed, serving, throughput, latency, memory vs Flink SQL; writes bench/results.md and .png (~55 min)"
 	@echo "make bench-live  a live per-tick JSON feed (event time = now) into stockmax run and the Flink SQL baselines"
+	@echo "make bench-search each job's highest live rate kept up, 5 min per rate tried (bisection; ~1 h); bench/live-search.md"
 	@echo "make bench-max   stockmax max latency over a month of 1-second ticks for 100 symbols (builds ~8 GB once)"
 	@echo "make kafka-up    start the local Kafka broker on localhost:9092 (STOCKMAX_KAFKA_BOOTSTRAP)"
 	@echo "make kafka-down  stop it"
@@ -44,6 +45,9 @@ bench: setup
 
 bench-live: setup
 	$(PY) bench/live.py
+
+bench-search: setup
+	$(PY) bench/live.py --search 10000:80000:10000 --seconds 300 --profiles throughput --out bench/live-search.md
 
 bench-max: setup
 	$(PY) bench/max_query.py

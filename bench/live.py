@@ -3,6 +3,10 @@ published at a fixed rate by a feed process of its own (confluent-kafka, not sto
 unbounded `stockmax run` (default settings, its ClickHouse loader on), sustained for a while at each rate.
 
     .venv/bin/python bench/live.py [--rates 5000,10000,20000] [--seconds 120] [--symbols 1000] [--out bench/live.md]
+    .venv/bin/python bench/live.py --search 10000:80000:10000 [--seconds 120] [--out bench/live-search.md]
+
+With --search LOW:HIGH:STEP, each job's highest rate kept up on that grid, found by bisection (a run per
+rate tried; a rate above one not kept up is not tried), beside each other in one report.
 
 Per rate, every second: the job's committed offsets on the ticks topic against what was published (the
 lag; committed offsets move at checkpoints, together with the outputs before them), the RSS of the job's
@@ -278,6 +282,8 @@ def main() -> None:
                         help="a setting for the job (repeatable), e.g. STOCKMAX_CHECKPOINT_INTERVAL_MS=1000")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "live.md",
                         help="the report (a table, and every figure as JSON lines below it)")
+    parser.add_argument("--search", default=None, metavar="LOW:HIGH:STEP",
+                        help="find each job's highest rate kept up on this grid of ticks/s (bisection) instead of --rates")
     parser.add_argument("--render", type=Path, default=None,
                         help="only write the report again from the JSON lines of an earlier one (this file)")
     args = parser.parse_args()
@@ -300,15 +306,49 @@ def main() -> None:
     broker.start()
     settings = base.with_(data_dir=run_dir / "data", kafka_bootstrap=broker.bootstrap)
     results = []
+    jobs = [(variant, profile) for variant in args.variants.split(",")
+            for profile in (args.profiles.split(",") if variant == "stockmax" else [None])]
     try:
+        if args.search:
+            grid = search_grid(args.search)
+            for variant, profile in jobs:
+                def run(rate: int) -> dict:
+                    result = run_job(settings, variant, profile, rate, args.seconds, args.symbols, env_settings)
+                    results.append(result)
+                    write_report(results, args, args.out)
+                    return result
+                highest_kept_up(grid, run)
+            return
         for rate in [int(r) for r in args.rates.split(",")]:
-            runs = [(variant, profile) for variant in args.variants.split(",")
-                    for profile in (args.profiles.split(",") if variant == "stockmax" else [None])]
-            for variant, profile in runs:
+            for variant, profile in jobs:
                 results.append(run_job(settings, variant, profile, rate, args.seconds, args.symbols, env_settings))
                 write_report(results, args, args.out)
     finally:
         broker.stop()
+
+
+def search_grid(text: str) -> list[int]:
+    """LOW:HIGH:STEP as the rates it names, LOW first."""
+    try:
+        low, high, step = (int(x) for x in text.split(":"))
+    except ValueError:
+        raise SystemExit(f"--search takes LOW:HIGH:STEP in ticks/s, e.g. 10000:80000:10000; got {text!r}") from None
+    if not 0 < low <= high or step <= 0:
+        raise SystemExit(f"--search needs 0 < LOW <= HIGH and STEP > 0; got {text!r}")
+    return list(range(low, high + 1, step))
+
+
+def highest_kept_up(grid: list[int], run) -> int | None:
+    """Bisection over the grid: the highest rate whose run (run(rate) -> a result) kept up, assuming a job
+    that keeps up at a rate keeps up below it; None when the lowest did not."""
+    good, bad = -1, len(grid)  # indexes: highest known kept up, lowest known not
+    while bad - good > 1:
+        middle = (good + bad) // 2
+        if run(grid[middle])["kept_up"]:
+            good = middle
+        else:
+            bad = middle
+    return grid[good] if good >= 0 else None
 
 
 def run_job(settings, variant: str, profile: str | None, rate: int, seconds: float, symbols: int,
@@ -336,15 +376,34 @@ def write_report(results: list[dict], args, path: Path) -> None:
         "# Live benchmark: per-tick JSON, event time = wall clock",
         "",
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}; `bench/live.py --rates {args.rates} --seconds {args.seconds:g} --symbols "
+        f"{platform.python_version()}; `bench/live.py {f'--search {args.search}' if getattr(args, 'search', None) else f'--rates {args.rates}'} --seconds {args.seconds:g} --symbols "
         f"{args.symbols} --variants {args.variants} --profiles {getattr(args, 'profiles', 'balanced')}`{''.join(f' --set {x}' for x in args.set)}. A feed process "
         "publishes one JSON record per tick (confluent-kafka), event time = now, for the time given, at each rate; "
         "each job runs unbounded at its defaults (stockmax: `stockmax run`, loader on); all in one run on one "
         "machine, the feed, the broker and the job sharing its cores.",
         "",
+        *(search_table(results, search_grid(args.search)) if getattr(args, "search", None) else []),
         *live_table(results), "", "```"]
     lines += [json.dumps(r) for r in results] + ["```", ""]
     path.write_text("\n".join(lines))
+
+
+def search_table(results: list[dict], grid: list[int]) -> list[str]:
+    """Each job's highest rate kept up among those tried, its latency there, and the rates tried in order."""
+    lines = [f"Highest rate kept up on the grid {grid[0]:,} .. {grid[-1]:,} ticks/s (step {grid[1] - grid[0] if len(grid) > 1 else 0:,}), "
+             "by bisection; each rate tried is a run in the table below it.", "",
+             "| job | highest rate kept up (ticks/s) | tick → max update p50 / p99 there, 2nd half (ms) | rates tried (kept up: +) |",
+             "|---|---:|---|---|"]
+    for name in dict.fromkeys(job_name(r) for r in results):
+        runs = [r for r in results if job_name(r) == name]
+        kept = [r for r in runs if r["kept_up"]]
+        best = max(kept, key=lambda r: r["rate"]) if kept else None
+        half = best["max_updates"].get("second_half") if best else None
+        latency = f"{half['p50'] * 1000:,.0f} / {half['p99'] * 1000:,.0f}" if half else "-"
+        highest = f"{best['rate']:,}" if best else f"none (below {grid[0]:,})"
+        tried = ", ".join(f"{r['rate']:,}{'+' if r['kept_up'] else ''}" for r in runs)
+        lines.append(f"| {name} | {highest} | {latency} | {tried} |")
+    return lines + [""]
 
 
 def live_table(results: list[dict]) -> list[str]:
