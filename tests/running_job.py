@@ -96,6 +96,16 @@ def wait_for_checkpoints(settings, checkpoint_id: int, job: subprocess.Popen, ti
         time.sleep(0.2)
 
 
+def wait_until(condition, what: str, timeout_s: float, *processes) -> None:
+    """Poll a condition (a real outcome, not a delay) until it holds, failing with what was awaited."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        for process in processes:
+            assert process.poll() is None, f"{process.args[3]} stopped while waiting for {what}: {process.stderr.read()[-3000:]}"
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout_s:.0f} s"
+        time.sleep(0.2)
+
+
 def flink_log_problems(settings, lines: int = 40) -> str:
     """The last warnings and errors of the job's Flink log (it is kept in the data dir, which pytest keeps)."""
     logs = sorted((settings.data_dir / "logs").glob("flink-*.log"))

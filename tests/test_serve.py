@@ -23,7 +23,7 @@ from websockets.sync.client import connect
 
 from cli_env import cli_env
 from oracle import apply_order, expected_max_updates, expected_rollups, split_duplicates, update_key
-from running_job import flink_log_problems, isolated, next_ticks, start_job
+from running_job import CONVERGE_S, flink_log_problems, isolated, next_ticks, start_job, wait_until
 from stockmax import kafka_io, sample
 from stockmax.config import PROJECT_ROOT
 from stockmax.kafka_io import admin
@@ -34,7 +34,6 @@ pytestmark = pytest.mark.e2e
 
 TOKEN = "test-token-1"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-CONVERGE_S = 240
 ARTIFACTS = PROJECT_ROOT / ".cache" / "test-artifacts"
 
 
@@ -44,16 +43,6 @@ def serve_ready(url: str) -> bool:
         return httpx.get(f"{url}/healthz", timeout=5).status_code == 200
     except httpx.TransportError:
         return False
-
-
-def wait_until(condition, what: str, timeout_s: float, *processes) -> None:
-    """Poll a condition (a real outcome, not a delay) until it holds, failing with what was awaited."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        for process in processes:
-            assert process.poll() is None, f"{process.args[3]} stopped while waiting for {what}: {process.stderr.read()[-3000:]}"
-        assert time.monotonic() < deadline, f"{what} did not happen within {timeout_s:.0f} s"
-        time.sleep(0.2)
 
 
 def loader_caught_up(settings) -> bool:
