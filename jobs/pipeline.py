@@ -119,8 +119,10 @@ class SymbolFunction(KeyedProcessFunction):
         # PyFlink until the bundle ends, and the checkpoint's own bundle end (after the marks, before the
         # barrier) releases it: timers that fire then change state after the mark, so they write it at once.
         self.marked: set[int] = set()
+        # Processors as the pickles KeySymbols.store makes: the same bytes, and the same JVM serializer, as
+        # the PICKLED_BYTE_ARRAY this held before, so checkpoints of either restore into the other.
         self.processors = runtime_context.get_map_state(
-            MapStateDescriptor("symbols", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
+            MapStateDescriptor("symbols", Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE())))
         # The duplicate filters' sealed chunks, each written once (operators/stored.py).
         self.dedup_chunks = runtime_context.get_map_state(
             MapStateDescriptor("dedup-chunks", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))

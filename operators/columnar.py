@@ -24,6 +24,7 @@ from __future__ import annotations
 import itertools
 import math
 import operator
+from array import array
 from bisect import bisect_left, bisect_right
 from typing import NamedTuple, Sequence
 
@@ -176,7 +177,7 @@ class _Side:
         return self.prices[best], self.times[best]
 
     def kept(self, last_time: np.ndarray, longest_us: int, wanted: np.ndarray
-             ) -> tuple[list, list, np.ndarray, np.ndarray]:
+             ) -> tuple[array, array, np.ndarray, np.ndarray]:
         """What each wanted segment holds after its last tick: candidates that no later value at least as
         extreme outlives, newer than the longest window before the segment's last tick. (times, prices,
         where each segment's part starts in them, how many of each part are held values: they come first)."""
@@ -191,10 +192,11 @@ class _Side:
         per_segment = np.bincount(segment[pos], minlength=segments)
         held = pos < (self.layout.start + self.layout.held_len)[segment[pos]]
         held_kept = np.bincount(segment[pos[held]], minlength=segments)
-        return self.times[pos].tolist(), self.prices[pos].tolist(), np.append(0, np.cumsum(per_segment)), held_kept
+        return (array("q", self.times[pos].tobytes()), array("d", self.prices[pos].tobytes()),
+                np.append(0, np.cumsum(per_segment)), held_kept)
 
 
-def _queried(side: tuple[list, list, int, bool], first_t: int, last_t: int, windows: tuple[int, ...]
+def _queried(side: tuple[array, array, int, bool], first_t: int, last_t: int, windows: tuple[int, ...]
              ) -> tuple[list, list]:
     """Of a side's held candidates (times, prices, head, is_max), those a window (t - W, t] of a tick in
     [first_t, last_t] can start at: per W, from the first with time > first_t - W to the first with time >
@@ -224,8 +226,8 @@ def _queried(side: tuple[list, list, int, bool], first_t: int, last_t: int, wind
     return out_t, out_p
 
 
-def _outliving(side: tuple[list, list, int, bool], cutoff: int, best_new: float, kept_t: list, kept_p: list,
-               new_from: int, new_to: int) -> tuple[list, list]:
+def _outliving(side: tuple[array, array, int, bool], cutoff: int, best_new: float, kept_t: array, kept_p: array,
+               new_from: int, new_to: int) -> tuple[array, array]:
     """A carried side after its segment: the held candidates newer than the cutoff that beat every tick of
     the segment (strictly: a later equal value outlives them), then its kept ticks (kept_*[new_from:new_to])."""
     times, prices, head, is_max = side

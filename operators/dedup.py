@@ -8,7 +8,7 @@ from bisect import bisect_left
 from itertools import islice
 from typing import Iterable, Sequence
 
-from .snapshot import Snapshotted
+from .snapshot import Snapshotted, column, column_bytes
 
 # Released keys per sealed chunk. The open tail, at most this many keys, is all a symbol's snapshot has to
 # write again each time its state changes; a sealed chunk is written once (operators/stored.py).
@@ -165,20 +165,25 @@ class DuplicateFilter(Snapshotted):
         them out once). The set is the keys of the queue and the heap (and the claimed ones, see above):
         not kept."""
         head, first_head = self._head, self._first_head
-        chunks = [(chunk[0], first_head if index == 0 else 0, *((None,) * 3 if external else chunk[1:]))
-                  for index, chunk in enumerate(self._chunks)]
-        return (self.horizon_us, self.seal_keys, chunks, self._times[head:], self._exchanges[head:],
-                self._seqs[head:], self._out_of_order, self._next_chunk)
+        chunks = [(chunk_id, first_head if index == 0 else 0,
+                   *((None,) * 3 if external or times is None else (column_bytes(times), exchanges, column_bytes(seqs))))
+                  for index, (chunk_id, times, exchanges, seqs) in enumerate(self._chunks)]
+        return (self.horizon_us, self.seal_keys, chunks, column_bytes(self._times[head:] if head else self._times),
+                self._exchanges[head:], column_bytes(self._seqs[head:] if head else self._seqs), self._out_of_order,
+                self._next_chunk)
 
     @classmethod
     def restore(cls, data: tuple) -> "DuplicateFilter":
         horizon_us, seal_keys, chunks, times, exchanges, seqs, out_of_order, next_chunk = data
         dups = cls(horizon_us, seal_keys)
+        times, seqs = column("q", times), column("q", seqs)
         dups._times, dups._exchanges, dups._seqs, dups._out_of_order = times, exchanges, seqs, out_of_order
         dups._next_chunk = next_chunk
         seen = dups._seen = set(zip(exchanges, seqs))
         seen.update((exchange, seq) for _, exchange, seq in out_of_order)
         for chunk_id, head, chunk_times, chunk_exchanges, chunk_seqs in chunks:
+            if chunk_times is not None:
+                chunk_times, chunk_seqs = column("q", chunk_times), column("q", chunk_seqs)
             dups._chunks.append([chunk_id, chunk_times, chunk_exchanges, chunk_seqs])
             if chunk_times is None:
                 dups._missing += 1

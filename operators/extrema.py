@@ -8,20 +8,22 @@ and memory proportional to the candidates, not to the ticks in the window.
 
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_right
 
-from .snapshot import Snapshotted
+from .snapshot import Snapshotted, column, column_bytes
 
 
 class _MonotonicSide(Snapshotted):
     """(time, price) candidates; prices strictly decreasing (max side) or increasing (min side) from the
-    head. Kept in two lists with a moving head so that binary search on time is cheap."""
+    head. Kept in two arrays ('q' and 'd') with a moving head so that binary search on time is cheap; as
+    arrays, a checkpoint writes each side as two strings of bytes, not an object per number."""
 
     __slots__ = ("times", "prices", "head", "is_max")
 
     def __init__(self, is_max: bool) -> None:
-        self.times: list[int] = []
-        self.prices: list[float] = []
+        self.times = array("q")
+        self.prices = array("d")
         self.head = 0
         self.is_max = is_max
 
@@ -55,12 +57,15 @@ class _MonotonicSide(Snapshotted):
         return len(self.times) - self.head
 
     def snapshot(self) -> tuple:
-        return (self.is_max, self.times[self.head:], self.prices[self.head:])
+        head = self.head
+        if head:
+            return (self.is_max, column_bytes(self.times[head:]), column_bytes(self.prices[head:]))
+        return (self.is_max, column_bytes(self.times), column_bytes(self.prices))
 
     @classmethod
     def restore(cls, data: tuple) -> "_MonotonicSide":
         side = cls(data[0])
-        side.times, side.prices = data[1], data[2]
+        side.times, side.prices = column("q", data[1]), column("d", data[2])
         return side
 
 
@@ -110,17 +115,19 @@ class MultiWindowExtrema(Snapshotted):
     def candidate_lists(self) -> tuple[list[int], list[float], list[int], list[float]]:
         """What is held: (times, prices) of the max side, then of the min side, oldest first."""
         mx, mn = self._max, self._min
-        return mx.times[mx.head:], mx.prices[mx.head:], mn.times[mn.head:], mn.prices[mn.head:]
+        return (mx.times[mx.head:].tolist(), mx.prices[mx.head:].tolist(), mn.times[mn.head:].tolist(),
+                mn.prices[mn.head:].tolist())
 
-    def side(self, is_max: bool) -> tuple[list[int], list[float], int, bool]:
+    def side(self, is_max: bool) -> tuple[array, array, int, bool]:
         """One side's candidates as held, not copied: (times, prices, head, is_max); those before head are
         gone."""
         side = self._max if is_max else self._min
         return side.times, side.prices, side.head, is_max
 
-    def set_candidates(self, now: int, max_times: list[int], max_prices: list[float], min_times: list[int],
-                       min_prices: list[float]) -> None:
-        """Hold these, as pushes up to `now` would have left them (operators.columnar computes them)."""
+    def set_candidates(self, now: int, max_times: array, max_prices: array, min_times: array,
+                       min_prices: array) -> None:
+        """Hold these (arrays 'q', 'd', 'q', 'd', adopted), as pushes up to `now` would have left them
+        (operators.columnar computes them)."""
         self._max.times, self._max.prices, self._max.head = max_times, max_prices, 0
         self._min.times, self._min.prices, self._min.head = min_times, min_prices, 0
         self.now = now

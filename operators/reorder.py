@@ -7,7 +7,7 @@ from bisect import bisect_left
 from operator import itemgetter, lt
 from typing import Iterable, NamedTuple
 
-from .snapshot import Snapshotted
+from .snapshot import Snapshotted, column, column_bytes
 from .tick import Tick
 
 
@@ -112,10 +112,14 @@ class ReorderBuffer(Snapshotted):
 
     def snapshot(self) -> tuple:
         self._sort_arrivals()
-        return tuple(self._columns)
+        symbols, prices, volumes, exchanges, seqs, event_times = self._columns
+        return (symbols, column_bytes(prices), column_bytes(volumes), exchanges, column_bytes(seqs),
+                column_bytes(event_times))
 
     @classmethod
     def restore(cls, data: tuple) -> "ReorderBuffer":
+        symbols, prices, volumes, exchanges, seqs, event_times = data
         buffer = cls()
-        buffer._columns = ReleasedTicks(*data)
+        buffer._columns = ReleasedTicks(symbols, column("d", prices), column("d", volumes), exchanges,
+                                        column("q", seqs), column("q", event_times))
         return buffer

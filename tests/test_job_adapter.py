@@ -44,20 +44,29 @@ class FakeState:
 
 
 class FakeMapState:
-    def __init__(self):
+    """Values of a PICKLED_BYTE_ARRAY type are pickled here, as PyFlink does; bytes (PRIMITIVE_ARRAY(BYTE))
+    are kept as given, and must be bytes."""
+
+    def __init__(self, value_type=Types.PICKLED_BYTE_ARRAY()):
         self.entries = {}
+        self.raw = value_type == Types.PRIMITIVE_ARRAY(Types.BYTE())
 
     def get(self, key):
-        return pickle.loads(self.entries[key]) if key in self.entries else None
+        return self._decode(self.entries[key]) if key in self.entries else None
 
     def put(self, key, value):
-        self.entries[key] = pickle.dumps(value)
+        if self.raw:
+            assert type(value) is bytes, f"a bytes state got {type(value).__name__}"
+        self.entries[key] = value if self.raw else pickle.dumps(value)
 
     def remove(self, key):
         self.entries.pop(key, None)
 
     def items(self):
-        return [(key, pickle.loads(value)) for key, value in self.entries.items()]
+        return [(key, self._decode(value)) for key, value in self.entries.items()]
+
+    def _decode(self, value):
+        return value if self.raw else pickle.loads(value)
 
 
 class FakeCounter:
@@ -88,7 +97,7 @@ class FakeRuntime:
         return self.states.setdefault(descriptor.name, FakeState())
 
     def get_map_state(self, descriptor):
-        return self.maps.setdefault(descriptor.name, FakeMapState())
+        return self.maps.setdefault(descriptor.name, FakeMapState(descriptor.type_info._value_type_info))
 
     def get_metrics_group(self):
         return self

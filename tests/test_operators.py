@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from fractions import Fraction
+import io
 import pickle
 from pathlib import Path
 import random
@@ -608,8 +609,9 @@ def test_a_version_1_snapshot_restores_and_goes_on_as_a_live_processor():
 
 
 def _v2_stored_processor():
-    """tests/checkpoints/symbol-processor-v2.pickle holds this processor as the job stores it at snapshot
-    version 2: {"processor": its pickle without sealed dedup chunks, "chunks": {chunk key: contents}}. 100
+    """tests/checkpoints/symbol-processor-v2.pickle (and -v3) hold this processor as the job stores it at
+    snapshot version 2 (3): {"processor": its pickle without sealed dedup chunks, "chunks": {chunk key:
+    contents}}. 100
     ticks (every tenth out of order), 80 of them applied: a sealed chunk of 64 keys, a tail of 16, 20
     buffered."""
     from stockmax.operators.stored import StoredSymbolProcessor
@@ -621,12 +623,33 @@ def _v2_stored_processor():
     return p
 
 
-def test_a_version_2_stored_snapshot_restores_and_goes_on_as_a_live_processor():
-    """A symbol's state as the job stored it at snapshot version 2 (processor entry and sealed-chunk
+def _pickled_version(data: bytes) -> int:
+    """The snapshot version a stored processor's pickle was written at."""
+    class VersionOnly(pickle.Unpickler):
+        def find_class(self, module, name):
+            if name == "restore_stored_processor":
+                return lambda version, _: version
+            return super().find_class(module, name)
+
+    return VersionOnly(io.BytesIO(data)).load()
+
+
+def test_the_current_version_has_a_stored_snapshot():
+    """Each version's layout is kept as a file, so that a later version is tested against it."""
+    from stockmax.operators import snapshot
+
+    stored = pickle.loads((Path(__file__).parent / "checkpoints" / f"symbol-processor-v{snapshot.VERSION}.pickle").read_bytes())
+    assert _pickled_version(stored["processor"]) == snapshot.VERSION
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_a_stored_snapshot_restores_and_goes_on_as_a_live_processor(version):
+    """A symbol's state as the job stored it at snapshot version 2 and 3 (processor entry and sealed-chunk
     entries) restores into this code and gives, from then on, what a processor that never stopped gives."""
     from stockmax.operators.stored import attach_chunks, store_chunks
 
-    stored = pickle.loads((Path(__file__).parent / "checkpoints" / "symbol-processor-v2.pickle").read_bytes())
+    stored = pickle.loads((Path(__file__).parent / "checkpoints" / f"symbol-processor-v{version}.pickle").read_bytes())
+    assert _pickled_version(stored["processor"]) == version
     restored = attach_chunks("S", pickle.loads(stored["processor"]), stored["chunks"])
     live = _v2_stored_processor()
     written = DictChunks()
