@@ -115,6 +115,12 @@ def checkpoint_durations_ms(data_dir: Path) -> list[float]:
     return found
 
 
+# How the latency reader reads the outputs: as a user does, committed only ("read_committed"); with
+# --uncommitted it reads them once written (before their transaction commits at a checkpoint), which
+# splits a latency into the part before the sink and the commit's part. Not exactly-once then: diagnosis only.
+READER_ISOLATION = "read_committed"
+
+
 def run_rate(settings, variant: str, rate: int, seconds: float, symbols: int, env_settings: dict[str, str]) -> dict:
     import confluent_kafka
     import orjson
@@ -141,7 +147,7 @@ def run_rate(settings, variant: str, rate: int, seconds: float, symbols: int, en
 
     def read_outputs():
         consumer = confluent_kafka.Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": f"{prefix}reader",
-                                             "isolation.level": "read_committed", "auto.offset.reset": "earliest",
+                                             "isolation.level": READER_ISOLATION, "auto.offset.reset": "earliest",
                                              "enable.auto.commit": False})
         consumer.subscribe(list(outputs_topics))
         while not stop.is_set():
@@ -286,7 +292,12 @@ def main() -> None:
                         help="find each job's highest rate kept up on this grid of ticks/s (bisection) instead of --rates")
     parser.add_argument("--render", type=Path, default=None,
                         help="only write the report again from the JSON lines of an earlier one (this file)")
+    parser.add_argument("--uncommitted", action="store_true",
+                        help="time outputs when written, before their commit (diagnosis: where latency goes)")
     args = parser.parse_args()
+    if args.uncommitted:
+        global READER_ISOLATION
+        READER_ISOLATION = "read_uncommitted"
     if args.render:
         results = [json.loads(line) for line in args.render.read_text().splitlines() if line.startswith('{"variant"')]
         for result in results:
@@ -360,6 +371,8 @@ def run_job(settings, variant: str, profile: str | None, rate: int, seconds: flo
         f"{seconds:.0f} s, {symbols:,} symbols ...")
     result = run_rate(settings, variant, rate, seconds, symbols, job_settings)
     result.update(settings=job_settings, profile=profile, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+    if READER_ISOLATION != "read_committed":
+        result["reader"] = READER_ISOLATION
     say("  " + json.dumps(result))
     return result
 
