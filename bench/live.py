@@ -185,6 +185,7 @@ def run_rate(settings, variant: str, rate: int, seconds: float, symbols: int, en
     reader = threading.Thread(target=read_outputs, daemon=True)
     reader.start()
     samples = []  # (t, published, committed, rss, checkpoint bytes)
+    cpu = []  # (t, published, {process name: CPU seconds so far}) of the job's process tree
     ready, counter = multiprocessing.Event(), multiprocessing.Value("q", 0)
     try:
         # The job is up when it has committed a first checkpoint's offsets for a first record.
@@ -208,7 +209,9 @@ def run_rate(settings, variant: str, rate: int, seconds: float, symbols: int, en
             if job.poll() is not None:
                 raise RuntimeError(f"the job ended: {job.stderr.read()[-3000:]}")
             try:
-                rss = sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
+                tree = [root, *root.children(recursive=True)]
+                rss = sum(p.memory_info().rss for p in tree)
+                cpu.append((time.monotonic() - started, counter.value, _cpu_by_name(tree)))
             except psutil.Error:
                 rss = 0
             samples.append((time.monotonic() - started, counter.value, committed() - base, rss, checkpoint_bytes()))
@@ -246,6 +249,7 @@ def run_rate(settings, variant: str, rate: int, seconds: float, symbols: int, en
                           "max": max(durations, default=float("nan"))},
     }
     result["kept_up"] = kept_up(result)
+    result["cpu_second_half"] = cpu_figures(cpu, seconds)
     for kind, timed in latencies.items():
         values = [latency for _, latency in timed]
         result[kind] = {"n": len(values), "p50": _pct(values, 50), "p99": _pct(values, 99), "p99.9": _pct(values, 99.9)}
@@ -261,6 +265,30 @@ def run_rate(settings, variant: str, rate: int, seconds: float, symbols: int, en
                 tenths[min(9, int((at - started) * 10 / seconds))].append(latency)
         result[kind]["p99_ms_by_tenth"] = [round(_pct(t, 99) * 1000) if t else None for t in tenths]
     return result
+
+
+def _cpu_by_name(tree) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by the processes of a tree, summed by process name (the
+    job's Python process, which runs the Python worker in loopback mode, its JVM, the loader)."""
+    used: dict[str, float] = {}
+    for process in tree:
+        times = process.cpu_times()
+        used[process.name()] = used.get(process.name(), 0.0) + times.user + times.system
+    return used
+
+
+def cpu_figures(cpu: list, seconds: float) -> dict:
+    """Over the feed's second half: cores used by the job's processes (by name, and all) and CPU µs per tick
+    published. A cost that the machine's neighbours move less than a latency (a slower hour stretches both)."""
+    half = [sample for sample in cpu if seconds / 2 <= sample[0] <= seconds]
+    if len(half) < 2:
+        return {}
+    (t0, n0, used0), (t1, n1, used1) = half[0], half[-1]
+    by_name = {name: used1[name] - used0.get(name, 0.0) for name in used1}
+    total = sum(by_name.values())
+    return {"cores": round(total / (t1 - t0), 3),
+            "cores_by_process": {name: round(used / (t1 - t0), 3) for name, used in sorted(by_name.items())},
+            "us_per_tick": round(total * 1e6 / max(1, n1 - n0), 1)}
 
 
 def _delete_topics(s) -> None:
@@ -433,13 +461,17 @@ def live_table(results: list[dict]) -> list[str]:
         return (f"{ms(half['p50'])} / {ms(half['p99'])}" + (f" / {ms(half['p99.9'])}" if tail else "")
                 + f" (n={half['n']:,})")
 
+    def cpu(r: dict) -> str:
+        c = r.get("cpu_second_half")
+        return "-" if not c else f"{c['cores']:.2f} / {c['us_per_tick']:,.0f}"
+
     def durations(r: dict) -> str:
         c = r.get("checkpoint_ms")
         return "-" if not c or not c["n"] else f"{c['p50']:,.0f} / {c['p90']:,.0f} / {c['max']:,.0f}"
 
     lines = [
-        "| job | symbols | ticks/s offered | kept up | lag, 2nd half, max / mean (ticks) | caught up after | tick → max update p50 / p99 / p99.9 (ms) | same, 2nd half | tick → alert p50 / p99 (ms) | same, 2nd half | peak RSS (MiB) | checkpoint (KiB) | checkpoint p50 / p90 / max (ms) |",
-        "|---|---:|---|---|---|---|---|---|---|---|---|---|---|",
+        "| job | symbols | ticks/s offered | kept up | lag, 2nd half, max / mean (ticks) | caught up after | tick → max update p50 / p99 / p99.9 (ms) | same, 2nd half | tick → alert p50 / p99 (ms) | same, 2nd half | peak RSS (MiB) | checkpoint (KiB) | checkpoint p50 / p90 / max (ms) | CPU, 2nd half: cores / µs per tick |",
+        "|---|---:|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         m, a = r["max_updates"], r["alerts"]
@@ -448,7 +480,7 @@ def live_table(results: list[dict]) -> list[str]:
                      f"{r['lag_max_second_half']:,} / {r['lag_mean_second_half']:,.0f} | {caught} | "
                      f"{ms(m['p50'])} / {ms(m['p99'])} / {ms(m['p99.9'])} (n={m['n']:,}) | {steady(m, True)} | "
                      f"{ms(a['p50'])} / {ms(a['p99'])} (n={a['n']:,}) | {steady(a, False)} | "
-                     f"{r['peak_rss_mib']:,} | {r['checkpoint_kib']:,} | {durations(r)} |")
+                     f"{r['peak_rss_mib']:,} | {r['checkpoint_kib']:,} | {durations(r)} | {cpu(r)} |")
     lines += ["", "Kept up (`kept_up`): the lag (published minus the job's committed offsets, which move at "
               "checkpoints) stays within three checkpoint intervals and two seconds of input over the second half, "
               "and everything published is committed within 30 s after the feed stops. Caught up: when the job's committed source "
@@ -458,7 +490,10 @@ def live_table(results: list[dict]) -> list[str]:
               "second half of the feed was published (the job's start-up left out). sql-over emits a record per "
               "tick and window whether or not the max changed; stockmax only when it changed. sql-hop computes one "
               "1 min window per symbol and second, and its latency is from the newest tick of each window. "
-              "Checkpoint (KiB): the largest checkpoint directory seen; checkpoint durations from the job's Flink log.",
+              "Checkpoint (KiB): the largest checkpoint directory seen; checkpoint durations from the job's Flink log. "
+              "CPU: what the job's own processes (its Python process with the Python worker, its JVM, the loader; not "
+              "the broker, the feed or the reader) used over the second half, in cores and in µs per tick published: "
+              "a neighbour on the machine moves it less than a latency.",
               "", "Memory (the job's process tree, MiB), checkpoint size (KiB) and tick → max update p99 (ms), ten samples "
               "over each run:", ""]
     for r in results:
