@@ -59,7 +59,9 @@ def test_broker_stops_and_restarts_mid_run(settings, tmp_path, profile):
         try:
             _wait_for(lambda: kafka_io.read_committed_json(s, "max_updates"), job, "the first outputs")
             assert broker.stop()  # mid-run: the job loses its source and its sinks
-            time.sleep(8)  # the outage: checkpoints fail meanwhile, the job retries (it rode out 15 s the same way, in 2.5x the time)
+            # The outage: checkpoints fail meanwhile and the job retries (it rode out 15 s the same way, no
+            # restart either, in 2.5x the test's time).
+            time.sleep(8)
             assert job.poll() is None, "the job must ride out the outage"
             broker.start()
             replay(s, second, progress=False, batch_ticks=1000)
