@@ -166,11 +166,11 @@ class DuplicateFilter(Snapshotted):
         not kept."""
         head, first_head = self._head, self._first_head
         chunks = [(chunk_id, first_head if index == 0 else 0,
-                   *((None,) * 3 if external or times is None else (column_bytes(times), exchanges, column_bytes(seqs))))
+                   *((None,) * 3 if external or times is None
+                     else (column_bytes(times), exchanges, column_bytes(seqs))))
                   for index, (chunk_id, times, exchanges, seqs) in enumerate(self._chunks)]
-        return (self.horizon_us, self.seal_keys, chunks, column_bytes(self._times[head:] if head else self._times),
-                self._exchanges[head:], column_bytes(self._seqs[head:] if head else self._seqs), self._out_of_order,
-                self._next_chunk)
+        return (self.horizon_us, self.seal_keys, chunks, column_bytes(self._times, head), self._exchanges[head:],
+                column_bytes(self._seqs, head), self._out_of_order, self._next_chunk)
 
     @classmethod
     def restore(cls, data: tuple) -> "DuplicateFilter":

@@ -57,10 +57,7 @@ class _MonotonicSide(Snapshotted):
         return len(self.times) - self.head
 
     def snapshot(self) -> tuple:
-        head = self.head
-        if head:
-            return (self.is_max, column_bytes(self.times[head:]), column_bytes(self.prices[head:]))
-        return (self.is_max, column_bytes(self.times), column_bytes(self.prices))
+        return (self.is_max, column_bytes(self.times, self.head), column_bytes(self.prices, self.head))
 
     @classmethod
     def restore(cls, data: tuple) -> "_MonotonicSide":

@@ -33,11 +33,12 @@ class SnapshotError(ValueError):
     """A checkpoint's state that this version of stockmax cannot restore."""
 
 
-def column_bytes(values: array) -> bytes:
-    """An array('q') or array('d') as snapshot data: its items' bytes, little-endian."""
+def column_bytes(values: array, start: int = 0) -> bytes:
+    """An array('q') or array('d') from `start` on as snapshot data: its items' bytes, little-endian (with
+    no copy of the array's part on the way)."""
     if sys.byteorder == "little":
-        return values.tobytes()
-    swapped = array(values.typecode, values)
+        return memoryview(values)[start:].tobytes()
+    swapped = values[start:]
     swapped.byteswap()
     return swapped.tobytes()
 
@@ -52,7 +53,8 @@ def column(typecode: str, data: bytes) -> array:
 
 def _as_bytes(typecode: str, values) -> bytes:
     """A version-2 column (an array, or a list of numbers) as version-3 data."""
-    return column_bytes(values if isinstance(values, array) and values.typecode == typecode else array(typecode, values))
+    is_column = isinstance(values, array) and values.typecode == typecode
+    return column_bytes(values if is_column else array(typecode, values))
 
 
 def migrate(version: int, data: tuple) -> tuple:

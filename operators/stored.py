@@ -130,8 +130,9 @@ class KeySymbols:
         """Write what changed since the last store to Flink state (processors and chunks: MapStates,
         schedule and watermark: ValueStates); processors as their pickles, made here with the C pickler:
         Flink's own pickled-object type goes through cloudpickle, whose per-object hook made pickling a
-        processor ~2x dearer, and the bytes are the same either way. Returns how many processors were written or removed. Chunks go
-        first, as store_chunks has always ordered them, though within one bundle the order does not matter."""
+        processor ~2x dearer, and the bytes are the same either way. Returns how many processors were
+        written or removed. Chunks go first, as store_chunks has always ordered them, though within one
+        bundle the order does not matter."""
         if self.watermark_ms != self._watermark_stored:
             watermark.update(self.watermark_ms)
             self._watermark_stored = self.watermark_ms
