@@ -89,11 +89,7 @@ def newest_checkpoint(settings) -> int:
 
 
 def wait_for_checkpoints(settings, checkpoint_id: int, job: subprocess.Popen, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while newest_checkpoint(settings) < checkpoint_id:
-        assert job.poll() is None, f"the job stopped: {job.stderr.read()[-3000:]}"
-        assert time.monotonic() < deadline, f"checkpoint {checkpoint_id} did not complete"
-        time.sleep(0.2)
+    wait_until(lambda: newest_checkpoint(settings) >= checkpoint_id, f"checkpoint {checkpoint_id}", timeout_s, job)
 
 
 def wait_until(condition, what: str, timeout_s: float, *processes) -> None:
@@ -101,7 +97,8 @@ def wait_until(condition, what: str, timeout_s: float, *processes) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
         for process in processes:
-            assert process.poll() is None, f"{process.args[3]} stopped while waiting for {what}: {process.stderr.read()[-3000:]}"
+            assert process.poll() is None, \
+                f"{process.args[3]} stopped while waiting for {what}: {process.stderr.read()[-3000:]}"
         assert time.monotonic() < deadline, f"{what} did not happen within {timeout_s:.0f} s"
         time.sleep(0.2)
 

@@ -13,7 +13,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 
-from running_job import expected_outputs, in_profile, isolated, rollup_values, run_until, start_job, with_next_ticks
+from running_job import (expected_outputs, in_profile, isolated, rollup_values, run_until, start_job, wait_until,
+                         with_next_ticks)
 from stockmax import kafka_io, sample
 from stockmax.kafka_local import LocalKafka, free_port
 from stockmax.loader import StoreLoader
@@ -36,14 +37,6 @@ def _halves(tmp_path, seed: int, watermark_bound_ms: int):
     return data, files
 
 
-def _wait_for(condition, job, what: str, timeout_s: float = 180) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert job.poll() is None, f"the job ended: {job.stderr.read()[-3000:]}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.5)
-
-
 @pytest.mark.parametrize("profile", ["balanced", "low-latency"])
 def test_broker_stops_and_restarts_mid_run(settings, tmp_path, profile):
     broker = LocalKafka(tmp_path / "kafka", settings.kafka_jars_dir, port=free_port())
@@ -57,7 +50,7 @@ def test_broker_stops_and_restarts_mid_run(settings, tmp_path, profile):
         replay(s, first, progress=False, batch_ticks=1000)
         job = start_job(s)
         try:
-            _wait_for(lambda: kafka_io.read_committed_json(s, "max_updates"), job, "the first outputs")
+            wait_until(lambda: kafka_io.read_committed_json(s, "max_updates"), "the first outputs", 180, job)
             assert broker.stop()  # mid-run: the job loses its source and its sinks
             # The outage: checkpoints fail meanwhile and the job retries (it rode out 15 s the same way, no
             # restart either, in 2.5x the test's time).
@@ -92,20 +85,18 @@ def test_store_refuses_writes_mid_run_and_loses_nothing(settings, tmp_path):
     operator = clickhouse_connect.get_client(dsn=s.store_dsn)
     table = f"`{s.clickhouse_database}`.rollups"
     try:
-        _wait_for(lambda: loader.loaded > 0, job, "the first rollups in ClickHouse")
+        wait_until(lambda: loader.loaded > 0, "the first rollups in ClickHouse", 180, job)
         operator.command(f"SYSTEM STOP MERGES {table}")
         operator.command(f"ALTER TABLE {table} MODIFY SETTING parts_to_throw_insert = 1")
         loaded_before = loader.loaded
         replay(s, second, progress=False, batch_ticks=1000)
-        _wait_for(lambda: loader.failed_inserts >= 3, job, "inserts to be refused")
+        wait_until(lambda: loader.failed_inserts >= 3, "inserts to be refused", 180, job)
         assert loader.loaded == loaded_before, "the store was refusing writes"
         operator.command(f"ALTER TABLE {table} MODIFY SETTING parts_to_throw_insert = 3000")
         operator.command(f"SYSTEM START MERGES {table}")
         assert run_until(s, expected, job) == expected  # the job's own outputs were never affected
-        deadline = time.monotonic() + 120
-        while loader.loaded < sum(expected["rollups"].values()):
-            assert time.monotonic() < deadline, f"the loader did not catch up: {loader.loaded} rows"
-            time.sleep(0.5)
+        rows = sum(expected["rollups"].values())
+        wait_until(lambda: loader.loaded >= rows, f"the loader to catch up to {rows} rows", 120)
     finally:
         stop.set()
         thread.join(timeout=60)
