@@ -43,7 +43,7 @@ from stockmax.jobs.kafka_tables import add_kafka_sink, source_table, sql_literal
 from stockmax.jobs.keys import MAX_PARALLELISM, partition_keys
 from stockmax.operators.columnar import advance_symbols
 from stockmax.operators.records import dead_letter, decode_group, group_ticks
-from stockmax.operators.stored import KeySymbols, StoredSymbolProcessor, store_chunks
+from stockmax.operators.stored import KeySymbols, StoredSymbolProcessor
 from stockmax.operators.symbol import Rules, SymbolProcessor, frontier_from_watermark_ms, watermark_ms_for_frontier
 from stockmax.operators.tick import REASON_CODES, Tick, TickLimits
 from stockmax.operators.wire import OUTPUT_KINDS, encode_outputs, output_line, split_outputs_shapes
@@ -85,9 +85,9 @@ class SymbolFunction(KeyedProcessFunction):
     Why symbols are kept in memory and written at store marks: PyFlink pickles each state entry written in a
     bundle when the bundle ends, and bundles end at every watermark step; a symbol written on each change
     was pickled several times a second. GroupRecords sends each key a store mark before every checkpoint
-    barrier, and the changed symbols are written then (operators/stored.py, KeySymbols): once per
-    checkpoint, with the same state in the checkpoint as before (and timers that PyFlink fires between the
-    marks and the barrier write theirs at once: see `marked`).
+    barrier, and what changed is written then (operators/stored.py, KeySymbols: a journal of the key's
+    changes and a share of the changed symbols whole): once per checkpoint (and timers that PyFlink fires
+    between the marks and the barrier write theirs at once: see `marked`).
 
     Why not keyed by symbol: PyFlink commits each key's dirty state with a round trip at every bundle's end
     (~0.7 ms), and a timer per tick or per symbol makes bundles end often; with thousands of symbols that,
@@ -96,8 +96,9 @@ class SymbolFunction(KeyedProcessFunction):
     due point, DueSchedule) replaces a timer per tick."""
 
     def __init__(self, rules: Rules, source_topic: str, limits: TickLimits,
-                 failures: FailureInjector | None = None) -> None:
+                 failures: FailureInjector | None = None, rewrite_rounds: int = 1) -> None:
         self.rules = rules
+        self.rewrite_rounds = rewrite_rounds  # KeySymbols: each changed symbol written whole within this many stores
         self.source_topic = source_topic
         self.limits = limits
         self.failures = failures
@@ -126,6 +127,9 @@ class SymbolFunction(KeyedProcessFunction):
         # The duplicate filters' sealed chunks, each written once (operators/stored.py).
         self.dedup_chunks = runtime_context.get_map_state(
             MapStateDescriptor("dedup-chunks", Types.STRING(), Types.PICKLED_BYTE_ARRAY()))
+        # What changed the symbols since their processors were last written, one entry per store (KeySymbols).
+        self.journal = runtime_context.get_map_state(
+            MapStateDescriptor("journal", Types.LONG(), Types.PRIMITIVE_ARRAY(Types.BYTE())))
         self.schedule = runtime_context.get_state(ValueStateDescriptor("schedule", Types.PICKLED_BYTE_ARRAY()))
         self.acted_watermark = runtime_context.get_state(ValueStateDescriptor("watermark", Types.LONG()))
         metrics = runtime_context.get_metrics_group()
@@ -180,7 +184,9 @@ class SymbolFunction(KeyedProcessFunction):
                 processor = symbols.get(symbol) or StoredSymbolProcessor(self.rules.for_symbol(symbol))
                 touched[symbol] = processor
             rejected = processor.accept(tick, frontier)
-            if rejected:
+            if not rejected:
+                symbols.accepted(tick)
+            else:
                 (self.late_ticks if rejected == "late" else self.duplicate_ticks).inc()
                 outputs["late" if rejected == "late" else "duplicates"].append(output_line(
                     symbol.encode(), {**Tick._make(tick)._asdict(), "reason": rejected, "watermark_ms": watermark}))
@@ -228,10 +234,12 @@ class SymbolFunction(KeyedProcessFunction):
         """Every symbol of the key due at the frontier, advanced to it at once, column-wise (what each one's
         advance would give); its outputs by kind."""
         schedule = symbols.schedule
-        due = [(symbol, symbols.get(symbol)) for symbol in schedule.pop_due(frontier)]
+        names = schedule.pop_due(frontier)
+        symbols.advanced(frontier, names)
+        due = [(symbol, symbols.get(symbol)) for symbol in names]
         outputs = {**advance_symbols(due, frontier)._asdict(), "late": [], "duplicates": []}
         for symbol, processor in due:
-            store_chunks(symbol, processor, symbols.chunks)
+            symbols.take_chunk_changes(symbol, processor)
             if processor.expired(frontier):
                 # Nothing kept can change an output any more: memory follows the active symbols.
                 symbols.remove(symbol)
@@ -245,7 +253,7 @@ class SymbolFunction(KeyedProcessFunction):
         symbols = self.keys.get(key)
         if symbols is not None:
             self.states_written.inc(symbols.store(self.processors, self.dedup_chunks, self.schedule,
-                                                  self.acted_watermark))
+                                                  self.acted_watermark, self.journal))
 
     def _watermark_lag_ms(self) -> int:
         if self.watermark_ms is None or self.watermark_ms < 0:
@@ -256,8 +264,9 @@ class SymbolFunction(KeyedProcessFunction):
         """The key's symbols; at its first call in this attempt, as the last checkpoint stored them."""
         symbols = self.keys.get(key)
         if symbols is None:
-            symbols = self.keys[key] = KeySymbols.load(self.processors.items(), self.dedup_chunks,
-                                                       self.schedule.value(), self.acted_watermark.value())
+            symbols = self.keys[key] = KeySymbols.load(
+                self.processors.items(), self.dedup_chunks, self.schedule.value(), self.acted_watermark.value(),
+                self.journal.items(), self.rules, self.rewrite_rounds)
         return symbols
 
     def _arm(self, key: int, symbols: KeySymbols, ctx) -> None:
@@ -310,8 +319,8 @@ def build(env: StreamExecutionEnvironment, settings: Settings, bounded: bool, di
     if settings.failure_points():
         failures = FailureInjector(settings.failure_points(), str(settings.data_dir / "injected-failures"))
     outputs = (group_records(raw, settings)
-               .process(SymbolFunction(settings.rules(), settings.topic("ticks"), settings.tick_limits(), failures),
-                        output_type=OUTPUTS)
+               .process(SymbolFunction(settings.rules(), settings.topic("ticks"), settings.tick_limits(), failures,
+                                       stockmax_config.rewrite_rounds(settings)), output_type=OUTPUTS)
                .name("sliding max/min, rules, rollups").uid("symbol-state")
                .set_max_parallelism(MAX_PARALLELISM))
     t_env.create_temporary_view("outputs", t_env.from_data_stream(outputs))

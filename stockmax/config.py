@@ -103,6 +103,11 @@ class Settings:
     # Flink
     parallelism: int = 1  # the job's parallelism (its keyed step uses at most one subtask per ticks partition)
     checkpoint_interval_ms: int = 1000  # alerts become visible to read_committed readers at each checkpoint
+    # Each changed symbol's whole state is written to a checkpoint at least this often; checkpoints in
+    # between write the ticks it accepted (a journal, replayed on restore), a share of the symbols rewritten
+    # at each. Longer: cheaper checkpoints, a longer replay on restore. At or below the checkpoint interval,
+    # every changed symbol is written at every checkpoint.
+    state_rewrite_ms: int = 2000
     # Must be <= the broker's transaction.max.timeout.ms (the local broker allows 1 h) and outlive a
     # checkpoint plus a restart, or the broker aborts transactions Flink still means to commit.
     kafka_transaction_timeout_ms: int = 900_000
@@ -429,9 +434,9 @@ LOCAL_JVM_CLASS_ARCHIVE_DIR = PROJECT_ROOT / ".cache" / "jvm"  # Settings.local_
 
 def _validate(s: Settings) -> None:
     positive = ["tick_max_bytes", "max_future_skew_ms", "topic_partitions", "spike_window_ms", "parallelism",
-                "checkpoint_interval_ms", "kafka_transaction_timeout_ms", "kafka_batch_bytes", "python_bundle_size",
-                "python_bundle_time_ms", "watermark_interval_ms", "local_jvm_heap_mb", "group_max_records",
-                "group_max_bytes", "serve_alerts_kept", "serve_client_backlog"]
+                "checkpoint_interval_ms", "state_rewrite_ms", "kafka_transaction_timeout_ms", "kafka_batch_bytes",
+                "python_bundle_size", "python_bundle_time_ms", "watermark_interval_ms", "local_jvm_heap_mb",
+                "group_max_records", "group_max_bytes", "serve_alerts_kept", "serve_client_backlog"]
     for name in positive:
         if getattr(s, name) <= 0:
             raise ConfigError(f"{name} must be positive, got {getattr(s, name)}")
@@ -534,3 +539,8 @@ def settings_reference() -> str:
     out += [f"| `{name}` | {', '.join(f'`{k}` = `{v}`' for k, v in changes.items()) or 'none: the defaults'} |"
             for name, changes in PROFILES.items()]
     return "\n".join(out).replace("\n\n\n", "\n\n") + "\n"
+
+
+def rewrite_rounds(settings: Settings) -> int:
+    """How many checkpoints a changed symbol may wait to be written whole (state_rewrite_ms)."""
+    return max(1, round(settings.state_rewrite_ms / settings.checkpoint_interval_ms))

@@ -127,3 +127,13 @@ def test_a_profile_sets_defaults_that_given_settings_override(tmp_path):
     assert config.load(env={}) == config.load(env={"STOCKMAX_PROFILE": "balanced"}).with_(profile="balanced")
     with pytest.raises(config.ConfigError, match="profile must be one of balanced, low-latency, throughput"):
         config.load(env={"STOCKMAX_PROFILE": "fast"})
+
+
+def test_how_often_a_symbol_is_written_whole_follows_the_checkpoint_interval():
+    """state_rewrite_ms in checkpoints (KeySymbols' rewrite rounds): each profile's, and never below one."""
+    rounds = {profile: config.rewrite_rounds(config.load(env={"STOCKMAX_PROFILE": profile}))
+              for profile in config.PROFILES}
+    assert rounds == {"balanced": 2, "low-latency": 10, "throughput": 1}
+    assert config.rewrite_rounds(config.load(env={"STOCKMAX_STATE_REWRITE_MS": "1"})) == 1
+    with pytest.raises(config.ConfigError, match="state_rewrite_ms"):
+        config.load(env={"STOCKMAX_STATE_REWRITE_MS": "0"})

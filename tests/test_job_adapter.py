@@ -140,10 +140,11 @@ def group_of(ticks: list[Tick], partition: int = 0, first_offset: int = 0, extra
                                                    values)))
 
 
-def store(function, ctx) -> None:
+def store(function, ctx) -> list:
     """The store mark GroupRecords sends each key before a checkpoint barrier (with several subtasks: no
-    watermark in it)."""
+    watermark in it): it outputs nothing."""
     assert list(function.process_element(Row(STORE_MARK, encode_group(RecordGroup([], [], []))), ctx)) == []
+    return []
 
 
 def store_at(function, ctx, sent_ms: int) -> list:
@@ -152,8 +153,8 @@ def store_at(function, ctx, sent_ms: int) -> list:
     return list(function.process_element(Row(STORE_MARK, sent_ms.to_bytes(8, "big", signed=True)), ctx))
 
 
-def symbol_function(rules: Rules) -> SymbolFunction:
-    return SymbolFunction(rules, "ticks", TickLimits())
+def symbol_function(rules: Rules, rewrite_rounds: int = 1) -> SymbolFunction:
+    return SymbolFunction(rules, "ticks", TickLimits(), rewrite_rounds=rewrite_rounds)
 
 
 def fire_timers(function, ctx, up_to_ms):
@@ -243,8 +244,9 @@ def test_a_restored_function_sets_its_key_timer_again():
     assert [u["max"] for u in records(outputs, "max_updates")] == [10.0]
 
 
+@pytest.mark.parametrize("rewrite_rounds", [1, 3], ids=["whole-state", "journal"])
 @pytest.mark.parametrize("marks_carry_watermark", [False, True], ids=["plain-marks", "marks-with-watermark"])
-def test_a_restore_from_any_store_mark_gives_what_one_uninterrupted_run_gives(marks_carry_watermark):
+def test_a_restore_from_any_store_mark_gives_what_one_uninterrupted_run_gives(marks_carry_watermark, rewrite_rounds):
     """Symbols live in memory between checkpoints and reach Flink state at store marks. A failure after any
     mark (and a watermark PyFlink releases after it, before the barrier), then a restore from the state the
     checkpoint holds and a replay of the input after it (what Flink does),
@@ -266,6 +268,7 @@ def test_a_restore_from_any_store_mark_gives_what_one_uninterrupted_run_gives(ma
                     for tick in ticks[part + 60:part + 62]]  # behind the watermark when they come
             steps.append(("ticks", ticks[part:part + 70] + ticks[part:part + 2] + late))  # two repeats each
             steps.append(("watermark", (ticks[min(part + 69, len(ticks) - 1)].event_time // 1000) - 40))
+            steps.append(("store", None))  # an earlier checkpoint's mark
     steps.append(("watermark", START_MS + 40_000))
 
     def run(function, ctx, steps):
@@ -277,6 +280,8 @@ def test_a_restore_from_any_store_mark_gives_what_one_uninterrupted_run_gives(ma
                 outputs += list(function.process_element(group_of([]), ctx))
             elif kind == "mark":  # a store mark carrying the watermark sent before it
                 outputs += store_at(function, ctx, arg)
+            elif kind == "store":  # a mark of the kind this run's marks are
+                outputs += store_at(function, ctx, ctx.watermark) if marks_carry_watermark else store(function, ctx)
             else:
                 outputs += fire_timers(function, ctx, arg)
         return [(kind, value) for kind in OUTPUT_KINDS for _, value in decode_outputs(outputs, kind)]
@@ -286,7 +291,7 @@ def test_a_restore_from_any_store_mark_gives_what_one_uninterrupted_run_gives(ma
         return OUTPUT_KINDS.index(kind), json.loads(value)["symbol"]
 
     def start(runtime, watermark_ms):
-        function = symbol_function(rules)
+        function = symbol_function(rules, rewrite_rounds)
         function.open(runtime)
         return function, FakeContext(watermark_ms)
 
@@ -300,6 +305,7 @@ def test_a_restore_from_any_store_mark_gives_what_one_uninterrupted_run_gives(ma
     assert len(whole) > 300
     assert whole_runtime.counters["expiredSymbolStates"].count == 2
     chunks_stored = set()
+    journal_entries = 0  # the most a checkpoint held
     # (steps before the mark, steps between the mark and the snapshot): PyFlink holds a watermark that comes
     # while a bundle is open, and the checkpoint's bundle end releases it after the marks.
     cuts = [(cut, 0) for cut in range(2, len(steps), 3)]
@@ -319,6 +325,7 @@ def test_a_restore_from_any_store_mark_gives_what_one_uninterrupted_run_gives(ma
             assert runtime.counters["symbolStatesWritten"].count == written, f"written again after step {mark_at}"
         checkpoint = copy.deepcopy(runtime)
         chunks_stored |= set(runtime.maps["dedup-chunks"].entries)
+        journal_entries = max(journal_entries, len(runtime.maps["journal"].entries))
         run(function, ctx, steps[cut:cut + 3])  # lost with the failure
         # Flink's watermark starts over in a restored attempt (from the sources' first watermarks after the
         # restore), lower than the one the checkpointed state was built under.
@@ -330,6 +337,72 @@ def test_a_restore_from_any_store_mark_gives_what_one_uninterrupted_run_gives(ma
         assert {name: m.entries for name, m in checkpoint.maps.items()} == \
             {name: m.entries for name, m in whole_runtime.maps.items()}, f"state left after step {cut}"
     assert {"S|0", "S|1", "T|0"} <= chunks_stored
+    assert (journal_entries > 0) == (rewrite_rounds > 1)  # with rounds, restores replayed a journal
+
+
+def test_a_journal_of_many_symbols_restores_from_every_store_exactly():
+    """With rewrite rounds, a store writes a share of the changed symbols whole and the key's journal holds
+    what the others accepted and were advanced at; a restore replays it. Twelve symbols of different rates,
+    a pause that lets some expire while others go on, and a store after every step: a failure right after
+    any store, then a restore and the input after it, gives every output exactly as the run without the
+    failure, and leaves the same state. Oracle: the uninterrupted run with every symbol written whole at
+    every store (rewrite rounds 1)."""
+    rules = Rules(windows_us=(1_000_000, 5_000_000), rollup_resolutions_s=(1,), dedup_horizon_us=2_000_000,
+                  watermark_bound_us=100_000, levels=(105.0,), spike_threshold_pct=3.0)
+    symbols = [f"S{n}" for n in range(12)]
+    steps = []
+    for burst, (start_ms, active) in enumerate(((START_MS, symbols), (START_MS + 9_000, symbols[:4]),
+                                                (START_MS + 30_000, symbols))):
+        for part in range(6):
+            base = start_ms + part * 300
+            ticks = [Tick(symbol, 100.0 + ((i * 7 + n * 3 + part) % 11) * 0.5, 1.0 + n, "X",
+                          burst * 10_000 + part * 100 + i, (base + i * (n + 1)) * 1000)
+                     for n, symbol in enumerate(symbols) if symbol in active for i in range(1 + n % 4)]
+            steps.append(("ticks", ticks + ticks[:1]))  # one repeat
+            steps.append(("watermark", base + 250))
+            steps.append(("store", None))
+        steps.append(("watermark", start_ms + 8_000))
+        steps.append(("store", None))
+    steps.append(("watermark", START_MS + 60_000))
+    steps.append(("store", None))
+
+    def run(function, ctx, steps):
+        outputs = []
+        for kind, arg in steps:
+            if kind == "ticks":
+                outputs += list(function.process_element(group_of(arg), ctx))
+            elif kind == "store":
+                store(function, ctx)
+            else:
+                outputs += fire_timers(function, ctx, arg)
+        return sorted((kind, value) for kind in OUTPUT_KINDS for _, value in decode_outputs(outputs, kind))
+
+    def start(runtime, rounds):
+        function = symbol_function(rules, rounds)
+        function.open(runtime)
+        ctx = FakeContext(START_MS - 10_000)
+        return function, ctx, run(function, ctx, [("ticks", [])])  # the wake-up
+
+    oracle_runtime = FakeRuntime()
+    function, ctx, _ = start(oracle_runtime, 1)
+    whole = run(function, ctx, steps)
+    assert oracle_runtime.counters["expiredSymbolStates"].count > len(symbols)  # all, some of them twice
+    assert oracle_runtime.maps["journal"].entries == {}
+    stores = [i for i, (kind, _) in enumerate(steps) if kind == "store"]
+    journal_held = []
+    for cut in stores:
+        runtime = FakeRuntime()
+        function, ctx, _ = start(runtime, 4)
+        before = run(function, ctx, steps[:cut + 1])
+        journal_held.append(len(runtime.maps["journal"].entries))
+        checkpoint = copy.deepcopy(runtime)
+        run(function, ctx, steps[cut + 1:cut + 4])  # lost with the failure
+        restored, ctx, _ = start(checkpoint, 4)
+        after = run(restored, ctx, steps[cut + 1:])
+        assert sorted(before + after) == whole, f"restored after step {cut}"
+        assert {name: m.entries for name, m in checkpoint.maps.items()} == \
+            {name: m.entries for name, m in oracle_runtime.maps.items()}, f"state left after step {cut}"
+    assert max(journal_held) >= 3 and journal_held[-1] == 0
 
 
 def test_group_records_wakes_every_key_then_groups_each_partition_under_its_key():
