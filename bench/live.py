@@ -341,6 +341,8 @@ def main() -> None:
     env_settings = dict(item.split("=", 1) for item in args.set)
     run_dir = ROOT / ".cache" / "bench" / f"live-{uuid.uuid4().hex[:6]}"
     broker = LocalKafka(run_dir / "kafka", base.kafka_jars_dir, port=free_port())
+    # A stopped run (kill, timeout) stops its job and broker too: SystemExit runs the finally blocks.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     say(f"starting a Kafka broker on {broker.bootstrap} ...")
     broker.start()
     settings = base.with_(data_dir=run_dir / "data", kafka_bootstrap=broker.bootstrap)
