@@ -140,11 +140,10 @@ def group_of(ticks: list[Tick], partition: int = 0, first_offset: int = 0, extra
                                                    values)))
 
 
-def store(function, ctx) -> list:
+def store(function, ctx) -> None:
     """The store mark GroupRecords sends each key before a checkpoint barrier (with several subtasks: no
-    watermark in it): it outputs nothing."""
+    watermark in it)."""
     assert list(function.process_element(Row(STORE_MARK, encode_group(RecordGroup([], [], []))), ctx)) == []
-    return []
 
 
 def store_at(function, ctx, sent_ms: int) -> list:
@@ -280,8 +279,10 @@ def test_a_restore_from_any_store_mark_gives_what_one_uninterrupted_run_gives(ma
                 outputs += list(function.process_element(group_of([]), ctx))
             elif kind == "mark":  # a store mark carrying the watermark sent before it
                 outputs += store_at(function, ctx, arg)
-            elif kind == "store":  # a mark of the kind this run's marks are
-                outputs += store_at(function, ctx, ctx.watermark) if marks_carry_watermark else store(function, ctx)
+            elif kind == "store" and marks_carry_watermark:  # an earlier checkpoint's mark, of this run's kind
+                outputs += store_at(function, ctx, ctx.watermark)
+            elif kind == "store":
+                store(function, ctx)
             else:
                 outputs += fire_timers(function, ctx, arg)
         return [(kind, value) for kind in OUTPUT_KINDS for _, value in decode_outputs(outputs, kind)]
