@@ -40,7 +40,11 @@ class DuplicateFilter(Snapshotted):
     def __init__(self, horizon_us: int, seal_keys: int | None = None) -> None:
         self.horizon_us = horizon_us
         self.seal_keys = SEAL_KEYS if seal_keys is None else seal_keys
-        self._seen: set[tuple[str, int]] = set()
+        # exchange -> the seqs seen on it: plain ints in a set, not a tuple per key. A tuple is an object the
+        # garbage collector tracks until a collection first looks at it, and with a horizon's worth of them
+        # alive (~1 M at 20 k ticks/s) and as many dying each second, collections came rarely and each walked
+        # all of them (~1 s with the worker stopped).
+        self._seen: dict[str, set[int]] = {}
         self._chunks: list[list] = []  # [chunk id, times, exchanges, seqs]; contents None until attached
         self._first_head = 0  # keys of the first chunk before this are forgotten
         self._times = array("q")  # the open tail, ascending from _head (which moves only with no chunk left)
@@ -54,14 +58,34 @@ class DuplicateFilter(Snapshotted):
         self._missing = 0  # chunks restored by name and not yet attached
 
     def seen(self, exchange: str, seq: int) -> bool:
-        return (exchange, seq) in self._seen
+        seqs = self._seen.get(exchange)
+        return seqs is not None and seq in seqs
 
     def claim(self, exchange: str, seq: int) -> None:
         """Seen from now on, until remember_released has said when to forget it."""
-        self._seen.add((exchange, seq))
+        seqs = self._seen.get(exchange)
+        if seqs is None:
+            seqs = self._seen[exchange] = set()
+        seqs.add(seq)
 
     def claim_all(self, keys: Iterable[tuple[str, int]]) -> None:
-        self._seen.update(keys)
+        for exchange, seq in keys:
+            self.claim(exchange, seq)
+
+    def _claim_run(self, exchanges: Sequence[str], seqs: Iterable[int]) -> None:
+        """Claim a run of keys; one set update when they share one exchange (a symbol's usual case)."""
+        if exchanges and exchanges.count(exchanges[0]) == len(exchanges):
+            seen = self._seen.get(exchanges[0])
+            if seen is None:
+                seen = self._seen[exchanges[0]] = set()
+            seen.update(seqs)
+        else:
+            self.claim_all(zip(exchanges, seqs))
+
+    def _unclaim(self, exchange: str, seq: int) -> None:
+        seqs = self._seen.get(exchange)
+        if seqs is not None:
+            seqs.discard(seq)
 
     def remember_released(self, exchanges: Sequence[str], seqs: Sequence[int], times: Sequence[int]) -> None:
         """Forget these claimed keys once the frontier is horizon_us past their event times (ascending)."""
@@ -121,7 +145,7 @@ class DuplicateFilter(Snapshotted):
         out_of_order = self._out_of_order
         while out_of_order and out_of_order[0][0] < cutoff:
             _, exchange, seq = heapq.heappop(out_of_order)
-            self._seen.discard((exchange, seq))
+            self._unclaim(exchange, seq)
 
     def _forget(self, times: array, exchanges: list[str], seqs: array, head: int, cutoff: int) -> int:
         """Forget the queued keys of one run (a chunk or the tail) from `head` with times before `cutoff`;
@@ -129,11 +153,18 @@ class DuplicateFilter(Snapshotted):
         if head == len(times) or times[head] >= cutoff:
             return head
         end = bisect_left(times, cutoff, head)
-        self._seen.difference_update(zip(exchanges[head:end], seqs[head:end]))
+        run = exchanges[head:end]
+        if run.count(run[0]) == len(run):  # one exchange: one set update
+            seen = self._seen.get(run[0])
+            if seen is not None:
+                seen.difference_update(seqs[head:end])
+        else:
+            for exchange, seq in zip(run, seqs[head:end]):
+                self._unclaim(exchange, seq)
         return end
 
     def __len__(self) -> int:
-        return len(self._seen)
+        return sum(map(len, self._seen.values()))
 
     def take_changes(self) -> tuple[list[tuple[int, tuple]], list[int]]:
         """Since the last call: the chunks sealed, as (chunk id, contents for `attach`), and the ids of
@@ -155,7 +186,7 @@ class DuplicateFilter(Snapshotted):
             if chunk[0] == chunk_id and chunk[1] is None:
                 chunk[1:] = contents
                 head = self._first_head if index == 0 else 0
-                self._seen.update(zip(islice(contents[1], head, None), islice(contents[2], head, None)))
+                self._claim_run(contents[1][head:], islice(contents[2], head, None))
                 self._missing -= 1
                 return
         raise KeyError(f"no sealed chunk {chunk_id} waits to be attached")
@@ -179,8 +210,8 @@ class DuplicateFilter(Snapshotted):
         times, seqs = column("q", times), column("q", seqs)
         dups._times, dups._exchanges, dups._seqs, dups._out_of_order = times, exchanges, seqs, out_of_order
         dups._next_chunk = next_chunk
-        seen = dups._seen = set(zip(exchanges, seqs))
-        seen.update((exchange, seq) for _, exchange, seq in out_of_order)
+        dups._claim_run(exchanges, seqs)
+        dups.claim_all((exchange, seq) for _, exchange, seq in out_of_order)
         for chunk_id, head, chunk_times, chunk_exchanges, chunk_seqs in chunks:
             if chunk_times is not None:
                 chunk_times, chunk_seqs = column("q", chunk_times), column("q", chunk_seqs)
@@ -189,6 +220,6 @@ class DuplicateFilter(Snapshotted):
                 dups._missing += 1
             else:  # a whole snapshot: as far as this filter knows, its chunks are stored nowhere else
                 dups._sealed.append(dups._chunks[-1])
-                seen.update(zip(islice(chunk_exchanges, head, None), islice(chunk_seqs, head, None)))
+                dups._claim_run(chunk_exchanges[head:], islice(chunk_seqs, head, None))
         dups._first_head = chunks[0][1] if chunks else 0
         return dups

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from fractions import Fraction
 import io
@@ -562,6 +563,26 @@ def test_duplicate_filter_equals_a_dict_of_key_to_time(steps, seal_keys):
             dups.claim_all(claimed)
         assert len(dups) == len(released) + len(claimed)
         assert all(dups.seen(*key) for key in [*released, *claimed]) and not dups.seen(exchange, seq + 1000)
+
+
+def test_a_duplicate_filter_gives_the_garbage_collector_no_object_per_key():
+    """A live feed keeps a horizon's worth of keys (~1 M at 20 k ticks/s) and forgets as many a second: were
+    each an object the collector tracks, its collections would come rarely and walk them all, stopping the
+    worker for up to a second (bench/README.md). Tens of thousands of keys may add only a few objects."""
+    dups = DuplicateFilter(horizon_us=10**9)
+    exchanges = ["XNAS" if seq % 3 else "ARCX" for seq in range(20_000)]
+    gc.collect()
+    gc.disable()  # as in the job, where collections came rarely: none here to untrack a tuple
+    try:
+        before = len(gc.get_objects())
+        for seq, exchange in enumerate(exchanges):
+            dups.claim(exchange, seq)
+        dups.remember_released(exchanges, list(range(20_000)), list(range(20_000)))
+        added = len(gc.get_objects()) - before
+    finally:
+        gc.enable()
+    assert len(dups) == 20_000 and dups.seen("ARCX", 3) and not dups.seen("XNAS", 3)
+    assert added < 1_000
 
 
 def test_a_pickled_processor_still_refuses_repeats_of_its_buffered_ticks():
