@@ -57,7 +57,7 @@ def say(text: str) -> None:
 
 # How late the main input's out-of-order ticks come: within the default watermark bound, so that the bursts
 # measure ticks applied, not sent aside as late.
-INPUT_MAX_DELAY_MS = 750
+INPUT_MAX_DELAY_MS = 375
 
 
 def input_file(ticks: int, symbols: int, window_s: int, seed: int = 11) -> Path:
