@@ -45,13 +45,19 @@ def attach_chunks(symbol: str, processor: SymbolProcessor, chunks) -> SymbolProc
     return processor
 
 
-def store_chunks(symbol: str, processor: SymbolProcessor, chunks) -> None:
-    """Write the chunks sealed and remove those forgotten since the last call (before the processor
-    itself is written or removed, in the same bundle, so a checkpoint holds both or neither)."""
+def put_sealed_chunks(symbol: str, processor: SymbolProcessor, chunks) -> list[int]:
+    """Write the chunks sealed since the last call; returns the ids of those forgotten since (the caller
+    says when they go)."""
     sealed, dropped = processor.duplicates.take_changes()
     for chunk_id, contents in sealed:
         chunks.put(chunk_key(symbol, chunk_id), contents)
-    for chunk_id in dropped:
+    return dropped
+
+
+def store_chunks(symbol: str, processor: SymbolProcessor, chunks) -> None:
+    """Write the chunks sealed and remove those forgotten since the last call (before the processor
+    itself is written or removed, in the same bundle, so a checkpoint holds both or neither)."""
+    for chunk_id in put_sealed_chunks(symbol, processor, chunks):
         chunks.remove(chunk_key(symbol, chunk_id))
 
 
@@ -205,9 +211,7 @@ class KeySymbols:
     def take_chunk_changes(self, symbol: str, processor: SymbolProcessor) -> None:
         """After an advance: chunks sealed are written at the next store, those forgotten removed once the
         symbol is written whole (or expires)."""
-        sealed, dropped = processor.duplicates.take_changes()
-        for chunk_id, contents in sealed:
-            self.chunks.put(chunk_key(symbol, chunk_id), contents)
+        dropped = put_sealed_chunks(symbol, processor, self.chunks)
         if dropped:
             self._dropped.setdefault(symbol, []).extend(dropped)
 
