@@ -87,6 +87,16 @@ class DuplicateFilter(Snapshotted):
         if seqs is not None:
             seqs.discard(seq)
 
+    def _unclaim_run(self, exchanges: Sequence[str], seqs: Iterable[int]) -> None:
+        """_claim_run's inverse."""
+        if exchanges and exchanges.count(exchanges[0]) == len(exchanges):
+            seen = self._seen.get(exchanges[0])
+            if seen is not None:
+                seen.difference_update(seqs)
+        else:
+            for exchange, seq in zip(exchanges, seqs):
+                self._unclaim(exchange, seq)
+
     def remember_released(self, exchanges: Sequence[str], seqs: Sequence[int], times: Sequence[int]) -> None:
         """Forget these claimed keys once the frontier is horizon_us past their event times (ascending)."""
         if not times:
@@ -153,14 +163,7 @@ class DuplicateFilter(Snapshotted):
         if head == len(times) or times[head] >= cutoff:
             return head
         end = bisect_left(times, cutoff, head)
-        run = exchanges[head:end]
-        if run.count(run[0]) == len(run):  # one exchange: one set update
-            seen = self._seen.get(run[0])
-            if seen is not None:
-                seen.difference_update(seqs[head:end])
-        else:
-            for exchange, seq in zip(run, seqs[head:end]):
-                self._unclaim(exchange, seq)
+        self._unclaim_run(exchanges[head:end], seqs[head:end])
         return end
 
     def __len__(self) -> int:
