@@ -11,6 +11,13 @@ from . import config
 from .times import format_utc
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def _settings(args) -> config.Settings:
     return config.load(args.config)
 
@@ -69,8 +76,11 @@ def cmd_db(args) -> int:
 def cmd_sample(args) -> int:
     from . import sample
 
+    max_delay_ms = args.max_delay_ms
+    if max_delay_ms is None:
+        max_delay_ms = sample.delay_within(_settings(args).watermark_bound_ms)
     table = sample.generate(symbols=args.symbols, duration_s=args.duration, ticks_per_second=args.rate,
-                            seed=args.seed)
+                            max_delay_ms=max_delay_ms, seed=args.seed)
     path = sample.write(table, args.output)
     print(f"wrote {table.num_rows} ticks to {path}")
     return 0
@@ -341,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=600.0, help="seconds of market time (default 600)")
     p.add_argument("--rate", type=float, default=4.0, help="ticks per second per symbol (default 4)")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--max-delay-ms", type=_positive_int, default=None,
+                   help="how far out of order a tick may come, in ms of event time (default 3/4 of the "
+                        "watermark bound, so that no tick is late; more makes some late on purpose)")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("replay", help="publish a CSV or Parquet tick file to the ticks topic",

@@ -44,8 +44,7 @@ def demo(settings: Settings, tick_file: Path | None = None, say=print) -> dict:
     settings = settings.with_(topic_prefix=f"{settings.topic_prefix}demo-{run_id}-",
                               job_name=f"{settings.job_name}-demo-{run_id}")
     if tick_file is None:
-        # Out of order within the watermark bound (the profile's), so that every tick is applied.
-        sample_ticks = sample.generate(max_delay_ms=max(1, settings.watermark_bound_ms * 3 // 4))
+        sample_ticks = sample.generate(max_delay_ms=sample.delay_within(settings.watermark_bound_ms))
         tick_file = sample.write(sample_ticks, settings.data_dir / "demo" / "sample-ticks.csv")
         say(f"generated a sample: {tick_file} (20 symbols, 10 minutes, random walk with spikes, some out of order)")
     with broker_for(settings, say):

@@ -91,3 +91,26 @@ def test_demo_summary_matches_the_oracle(settings):
     for row in summary["highest"]:
         assert row["max_price"] == by_symbol[row["symbol"]]
     assert "stockmax run summary" in lines
+
+
+def test_stockmax_sample_keeps_its_ticks_within_the_watermark_bound_and_refuses_a_bad_delay(settings, tmp_path):
+    # A user's sample must lose no tick to lateness under whatever bound the settings give.
+    settings = settings.with_(watermark_bound_ms=400)
+    path = tmp_path / "s.parquet"
+    made = subprocess.run([sys.executable, "-m", "stockmax.cli", "sample", str(path), "--symbols", "5",
+                           "--duration", "120", "--rate", "10"], env=cli_env(settings),
+                          capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    rows = read_tick_file(path).to_pylist()
+    assert made.stdout.strip() == f"wrote {len(rows)} ticks to {path}"
+    latest, behind = -1, []
+    for row in rows:  # how far each tick comes after a later one, in arrival order
+        behind.append(max(0, latest - row["event_time"]))
+        latest = max(latest, row["event_time"])
+    assert 0 < max(behind) <= 300_000
+    refused = subprocess.run([sys.executable, "-m", "stockmax.cli", "sample", str(tmp_path / "t.csv"),
+                              "--max-delay-ms", "0"], env=cli_env(settings), capture_output=True, text=True,
+                             timeout=120)
+    assert refused.returncode == 2
+    assert "--max-delay-ms: must be at least 1, not 0" in refused.stderr
+    assert not (tmp_path / "t.csv").exists()
