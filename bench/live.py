@@ -115,6 +115,17 @@ def checkpoint_durations_ms(data_dir: Path) -> list[float]:
     return found
 
 
+def job_failure(data_dir: Path) -> str:
+    """Why a job's JVM went, from its Flink log: the first JVM error (an OutOfMemoryError, say), else the
+    exception that failed a task."""
+    text = "\n".join(log.read_text(errors="replace") for log in sorted(data_dir.glob("logs/*.log")))
+    for pattern in (r"^(java\.lang\.\w+Error\b[^\n]*)", r"switched from \w+ to FAILED[^\n]*\n([\w.$]+[^\n]*)"):
+        found = re.search(pattern, text, re.MULTILINE)
+        if found:
+            return found.group(1)[:200]
+    return "its process ended (no error in its Flink log)"
+
+
 # How the latency reader reads the outputs: as a user does, committed only ("read_committed"); with
 # --uncommitted it reads them once written (before their transaction commits at a checkpoint), which
 # splits a latency into the part before the sink and the commit's part. Not exactly-once then: diagnosis only.
@@ -187,6 +198,7 @@ def run_rate(settings, variant: str, rate: int, seconds: float, symbols: int, en
     samples = []  # (t, published, committed, rss, checkpoint bytes)
     cpu = []  # (t, published, {process name: CPU seconds so far}) of the job's process tree
     ready, counter = multiprocessing.Event(), multiprocessing.Value("q", 0)
+    failed = None  # {"after_s", "cause"} when the job died while the feed ran
     try:
         # The job is up when it has committed a first checkpoint's offsets for a first record.
         kafka_io.producer(s).send(s.topic("ticks"), b"{}").get(timeout=30)
@@ -207,7 +219,10 @@ def run_rate(settings, variant: str, rate: int, seconds: float, symbols: int, en
         while publisher.is_alive() or time.monotonic() - started < seconds:
             time.sleep(1)
             if job.poll() is not None:
-                raise RuntimeError(f"the job ended: {job.stderr.read()[-3000:]}")
+                # A job that dies under the load (a baseline out of heap) is a result, not a broken bench.
+                failed = {"after_s": round(time.monotonic() - started), "cause": job_failure(s.data_dir)}
+                publisher.terminate()
+                break
             try:
                 tree = [root, *root.children(recursive=True)]
                 rss = sum(p.memory_info().rss for p in tree)
@@ -221,10 +236,11 @@ def run_rate(settings, variant: str, rate: int, seconds: float, symbols: int, en
         published = counter.value
         # Catch up: what was published gets committed (or does not, within a minute).
         ended = time.monotonic()
-        while committed() - base < published and time.monotonic() < ended + 60:
+        while not failed and committed() - base < published and time.monotonic() < ended + 60:
             time.sleep(0.5)
-        caught_up_s = time.monotonic() - ended if committed() - base >= published else None
-        time.sleep(3 * s.checkpoint_interval_ms / 1000)  # the last outputs' checkpoint
+        caught_up_s = time.monotonic() - ended if not failed and committed() - base >= published else None
+        if not failed:
+            time.sleep(3 * s.checkpoint_interval_ms / 1000)  # the last outputs' checkpoint
     finally:
         stop.set()
         reader.join(10)
@@ -248,7 +264,9 @@ def run_rate(settings, variant: str, rate: int, seconds: float, symbols: int, en
         "checkpoint_ms": {"n": len(durations), "p50": _pct(durations, 50), "p90": _pct(durations, 90),
                           "max": max(durations, default=float("nan"))},
     }
-    result["kept_up"] = kept_up(result)
+    result["kept_up"] = kept_up(result) and not failed
+    if failed:
+        result["failed"] = failed
     result["cpu_second_half"] = cpu_figures(cpu, seconds)
     for kind, timed in latencies.items():
         values = [latency for _, latency in timed]
@@ -478,7 +496,10 @@ def live_table(results: list[dict]) -> list[str]:
     for r in results:
         m, a = r["max_updates"], r["alerts"]
         caught = "not within 60 s" if r["caught_up_s"] is None else f"{r['caught_up_s']:.1f} s"
-        lines.append(f"| {job_name(r)} | {r.get('symbols', 1000):,} | {r['rate']:,} | {'yes' if r['kept_up'] else 'no'} | "
+        verdict = "yes" if r["kept_up"] else "no"
+        if r.get("failed"):
+            verdict = f"no: the job failed after {r['failed']['after_s']} s ({r['failed']['cause']})"
+        lines.append(f"| {job_name(r)} | {r.get('symbols', 1000):,} | {r['rate']:,} | {verdict} | "
                      f"{r['lag_max_second_half']:,} / {r['lag_mean_second_half']:,.0f} | {caught} | "
                      f"{ms(m['p50'])} / {ms(m['p99'])} / {ms(m['p99.9'])} (n={m['n']:,}) | {steady(m, True)} | "
                      f"{ms(a['p50'])} / {ms(a['p99'])} (n={a['n']:,}) | {steady(a, False)} | "

@@ -659,7 +659,8 @@ class Report:
             runs = {job_name(r): r for variant in ("stockmax", "sql-over", "sql-hop") for r in kept(variant, rate)}
             if runs:
                 out.append(f"- {rate:,} ticks/s, 1,000 symbols: " + "; ".join(
-                    f"{name} {'kept up' if r['kept_up'] else '**did not keep up**'} (2nd-half max update p99 "
+                    f"{name} **failed after {r['failed']['after_s']} s** ({r['failed']['cause']})" if r.get("failed")
+                    else f"{name} {'kept up' if r['kept_up'] else '**did not keep up**'} (2nd-half max update p99 "
                     f"{_seconds(r['max_updates']['second_half']['p99'])})" for name, r in runs.items()))
         return out
 
