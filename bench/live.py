@@ -234,12 +234,14 @@ def run_rate(settings, variant: str, rate: int, seconds: float, symbols: int, en
                 break
         publisher.join(60)
         published = counter.value
-        # Catch up: what was published gets committed (or does not, within a minute).
-        ended = time.monotonic()
-        while not failed and committed() - base < published and time.monotonic() < ended + 60:
-            time.sleep(0.5)
-        caught_up_s = time.monotonic() - ended if not failed and committed() - base >= published else None
+        caught_up_s = None
         if not failed:
+            # Catch up: what was published gets committed (or does not, within a minute).
+            ended = time.monotonic()
+            while committed() - base < published and time.monotonic() < ended + 60:
+                time.sleep(0.5)
+            if committed() - base >= published:
+                caught_up_s = time.monotonic() - ended
             time.sleep(3 * s.checkpoint_interval_ms / 1000)  # the last outputs' checkpoint
     finally:
         stop.set()

@@ -90,8 +90,6 @@ def cmd_replay(args) -> int:
     from .replay import replay
 
     settings = _settings(args)
-    if args.batch_ticks < 1:
-        raise SystemExit("stockmax replay: --batch-ticks must be at least 1")
     if args.speed and args.batch_ticks > 1:
         raise SystemExit("stockmax replay: --speed sends one JSON record per tick, at recorded time; "
                          "--batch-ticks is for replays as fast as possible: use one or the other")
@@ -366,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", type=Path)
     p.add_argument("--speed", type=float, default=None,
                    help="replay at N x recorded time (default: as fast as possible)")
-    p.add_argument("--batch-ticks", type=int, default=1,
+    p.add_argument("--batch-ticks", type=_positive_int, default=1,
                    help="ticks per Kafka record, as Arrow batches (default 1: one JSON record per tick; "
                         "1000 is the fast path)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -155,7 +155,7 @@ def input_and_expected(settings, tmp_path):
     outputs."""
     # Out of order by less than the watermark bound: no tick is late whatever the timing.
     data = sample.generate(symbols=10, duration_s=600, ticks_per_second=5, spikes_per_symbol=4, seed=21,
-                           max_delay_ms=min(1500, settings.watermark_bound_ms * 3 // 4)).to_pylist()
+                           max_delay_ms=min(1500, sample.delay_within(settings.watermark_bound_ms))).to_pylist()
     tick_file, next_file = tmp_path / "ticks.csv", tmp_path / "next-ticks.csv"
     pacsv.write_csv(pa.Table.from_pylist(data), tick_file)
     pacsv.write_csv(pa.Table.from_pylist(next_ticks(data)), next_file)

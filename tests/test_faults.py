@@ -28,7 +28,7 @@ def _halves(tmp_path, seed: int, watermark_bound_ms: int):
     """A sample as two tick files (the feed before and after the outage) and the oracle's outputs; out of
     order by less than the watermark bound, so that no tick is late whatever the timing."""
     data = sample.generate(symbols=6, duration_s=300, ticks_per_second=5, spikes_per_symbol=3, seed=seed,
-                           max_delay_ms=min(1500, watermark_bound_ms * 3 // 4)).to_pylist()
+                           max_delay_ms=min(1500, sample.delay_within(watermark_bound_ms))).to_pylist()
     rows = with_next_ticks(data)
     half = len(rows) // 2
     files = tmp_path / f"first-{seed}.csv", tmp_path / f"second-{seed}.csv"
