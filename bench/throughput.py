@@ -651,6 +651,12 @@ class Report:
     def _live_summary(self) -> list[str]:
         from live import job_name
 
+        def quiet(r: dict) -> str:
+            if "quiet_flush_s" not in r or not r["kept_up"]:
+                return ""
+            return (f"; feed stops: last output {_seconds(r['quiet_flush_s'])} after the last tick, alert p99 + 1 s "
+                    f"= {_seconds(r['alerts']['p99'] + 1)}")
+
         def kept(variant: str, rate: int) -> list[dict]:
             return [r for r in self.live_runs if r["variant"] == variant and r["rate"] == rate
                     and r.get("symbols", 1000) == 1000]
@@ -661,7 +667,7 @@ class Report:
                 out.append(f"- {rate:,} ticks/s, 1,000 symbols: " + "; ".join(
                     f"{name} **failed after {r['failed']['after_s']} s** ({r['failed']['cause']})" if r.get("failed")
                     else f"{name} {'kept up' if r['kept_up'] else '**did not keep up**'} (2nd-half max update p99 "
-                    f"{_seconds(r['max_updates']['second_half']['p99'])})" for name, r in runs.items()))
+                    f"{_seconds(r['max_updates']['second_half']['p99'])}{quiet(r)})" for name, r in runs.items()))
         return out
 
     def _ratio(self) -> list[str]:

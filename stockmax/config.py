@@ -87,10 +87,13 @@ class Settings:
     # output waits this long for the ticks before it. Later ticks go to the late topic.
     watermark_bound_ms: int = 500
     source_idleness_ms: int = 5000  # a partition silent this long stops holding back the watermark
-    # A live feed that goes quiet: once no record has come for source_idleness_ms and the watermark was within
-    # this many ms of the wall clock (event time follows the clock), the watermark follows the wall clock
-    # minus watermark_bound_ms, so the last ticks' outputs come without waiting for the next tick; a tick
-    # arriving later than that bound is late. A replay of history, further behind, is never moved. 0: off.
+    # A live feed that goes quiet (every partition silent this long): each partition's event time moves on with
+    # the wall clock from its newest tick, as late behind the clock as that tick came, so the last ticks'
+    # outputs come without waiting for the next tick; after the pause a tick is late only if it comes more than
+    # watermark_bound_ms later than the partition's ticks did (docs/semantics.md, quiet feeds).
+    quiet_after_ms: int = 1000
+    # The quiet-feed rule (quiet_after_ms) moves a feed only while every partition's newest tick came within this
+    # many ms of its event time: a replay of history is never moved. 0: the rule is off.
     quiet_feed_lag_ms: int = 60_000
     # What the job computes
     windows: str = "1s,1m,5m,1h"  # sliding max/min windows, each 1ms .. 24h
@@ -413,13 +416,16 @@ def load(config_file: str | os.PathLike | None = None, env: dict[str, str] | Non
 # feed's outputs within a few seconds; "throughput" is for the highest rates and replays of history.
 # "low-latency" holds ticks only 0.1 s for order, enough for a feed handler that stamps ticks as it publishes
 # them (the watermark is per partition); a tick arriving later than that goes to the late topic. The
-# defaults hold them 0.5 s, "throughput" 1 s (recorded history may be further out of order).
+# defaults hold them 0.5 s, "throughput" 1 s (recorded history may be further out of order). A feed silent
+# for quiet_after_ms has its last ticks released; their outputs follow within about a checkpoint interval.
 PROFILES: dict[str, dict] = {
     "balanced": {},
     "low-latency": {"watermark_bound_ms": 100, "watermark_interval_ms": 50, "python_bundle_time_ms": 50,
-                    "checkpoint_interval_ms": 200, "kafka_linger_ms": 5, "source_idleness_ms": 1000},
+                    "checkpoint_interval_ms": 200, "kafka_linger_ms": 5, "source_idleness_ms": 1000,
+                    "quiet_after_ms": 300},
     "throughput": {"watermark_bound_ms": 1000, "watermark_interval_ms": 2000, "python_bundle_time_ms": 2000,
-                   "python_bundle_size": 50_000, "checkpoint_interval_ms": 5000, "kafka_linger_ms": 50},
+                   "python_bundle_size": 50_000, "checkpoint_interval_ms": 5000, "kafka_linger_ms": 50,
+                   "quiet_after_ms": 2000},
 }
 
 
@@ -439,7 +445,7 @@ def _validate(s: Settings) -> None:
     positive = ["tick_max_bytes", "max_future_skew_ms", "topic_partitions", "spike_window_ms", "parallelism",
                 "checkpoint_interval_ms", "state_rewrite_ms", "kafka_transaction_timeout_ms", "kafka_batch_bytes",
                 "python_bundle_size", "python_bundle_time_ms", "watermark_interval_ms", "local_jvm_heap_mb",
-                "group_max_records", "group_max_bytes", "serve_alerts_kept", "serve_client_backlog"]
+                "quiet_after_ms", "group_max_records", "group_max_bytes", "serve_alerts_kept", "serve_client_backlog"]
     for name in positive:
         if getattr(s, name) <= 0:
             raise ConfigError(f"{name} must be positive, got {getattr(s, name)}")

@@ -55,10 +55,15 @@ import org.apache.flink.types.Row;
  * is also emitted as soon as it holds {@code maxRecords} records or {@code maxBytes} bytes of values.
  * Within a partition the order is the topic's.
  *
- * <p>Quiet feeds ({@code quietLagMs} > 0): once no record has come for {@code idleMs}, and the watermark was
- * within {@code quietLagMs} of the wall clock (event time follows the wall clock: a live feed), the watermark
- * follows the wall clock minus the bound, as if a tick stamped now had come, so that the last ticks' outputs
- * do not wait for the next tick. A replay of history, whose watermark is further behind, is never moved.
+ * <p>Quiet feeds ({@code quietLagMs} > 0): once no record has come for {@code quietAfterMs}, each partition's
+ * event time moves on with the wall clock from its newest record, as if its ticks went on coming as late behind
+ * the clock as that record came (its lag: when it was read minus its timestamp), and the watermark follows the
+ * laggiest partition: now minus the largest lag minus the bound. So the last ticks' outputs do not wait for the
+ * next tick, and a feed that stamps its ticks some seconds behind the clock (or ahead of it: another machine's
+ * clock) keeps its ticks after a pause: a tick is late then only if it comes more than the bound later than
+ * that partition's ticks did. Only a live feed is moved: one whose largest lag is within {@code quietLagMs}. A
+ * replay of history, whose records are read long after their timestamps, is never moved; nor is an attempt
+ * that has read no record yet. Checked every {@code checkEveryMs}.
  *
  * <p>Input: the Kafka table source's rows (value BYTES, partition INT, offset BIGINT, event_ts), with the
  * record timestamp (ms) as the element's timestamp.
@@ -85,7 +90,8 @@ public class GroupRecords extends AbstractStreamOperator<Row>
     private final int[] keys;
     private final int maxRecords;
     private final int maxBytes;
-    private final long idleMs;
+    private final long quietAfterMs;
+    private final long checkEveryMs;
     private final long boundMs;
     private final long quietLagMs;
     private transient Map<Integer, Group> groups;
@@ -94,15 +100,18 @@ public class GroupRecords extends AbstractStreamOperator<Row>
     private transient long lastRecordAt;
     private transient boolean keysWoken;
 
-    public GroupRecords(int[] keys, int maxRecords, int maxBytes, long idleMs, long boundMs, long quietLagMs) {
-        if (keys.length < 1 || maxRecords < 1 || maxBytes < 1 || idleMs < 1 || boundMs < 0 || quietLagMs < 0) {
-            throw new IllegalArgumentException("keys must not be empty, maxRecords, maxBytes and idleMs must be "
-                    + "positive, boundMs and quietLagMs not negative");
+    public GroupRecords(int[] keys, int maxRecords, int maxBytes, long quietAfterMs, long checkEveryMs, long boundMs,
+                        long quietLagMs) {
+        if (keys.length < 1 || maxRecords < 1 || maxBytes < 1 || quietAfterMs < 1 || checkEveryMs < 1 || boundMs < 0
+                || quietLagMs < 0) {
+            throw new IllegalArgumentException("keys must not be empty, maxRecords, maxBytes, quietAfterMs and "
+                    + "checkEveryMs must be positive, boundMs and quietLagMs not negative");
         }
         this.keys = keys.clone();
         this.maxRecords = maxRecords;
         this.maxBytes = maxBytes;
-        this.idleMs = idleMs;
+        this.quietAfterMs = quietAfterMs;
+        this.checkEveryMs = checkEveryMs;
         this.boundMs = boundMs;
         this.quietLagMs = quietLagMs;
     }
@@ -121,21 +130,29 @@ public class GroupRecords extends AbstractStreamOperator<Row>
 
     private void scheduleQuietCheck() {
         long now = getProcessingTimeService().getCurrentProcessingTime();
-        getProcessingTimeService().registerTimer(now + Math.min(idleMs, 1000), this::quietCheck);
+        getProcessingTimeService().registerTimer(now + Math.min(quietAfterMs, checkEveryMs), this::quietCheck);
     }
 
-    /** The quiet-feed rule (see the class comment), checked every second at most. */
+    /** The quiet-feed rule (see the class comment). */
     private void quietCheck(long time) {
         long now = getProcessingTimeService().getCurrentProcessingTime();
-        long target = now - boundMs - 1; // what a record stamped now would make the watermark
-        boolean live = emittedWatermark != Long.MIN_VALUE && emittedWatermark >= now - boundMs - quietLagMs;
-        if (now - lastRecordAt >= idleMs && live && target > emittedWatermark) {
-            emitAll();
-            if (idle) {
-                idle = false;
-                output.emitWatermarkStatus(WatermarkStatus.ACTIVE);
+        if (now - lastRecordAt >= quietAfterMs) {
+            long lag = Long.MIN_VALUE; // the largest of the partitions' lags
+            for (Group group : groups.values()) {
+                if (group.newestEver != Long.MIN_VALUE) { // a partition that gave a timestamp in this attempt
+                    lag = Math.max(lag, group.newestReadAt - group.newestEver);
+                }
             }
-            emit(new Watermark(target));
+            // What the laggiest partition's watermark would be had a record come now, as late as its newest.
+            long target = now - lag - boundMs - 1;
+            if (lag != Long.MIN_VALUE && lag <= quietLagMs && target > emittedWatermark) {
+                emitAll();
+                if (idle) {
+                    idle = false;
+                    output.emitWatermarkStatus(WatermarkStatus.ACTIVE);
+                }
+                emit(new Watermark(target));
+            }
         }
         scheduleQuietCheck();
     }
@@ -150,6 +167,10 @@ public class GroupRecords extends AbstractStreamOperator<Row>
         wakeKeys();
         Group group = groups.computeIfAbsent(partition, Group::new);
         group.add(offset, element.getTimestamp(), value == null ? new byte[0] : value);
+        if (element.getTimestamp() > group.newestEver) {
+            group.newestEver = element.getTimestamp();
+            group.newestReadAt = lastRecordAt;
+        }
         if (group.size >= maxRecords || group.bytes >= maxBytes) {
             emit(group);
         }
@@ -241,6 +262,10 @@ public class GroupRecords extends AbstractStreamOperator<Row>
         int size;
         int bytes;
         long newestTimestamp = Long.MIN_VALUE;
+        // The newest timestamp read from this partition in this attempt and when it was read (the quiet-feed
+        // rule's lag); kept when the group is emitted.
+        long newestEver = Long.MIN_VALUE;
+        long newestReadAt;
 
         Group(int partition) {
             this.partition = partition;
