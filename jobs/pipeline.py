@@ -295,7 +295,7 @@ def group_records(raw: DataStream, settings: Settings) -> KeyedStream:
     group_class = getattr(gateway.jvm, GROUP_RECORDS_CLASS)
     operator = group_class(j_keys, settings.group_max_records, settings.group_max_bytes,
                            settings.quiet_after_ms, settings.watermark_interval_ms, settings.watermark_bound_ms,
-                           settings.quiet_feed_lag_ms)
+                           settings.max_future_skew_ms, settings.quiet_feed_lag_ms)
     grouped = raw._j_data_stream.transform("group records per partition", group_class.outputType(), operator) \
         .uid("group-records")
     # What DataStream.key_by builds after its own Python key step: Row(key, element) keyed on the key by

@@ -87,10 +87,11 @@ class Settings:
     # output waits this long for the ticks before it. Later ticks go to the late topic.
     watermark_bound_ms: int = 500
     source_idleness_ms: int = 5000  # a partition silent this long stops holding back the watermark
-    # A live feed that goes quiet (every partition silent this long): each partition's event time moves on with
-    # the wall clock from its newest tick, as late behind the clock as that tick came, so the last ticks'
-    # outputs come without waiting for the next tick; after the pause a tick is late only if it comes more than
-    # watermark_bound_ms later than the partition's ticks did (docs/semantics.md, quiet feeds).
+    # A live feed that goes quiet (no record from any partition for this long; the time the job spends behind
+    # its input does not count): each partition's event time moves on with the wall clock from its newest tick,
+    # as late behind the clock as that tick came, so the last ticks' outputs come without waiting for the next
+    # tick; after the pause a tick is late only if it comes more than watermark_bound_ms later than its
+    # partition's ticks did (docs/semantics.md, quiet feeds).
     quiet_after_ms: int = 1000
     # The quiet-feed rule (quiet_after_ms) moves a feed only while every partition's newest tick came within this
     # many ms of its event time: a replay of history is never moved. 0: the rule is off.

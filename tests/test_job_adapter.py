@@ -432,7 +432,7 @@ def test_group_records_wakes_every_key_then_groups_each_partition_under_its_key(
     keys[0], keys[1] = 40, 41
     group_class = getattr(gateway.jvm, GROUP_RECORDS_CLASS)
     assert group_class.STORE_MARK == STORE_MARK  # the store mark's partition field, as the keyed step reads it
-    operator = group_class(keys, 3, 1 << 20, 1000, 1000, 0, 0)
+    operator = group_class(keys, 3, 1 << 20, 1000, 1000, 0, 0, 0)
     grouped = DataStream(source._j_data_stream.transform("group", group_class.outputType(), operator))
     with grouped.execute_and_collect() as results:
         # A Java byte[] arrives as signed ints.

@@ -35,8 +35,10 @@ def committed_sizes(s, kinds) -> dict:
 def test_a_live_feed_that_goes_quiet_gets_every_output_without_a_later_tick(settings, tmp_path):
     # A bound of 1 s: the ticks after the pause may come up to that much later than the ones before did
     # (Kafka's and the machine's jitter), and are then still on time.
+    # One partition: the record stamped ahead below shares it with every tick (the rule follows the laggiest
+    # partition, so a second partition's ticks would hide what that record does to its own).
     s = isolated(settings, tmp_path, "quiet", windows="1s,10s", rollup_resolutions="1s", dedup_horizon_ms=5000,
-                 watermark_bound_ms=1000, quiet_after_ms=1000, restart_attempts=0)
+                 watermark_bound_ms=1000, quiet_after_ms=1000, restart_attempts=0, topic_partitions=1)
     assert s.quiet_feed_lag_ms > FEED_BEHIND_S * 1000  # on by default, for a feed this far behind
     kafka_io.create_topics(s)
     job = start_job(s, "--no-load", "--no-progress")
@@ -52,12 +54,16 @@ def test_a_live_feed_that_goes_quiet_gets_every_output_without_a_later_tick(sett
                                 max_delay_ms=sample.delay_within(s.watermark_bound_ms)).to_pylist()
         expected = expected_outputs(s, first)
         assert expected["alerts"] and expected["rollups"]
-        publish(s, first)
+        # And a record stamped an hour ahead (a feed handler's broken clock): refused (a dead letter), it must
+        # not drag the quiet feed's event time an hour ahead and make every later tick late.
+        ahead = {**first[-1], "seq": 2_000_000, "event_time": int((time.time() + 3600) * 1e6)}
+        assert ahead["event_time"] > (time.time() * 1000 + s.max_future_skew_ms) * 1000
+        publish(s, first + [ahead])
         published_at = time.monotonic()
-        # Due after the last publish: the quiet wait, the bound, the last 1 s rollup bucket's end, a check, a
-        # Python bundle, two checkpoints to commit; and room for a loaded 2-core machine. Without the rule
+        # Due after the last publish: the quiet wait and a check, the bound, the last 1 s rollup bucket's end,
+        # a Python bundle, two checkpoints to commit; and room for a loaded 2-core machine. Without the rule
         # nothing after the last watermark (the last second of ticks, their buckets) would ever come.
-        due_s = (s.quiet_after_ms + s.watermark_bound_ms + 1000 + s.watermark_interval_ms + s.python_bundle_time_ms
+        due_s = (s.quiet_after_ms + s.watermark_interval_ms + s.watermark_bound_ms + 1000 + s.python_bundle_time_ms
                  + 2 * s.checkpoint_interval_ms) / 1000 + 10
         sizes = {k: sum(v.values()) for k, v in expected.items() if not isinstance(v, int)}
         while not all(n >= sizes[k] for k, n in committed_sizes(s, sizes).items()):
@@ -80,3 +86,4 @@ def test_a_live_feed_that_goes_quiet_gets_every_output_without_a_later_tick(sett
             job.kill()
         raise
     assert run_until(s, expected, job) == expected
+    assert [d["reason"] for d in kafka_io.read_committed_json(s, "dead")] == ["event_time_in_future"]

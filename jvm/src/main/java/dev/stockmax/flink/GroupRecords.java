@@ -11,6 +11,7 @@ import org.apache.flink.api.common.typeinfo.Types;
 import org.apache.flink.streaming.api.operators.AbstractStreamOperator;
 import org.apache.flink.streaming.api.operators.BoundedOneInput;
 import org.apache.flink.streaming.api.operators.OneInputStreamOperator;
+import org.apache.flink.streaming.api.operators.util.PausableRelativeClock;
 import org.apache.flink.streaming.api.watermark.Watermark;
 import org.apache.flink.streaming.runtime.streamrecord.StreamRecord;
 import org.apache.flink.streaming.runtime.watermarkstatus.WatermarkStatus;
@@ -55,15 +56,18 @@ import org.apache.flink.types.Row;
  * is also emitted as soon as it holds {@code maxRecords} records or {@code maxBytes} bytes of values.
  * Within a partition the order is the topic's.
  *
- * <p>Quiet feeds ({@code quietLagMs} > 0): once no record has come for {@code quietAfterMs}, each partition's
- * event time moves on with the wall clock from its newest record, as if its ticks went on coming as late behind
- * the clock as that record came (its lag: when it was read minus its timestamp), and the watermark follows the
- * laggiest partition: now minus the largest lag minus the bound. So the last ticks' outputs do not wait for the
- * next tick, and a feed that stamps its ticks some seconds behind the clock (or ahead of it: another machine's
- * clock) keeps its ticks after a pause: a tick is late then only if it comes more than the bound later than
- * that partition's ticks did. Only a live feed is moved: one whose largest lag is within {@code quietLagMs}. A
- * replay of history, whose records are read long after their timestamps, is never moved; nor is an attempt
- * that has read no record yet. Checked every {@code checkEveryMs}.
+ * <p>Quiet feeds ({@code quietLagMs} > 0): once no record has come for {@code quietAfterMs} (on the clock the
+ * source times partition idleness with, which stops while this task is backpressured: a job behind its input is
+ * not reading, and its input is not quiet; FLINK-35886), each partition's event time moves on with the wall clock
+ * from its newest record, as if its ticks went on coming as late behind the clock as that record came (its lag:
+ * when it was read minus its timestamp), and the watermark follows the laggiest partition: now minus the largest
+ * lag minus the bound, checked every {@code checkEveryMs}. So the last ticks' outputs do not wait for the next
+ * tick, and a feed that stamps its ticks some seconds behind the clock (or ahead of it: another machine's clock)
+ * keeps its ticks after a pause: a tick is late then only if it comes more than the bound later than that
+ * partition's ticks did. Only a live feed is moved: one whose largest lag is within {@code quietLagMs}. A replay
+ * of history, whose records are read long after their timestamps, is never moved; nor is an attempt that has
+ * read no record yet. A record stamped further ahead of the clock than {@code maxFutureSkewMs} counts for
+ * nothing, as in the source's watermark (jobs/kafka_tables.py).
  *
  * <p>Input: the Kafka table source's rows (value BYTES, partition INT, offset BIGINT, event_ts), with the
  * record timestamp (ms) as the element's timestamp.
@@ -93,19 +97,21 @@ public class GroupRecords extends AbstractStreamOperator<Row>
     private final long quietAfterMs;
     private final long checkEveryMs;
     private final long boundMs;
+    private final long maxFutureSkewMs;
     private final long quietLagMs;
     private transient Map<Integer, Group> groups;
     private transient long emittedWatermark;
     private transient boolean idle;
-    private transient long lastRecordAt;
+    private transient PausableRelativeClock activityClock; // stops while the task is backpressured
+    private transient long lastRecordAt; // on activityClock
     private transient boolean keysWoken;
 
     public GroupRecords(int[] keys, int maxRecords, int maxBytes, long quietAfterMs, long checkEveryMs, long boundMs,
-                        long quietLagMs) {
+                        long maxFutureSkewMs, long quietLagMs) {
         if (keys.length < 1 || maxRecords < 1 || maxBytes < 1 || quietAfterMs < 1 || checkEveryMs < 1 || boundMs < 0
-                || quietLagMs < 0) {
+                || maxFutureSkewMs < 0 || quietLagMs < 0) {
             throw new IllegalArgumentException("keys must not be empty, maxRecords, maxBytes, quietAfterMs and "
-                    + "checkEveryMs must be positive, boundMs and quietLagMs not negative");
+                    + "checkEveryMs must be positive, boundMs, maxFutureSkewMs and quietLagMs not negative");
         }
         this.keys = keys.clone();
         this.maxRecords = maxRecords;
@@ -113,6 +119,7 @@ public class GroupRecords extends AbstractStreamOperator<Row>
         this.quietAfterMs = quietAfterMs;
         this.checkEveryMs = checkEveryMs;
         this.boundMs = boundMs;
+        this.maxFutureSkewMs = maxFutureSkewMs;
         this.quietLagMs = quietLagMs;
     }
 
@@ -122,39 +129,56 @@ public class GroupRecords extends AbstractStreamOperator<Row>
         groups = new LinkedHashMap<>();
         emittedWatermark = Long.MIN_VALUE;
         keysWoken = false;
-        lastRecordAt = getProcessingTimeService().getCurrentProcessingTime();
         if (quietLagMs > 0) {
+            // As the source's own idleness clock (SourceOperator): paused while the task is backpressured.
+            activityClock = new PausableRelativeClock(getProcessingTimeService().getClock());
+            getContainingTask().getEnvironment().getMetricGroup().getIOMetricGroup()
+                    .registerBackPressureListener(activityClock);
+            lastRecordAt = activityClock.relativeTimeMillis();
             scheduleQuietCheck();
         }
     }
 
-    private void scheduleQuietCheck() {
-        long now = getProcessingTimeService().getCurrentProcessingTime();
-        getProcessingTimeService().registerTimer(now + Math.min(quietAfterMs, checkEveryMs), this::quietCheck);
+    @Override
+    public void close() throws Exception {
+        if (activityClock != null) {
+            getContainingTask().getEnvironment().getMetricGroup().getIOMetricGroup()
+                    .unregisterBackPressureListener(activityClock);
+        }
+        super.close();
     }
 
-    /** The quiet-feed rule (see the class comment). */
-    private void quietCheck(long time) {
+    private void scheduleQuietCheck() {
         long now = getProcessingTimeService().getCurrentProcessingTime();
-        if (now - lastRecordAt >= quietAfterMs) {
-            long lag = Long.MIN_VALUE; // the largest of the partitions' lags
-            for (Group group : groups.values()) {
-                if (group.newestEver != Long.MIN_VALUE) { // a partition that gave a timestamp in this attempt
-                    lag = Math.max(lag, group.newestReadAt - group.newestEver);
-                }
+        getProcessingTimeService().registerTimer(now + Math.min(quietAfterMs, checkEveryMs), time -> {
+            if (activityClock.relativeTimeMillis() - lastRecordAt >= quietAfterMs) {
+                moveQuietFeed();
             }
-            // What the laggiest partition's watermark would be had a record come now, as late as its newest.
-            long target = now - lag - boundMs - 1;
-            if (lag != Long.MIN_VALUE && lag <= quietLagMs && target > emittedWatermark) {
-                emitAll();
-                if (idle) {
-                    idle = false;
-                    output.emitWatermarkStatus(WatermarkStatus.ACTIVE);
-                }
-                emit(new Watermark(target));
+            scheduleQuietCheck();
+        });
+    }
+
+    /** The quiet-feed rule (see the class comment), once no record has come for quietAfterMs. */
+    private void moveQuietFeed() {
+        long lag = Long.MIN_VALUE; // the largest of the partitions' lags
+        for (Group group : groups.values()) {
+            if (group.newestEver != Long.MIN_VALUE) { // a partition that gave a timestamp in this attempt
+                lag = Math.max(lag, group.newestReadAt - group.newestEver);
             }
         }
-        scheduleQuietCheck();
+        if (lag == Long.MIN_VALUE || lag > quietLagMs) {
+            return;
+        }
+        // What the laggiest partition's watermark would be had a record come now, as late as its newest.
+        long target = getProcessingTimeService().getCurrentProcessingTime() - lag - boundMs - 1;
+        if (target > emittedWatermark) {
+            emitAll();
+            if (idle) {
+                idle = false;
+                output.emitWatermarkStatus(WatermarkStatus.ACTIVE);
+            }
+            emit(new Watermark(target));
+        }
     }
 
     @Override
@@ -163,13 +187,19 @@ public class GroupRecords extends AbstractStreamOperator<Row>
         byte[] value = (byte[]) row.getField(0);
         int partition = (Integer) row.getField(1);
         long offset = (Long) row.getField(2);
-        lastRecordAt = getProcessingTimeService().getCurrentProcessingTime();
         wakeKeys();
         Group group = groups.computeIfAbsent(partition, Group::new);
-        group.add(offset, element.getTimestamp(), value == null ? new byte[0] : value);
-        if (element.getTimestamp() > group.newestEver) {
-            group.newestEver = element.getTimestamp();
-            group.newestReadAt = lastRecordAt;
+        long timestamp = element.getTimestamp();
+        group.add(offset, timestamp, value == null ? new byte[0] : value);
+        if (quietLagMs > 0) {
+            lastRecordAt = activityClock.relativeTimeMillis();
+        }
+        if (timestamp > group.newestEver && quietLagMs > 0) {
+            long now = getProcessingTimeService().getCurrentProcessingTime();
+            if (timestamp <= now + maxFutureSkewMs) {
+                group.newestEver = timestamp;
+                group.newestReadAt = now;
+            }
         }
         if (group.size >= maxRecords || group.bytes >= maxBytes) {
             emit(group);
