@@ -313,9 +313,7 @@ def run_rate(settings, variant: str, rate: int, seconds: float, symbols: int, en
 def quiet_flush_due_s(job_settings) -> float:
     """How long after a feed's last tick its outputs are sure to have been released by the quiet-feed rule
     and committed (docs/semantics.md, quiet feeds), with room for a loaded machine."""
-    s = job_settings
-    return (s.quiet_after_ms + s.watermark_interval_ms + s.watermark_bound_ms + s.python_bundle_time_ms
-            + 2 * s.checkpoint_interval_ms) / 1000 + 5
+    return job_settings.quiet_flush_ms() / 1000 + 5
 
 
 def _cpu_by_name(tree) -> dict[str, float]:

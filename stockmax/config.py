@@ -212,6 +212,14 @@ class Settings:
     def savepoint_dir(self) -> Path:
         return self.data_dir / "savepoints" / self.job_name
 
+    def quiet_flush_ms(self) -> int:
+        """About how long after a silent live feed's last tick was read its outputs are committed, by the
+        quiet-feed rule (docs/semantics.md): the silence (or the bound, if longer), a check, a Python bundle,
+        and the checkpoint after (two intervals: one may be under way). A bucket still open then closes once
+        its end is this far behind."""
+        return (max(self.quiet_after_ms, self.watermark_bound_ms) + self.watermark_interval_ms
+                + self.python_bundle_time_ms + 2 * self.checkpoint_interval_ms)
+
     def failure_points(self) -> tuple[int, ...]:
         return tuple(sorted(int(p) for p in self.fail_at_ticks.split(",") if p.strip()))
 
