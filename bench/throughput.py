@@ -654,9 +654,9 @@ class Report:
         def quiet(r: dict) -> str:
             if "quiet_flush_s" not in r or not r["kept_up"]:
                 return ""
-            return (f"; feed stops: last output {_seconds(r['quiet_flush_s'])} after the last tick (its tick "
-                    f"{r.get('quiet_newest_output_gap_ms', float('nan')):,.0f} ms before it), alert p99 + 1 s = "
-                    f"{_seconds(r['alerts']['p99'] + 1)}; {r.get('late_ticks', '-')} late ticks")
+            return (f"; feed stops: last output {_seconds(r['quiet_flush_s'])} after the last tick, the newest "
+                    f"output's tick {r.get('quiet_newest_output_gap_ms', float('nan')):,.0f} ms before the last; alert "
+                    f"p99 + 1 s = {_seconds(r['alerts']['p99'] + 1)}; {r.get('late_ticks', '-')} late ticks")
 
         def kept(variant: str, rate: int) -> list[dict]:
             return [r for r in self.live_runs if r["variant"] == variant and r["rate"] == rate
