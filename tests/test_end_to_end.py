@@ -71,7 +71,8 @@ def test_replay_run_bounded_read_back(settings, tmp_path):
     settings = settings.with_(symbol_rules={"IDLE": {"levels": [100.0]}}, watermark_interval_ms=50,
                               python_bundle_size=100)
     generated = sample.generate(symbols=10, duration_s=600, ticks_per_second=5, spikes_per_symbol=4,
-                                duplicate_share=0.005, seed=11).to_pylist()
+                                duplicate_share=0.005, seed=11,
+                                max_delay_ms=sample.delay_within(settings.watermark_bound_ms)).to_pylist()
     start = min(t["event_time"] for t in generated)
     # IDLE ticks at the start and returns after more than the longest window (1 h) + the bound: it starts
     # fresh, so its price level fires again. Its return comes last: it moves event time an hour on.
