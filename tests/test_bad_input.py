@@ -101,7 +101,8 @@ def test_bad_ticks_go_to_dead_letters_and_change_no_output(settings, tmp_path):
     # One partition: a watermark dragged into the future by one record would hold for the whole stream.
     s = isolated(settings, tmp_path, "bad", restart_attempts=0, topic_partitions=1,  # a failure would end the job
                  metrics_port=str(free_port()))
-    data = sample.generate(symbols=6, duration_s=180, ticks_per_second=5, spikes_per_symbol=3, seed=31).to_pylist()
+    data = sample.generate(symbols=6, duration_s=180, ticks_per_second=5, spikes_per_symbol=3, seed=31,
+                           max_delay_ms=sample.delay_within(s.watermark_bound_ms)).to_pylist()
     # Late: copies of the first ticks under new seqs, published once the job's watermark has passed them.
     late = [{**data[i], "seq": 10**9 + i} for i in range(3)]
     expected = {**expected_outputs(s, data), "late": len(late)}

@@ -100,7 +100,8 @@ def test_two_taskmanagers_one_killed_mid_run_then_savepoint_and_cancel(settings,
     REST API) at parallelism 2 over 4 partitions, a subtask on each of two TaskManagers. One TaskManager is
     SIGKILLed mid-run: the job restarts from its last checkpoint on the other's slots, and its committed
     outputs equal the oracle's, every one exactly once."""
-    data = sample.generate(symbols=8, duration_s=180, ticks_per_second=4, spikes_per_symbol=3, seed=71).to_pylist()
+    data = sample.generate(symbols=8, duration_s=180, ticks_per_second=4, spikes_per_symbol=3, seed=71,
+                           max_delay_ms=sample.delay_within(settings.watermark_bound_ms)).to_pylist()
     first_file, rest_file = tmp_path / "first.csv", tmp_path / "rest.csv"
     everything = with_next_ticks(data)
     pacsv.write_csv(pa.Table.from_pylist(everything[:len(data) // 2]), first_file)

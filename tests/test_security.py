@@ -37,7 +37,8 @@ def test_sasl_broker_end_to_end_and_the_password_is_never_shown(settings, tmp_pa
         s = isolated(settings, tmp_path, "sasl", kafka_bootstrap=broker.bootstrap,
                      kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_username="stockmax",
                      kafka_sasl_password=password)
-        data = sample.generate(symbols=4, duration_s=120, ticks_per_second=5, spikes_per_symbol=3, seed=51).to_pylist()
+        data = sample.generate(symbols=4, duration_s=120, ticks_per_second=5, spikes_per_symbol=3, seed=51,
+                               max_delay_ms=sample.delay_within(s.watermark_bound_ms)).to_pylist()
         tick_file = tmp_path / "ticks.csv"
         pacsv.write_csv(pa.Table.from_pylist(data), tick_file)
 
