@@ -151,7 +151,8 @@ def run_rate(settings, variant: str, rate: int, seconds: float, symbols: int, en
                 "STOCKMAX_TOPIC_PREFIX": prefix, "STOCKMAX_JOB_NAME": s.job_name, **env_settings})
     from stockmax import config
 
-    s = s.with_(checkpoint_interval_ms=config.load(env=env).checkpoint_interval_ms)  # the job's own (its profile's)
+    job_settings = config.load(env=env)  # what the job runs with (its profile's)
+    s = s.with_(checkpoint_interval_ms=job_settings.checkpoint_interval_ms)
     job = subprocess.Popen([sys.executable, *VARIANTS[variant]], env=env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     # (read at, monotonic; latency s) per output record read
@@ -253,7 +254,7 @@ def run_rate(settings, variant: str, rate: int, seconds: float, symbols: int, en
             # releases (quiet_flush_due_s), read by now.
             time.sleep(3 * s.checkpoint_interval_ms / 1000)
             if variant == "stockmax":
-                time.sleep(max(0.0, last_stamp.value / 1e6 + quiet_flush_due_s(config.load(env=env)) - time.time()))
+                time.sleep(max(0.0, last_stamp.value / 1e6 + quiet_flush_due_s(job_settings) - time.time()))
     finally:
         stop.set()
         reader.join(10)

@@ -193,12 +193,12 @@ public class GroupRecords extends AbstractStreamOperator<Row>
         group.add(offset, timestamp, value == null ? new byte[0] : value);
         if (quietLagMs > 0) {
             lastRecordAt = activityClock.relativeTimeMillis();
-        }
-        if (timestamp > group.newestEver && quietLagMs > 0) {
-            long now = getProcessingTimeService().getCurrentProcessingTime();
-            if (timestamp <= now + maxFutureSkewMs) {
-                group.newestEver = timestamp;
-                group.newestReadAt = now;
+            if (timestamp > group.newestEver) { // the clock only then: this is the per-record path
+                long now = getProcessingTimeService().getCurrentProcessingTime();
+                if (timestamp <= now + maxFutureSkewMs) {
+                    group.newestEver = timestamp;
+                    group.newestReadAt = now;
+                }
             }
         }
         if (group.size >= maxRecords || group.bytes >= maxBytes) {
