@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,9 @@ from typing import Callable, NamedTuple
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "tick.schema.json"
 SCHEMA = json.loads(SCHEMA_PATH.read_text())
 MAX_MESSAGE_BYTES = 64 * 1024
+# json.loads refuses an integer literal of more digits than this (int(str)'s guard against quadratic time), so a
+# record shorter than it cannot hold one: records.py takes only those the fast way.
+JSON_INT_MAX_DIGITS = sys.get_int_max_str_digits() or sys.maxsize  # 0: no limit
 
 
 class Tick(NamedTuple):
@@ -59,6 +63,15 @@ def _type_ok(kind: str, value) -> bool:
     raise ValueError(f"schema type {kind!r} is not supported by the tick parser")
 
 
+def _finite(number: int | float) -> bool:
+    """A JSON number is a float in a tick: an integer beyond the float range is no finite one (math.isfinite
+    raises on it)."""
+    try:
+        return math.isfinite(number)
+    except OverflowError:
+        return False
+
+
 def _compile(schema: dict):
     """(name, type, required, default, checks) per field; a check(value) returns (code, text) or None.
     Codes are the field name plus what is wrong (e.g. price_not_positive): stable, and named after the
@@ -88,7 +101,7 @@ def _compile(schema: dict):
             check("bad_characters", lambda v, rx=rx: not rx.search(v),
                   lambda v, pattern=pattern: f"has characters outside {pattern}: {v[:64]!r}")
         if spec["type"] == "number":
-            check("not_finite", lambda v: not math.isfinite(v), lambda v: f"is not finite: {v!r}")
+            check("not_finite", lambda v: not _finite(v), lambda v: f"is not finite: {str(v)[:64]}")
         if "exclusiveMinimum" in spec:
             n = spec["exclusiveMinimum"]
             check("not_positive" if n == 0 else "too_small", lambda v, n=n: not v > n,

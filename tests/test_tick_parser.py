@@ -56,6 +56,10 @@ BAD_TICKS = [  # (raw message, the reason code it must be refused with)
     (b'{"symbol": "AAPL", "price": Infinity, "event_time": 1767623400000000}', "price_not_finite"),
     (b'{"symbol": "AAPL", "price": -Infinity, "event_time": 1767623400000000}', "price_not_finite"),
     (b'{"symbol": "AAPL", "price": 1e999, "event_time": 1767623400000000}', "price_not_finite"),
+    # an integer literal beyond the float range (no float of it is finite; math.isfinite raises on it)
+    (b'{"symbol": "AAPL", "price": 1' + b"0" * 400 + b', "event_time": 1767623400000000}', "price_not_finite"),
+    (b'{"symbol": "AAPL", "price": 1, "volume": 2' + b"0" * 400 + b', "event_time": 1767623400000000}',
+     "volume_not_finite"),
     (with_(price=0), "price_not_positive"),
     (with_(price=-3.5), "price_not_positive"),
     (with_(price=1e13), "price_too_large"),
