@@ -137,6 +137,57 @@ def test_good_json_ticks_take_the_column_wise_path():
     assert good_json_ticks(values[:-1] + [b"{"], stamps) is None
 
 
+# Literals that JSON parsers read differently, or that only some accept: numbers at and past the float and
+# int64 ranges, every number shape JSON forbids, other JSON types, escapes, broken UTF-8, raw control bytes.
+TRICKY_LITERALS = [
+    b"1", b"1.0", b"-0", b"-0.0", b"1e3", b"1E3", b"1e+3", b"1e-3", b"1.5e2", b"01", b"1.", b".5", b"-", b"+1",
+    b"0x10", b"NaN", b"Infinity", b"-Infinity", b"1e400", b"-1e400", b"1e-400", b"4.9e-324",
+    b"2.4703282292062328e-324", b"2.4703282292062327e-324", b"0.1000000000000000055511151231257827",
+    b"9007199254740993", b"9223372036854775807", b"9223372036854775808", b"-9223372036854775809",
+    b"18446744073709551615", b"18446744073709551616", b"1" + b"0" * 25, b"1" + b"0" * 400, b"1" + b"0" * 5000,
+    b"true", b"false", b"null", b'"1"', b"[]", b"{}", b"[1]",
+    b'"AAPL"', b'"A\\u0041PL"', b'"\\u00e9"', '"é"'.encode(), b'"\\ud800"', b'"\\ud83d\\ude00"', b'"a\\u0000b"',
+    b'"\\xff"', b'"\xff"', b'"\xc3"', b'"\xed\xa0\x80"', b'"a\tb"', b'"a\\/b"', b'"A',
+]
+
+
+def _tick_text(**literals: bytes) -> bytes:
+    fields = {"symbol": b'"AAPL"', "price": b"187.25", "volume": b"3", "exchange": b'"XNAS"', "seq": b"7",
+              "event_time": str(NOW_US).encode(), **literals}
+    return b"{" + b",".join(b'"%s":%s' % (name.encode(), value) for name, value in fields.items()) + b"}"
+
+
+def tricky_json_records() -> list[bytes]:
+    records = [_tick_text(**{name: literal}) for name in Tick._fields for literal in TRICKY_LITERALS]
+    records += [_tick_text(extra=literal) for literal in TRICKY_LITERALS]  # an unknown field: skipped, not unchecked
+    good = _tick_text()
+    records += [
+        good[:-1] + b',"symbol":"MSFT"}', good[:-1] + b',"price":2}', good[:-1] + b',"price":null}',
+        b'{"price":1,' + good[1:], good + b"x", good + good, good + b"," + good, b"[" + good + b"]", b"\xef\xbb\xbf" + good,
+        b" \n\t" + good + b"\r\n ", good.replace(b",", b" , "), good.replace(b":", b"\n:\n"), b"{}", b"",
+        good[:-1] + b',"deep":' + b"[" * 100_000 + b"]" * 100_000 + b"}", good[:-1] + b',"deep":' + b"[" * 1000 + b"}",
+        good.replace(b'"symbol"', b'"sym\u0062ol"'), good.replace(b'"symbol"', b'"Symbol"'),
+    ]
+    return records
+
+
+def test_a_json_record_takes_the_column_wise_path_only_as_the_tick_that_it_is():
+    """good_json_ticks (orjson, column-wise) against decode_record (the standard library's json, record by
+    record), one record at a time over tricky JSON: whenever the fast path takes a record, the record is
+    that tick, field for field, type and bits too; and it does take the plain variants."""
+    taken = 0
+    for value in tricky_json_records():
+        stamp = NOW_US // 1000
+        columns = good_json_ticks([value], [stamp])
+        want, refused = decode_record(value, stamp, fields_only=True)
+        if columns is not None:
+            assert not refused and _exactly(list(zip(*columns))) == _exactly(want), value
+            taken += 1
+    # The variants that are ticks and plain: a number as int, -0, exponents, big integers, escapes, \u0000, an
+    # unknown field of any valid value, duplicates, whitespace: all but a handful of the ones that are ticks.
+    assert taken >= 80
+
+
 @given(mostly_good_rows(), st.sampled_from([0, 1, -1]))
 @hyp_settings(max_examples=400, deadline=None)
 def test_a_mostly_good_batch_gives_what_its_rows_as_json_give(rows, stamp_offset):
