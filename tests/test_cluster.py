@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from cli_env import cli_env
-from running_job import expected_outputs, isolated, kafka_outputs, rollup_values, with_next_ticks
+from running_job import CommittedCounts, expected_outputs, isolated, kafka_outputs, rollup_values, with_next_ticks
 from stockmax import config, kafka_io, sample
 from stockmax.cluster import _rest, flink_command, job_status
 from stockmax.kafka_local import free_port, port_answers
@@ -134,7 +134,8 @@ def test_two_taskmanagers_one_killed_mid_run_then_savepoint_and_cancel(settings,
                 time.sleep(0.5)
 
         wait_for(lambda: len(taskmanagers_of(s, job_id)) == 2, "a subtask running on each TaskManager")
-        wait_for(lambda: sum(kafka_outputs(s)["max_updates"].values()) > 0 and completed_checkpoints(s, job_id) > 0,
+        counts = CommittedCounts(s)
+        wait_for(lambda: counts.poll()["max_updates"] > 0 and completed_checkpoints(s, job_id) > 0,
                  "the first outputs committed")
         # Mid-run: one TaskManager killed (its process, without warning), then the rest of the input.
         pids = [int(p) for p in (tmp_path / "flink").glob("flink-*-taskexecutor.pid").__next__().read_text().split()]
@@ -144,8 +145,8 @@ def test_two_taskmanagers_one_killed_mid_run_then_savepoint_and_cancel(settings,
         wait_for(lambda: len(taskmanagers_of(s, job_id)) == 1 and job_status(s, job_id) == "RUNNING",
                  "the job running again on the remaining TaskManager")
         sizes = {k: sum(v.values()) for k, v in expected.items() if isinstance(v, Counter)}
-        wait_for(lambda: all(sum(kafka_outputs(s)[k].values()) >= n for k, n in sizes.items()),
-                 "the cluster job's outputs converging")
+        wait_for(lambda: all(counts.poll()[k] >= n for k, n in sizes.items()), "the cluster job's outputs converging")
+        counts.close()
         # Two more checkpoints complete: anything still to come (a record twice, say) would be committed by then.
         last = completed_checkpoints(s, job_id)
         wait_for(lambda: completed_checkpoints(s, job_id) >= last + 2, "two more checkpoints")

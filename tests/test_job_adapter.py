@@ -550,9 +550,36 @@ def _split_in_flink(rows: list[tuple[bytes, ...]], topics: str,
     columns = ", ".join(f"t.t{j}" for j in range(width))
     table = t_env.sql_query(f"SELECT t.i, r.topic, r.k, r.v FROM texts AS t, "
                             f"LATERAL TABLE(split_outputs('{topics}', '{shapes}', {columns})) AS r(topic, k, v)")
-    with table.execute().collect() as records:
-        # Records of one row in their order; rows in theirs (parallelism 1 keeps both, the sort makes sure).
-        return [(row[1], bytes(row[2]), bytes(row[3])) for row in sorted(records, key=lambda row: row[0])]
+    # Read back through Arrow in one piece (to_pandas): collect() would cross py4j twice per record (~2 ms).
+    records = table.to_pandas()
+    # Records of one row in their order; rows in theirs (parallelism 1 keeps both, the stable sort makes sure).
+    records = records.sort_values(records.columns[0], kind="stable")
+    return [(topic, bytes(k), bytes(v)) for topic, k, v in zip(*(records[c] for c in records.columns[1:]))]
+
+
+def _split_directly(texts: tuple[bytes, ...], topics: str, shapes: str | None = None) -> list[tuple[str, bytes, bytes]]:
+    """The same function called in this process's JVM, without a Flink job: for texts that make it throw (a job
+    would fail on the first; one job each would take seconds)."""
+    if shapes is None:
+        shapes = ";" * topics.count(";")
+    from pyflink.java_gateway import get_gateway
+    from pyflink.table import EnvironmentSettings, TableEnvironment
+
+    from stockmax import config
+    from stockmax.config import FUNCTIONS_JAR
+    from stockmax.jobs.pipeline import SPLIT_OUTPUTS_CLASS
+
+    t_env = TableEnvironment.create(EnvironmentSettings.in_batch_mode())  # loads the jar into the JVM's class path
+    t_env.get_config().set("pipeline.jars", config.load(env={}).flink_jar(FUNCTIONS_JAR).resolve().as_uri())
+    gateway = get_gateway()
+    function = getattr(gateway.jvm, SPLIT_OUTPUTS_CLASS)()
+    records = gateway.jvm.java.util.ArrayList()
+    function.setCollector(gateway.jvm.org.apache.flink.api.common.functions.util.ListCollector(records))
+    j_texts = gateway.new_array(gateway.jvm.byte, len(texts), 0)
+    for i, text in enumerate(texts):
+        j_texts[i] = bytearray(text)
+    function.eval(topics, shapes, j_texts)
+    return [(str(r.getString(0)), bytes(r.getBinary(1)), bytes(r.getBinary(2))) for r in records]
 
 
 def test_the_jvm_splits_output_texts_into_the_records_python_joined():
@@ -584,13 +611,15 @@ def test_the_jvm_splits_output_texts_into_the_records_python_joined():
     assert len(expected) > 8000 and {record[0] for record in expected} == set(topics)
     assert _split_in_flink(rows, ";".join(topics)) == expected
 
-    # A line without a tab can only come from a bug on the Python side: the job fails and names the line.
+    # A line without a tab can only come from a bug on the Python side: the function throws (failing the job)
+    # and names the line.
+    assert _split_directly((b"A\tv\nB\tw",), "t") == [("t", b"A", b"v"), ("t", b"B", b"w")]
     with pytest.raises(Py4JJavaError) as failure:
-        _split_in_flink([(b"A\tv\nno tab here\n",)], "t")
+        _split_directly((b"A\tv\nno tab here\n",), "t")
     assert "an output line without a key (no tab): no tab here" in str(failure.value)
     # So can texts and topics that do not pair up.
     with pytest.raises(Py4JJavaError) as failure:
-        _split_in_flink([(b"A\tv", b"B\tw")], "t;u;v")
+        _split_directly((b"A\tv", b"B\tw"), "t;u;v")
     assert "split_outputs: 2 texts for 3 topics (t;u;v)" in str(failure.value)
 
 
@@ -701,14 +730,14 @@ def test_the_jvm_turns_rows_into_the_json_objects_of_their_fields():
     assert {kind for kind in OUTPUT_KINDS if records(outputs, kind)} == {"max_updates", "alerts", "rollups"}
     assert _split_in_flink([tuple(row) for row in outputs], ";".join(topic_of.values()), split_outputs_shapes()) == want
 
-    # Rows that do not match their shape can only come from a bug on the Python side: the job fails.
+    # Rows that do not match their shape can only come from a bug on the Python side: the function throws.
     for text, message in ((b'[["A","1s",1,2]]', "a row of 4 values, not 5"), (b'[["A","1s",1,2,3]', "']' expected"),
                           (b'[[["A"],"1s",1,2]]', "a block of 4 columns, not 5"),
                           (b'[[["A"],"1s",1,2,3,4]]', "a block of more than 5 columns"),
                           (b'[[["A","B"],"1s",[1],2,3]]', "a column of 1 values in a block of 2"),
                           (b'[[["A"],"1s",1,2,3],["B"', "a row cut short")):
         with pytest.raises(Py4JJavaError) as failure:
-            _split_in_flink([(text,)], "t", "2:symbol,window,n,x,y")
+            _split_directly((text,), "t", "2:symbol,window,n,x,y")
         assert message in str(failure.value)
 
 

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from running_job import expected_outputs, isolated, kafka_outputs, newest_checkpoint, run_until, start_job
+from running_job import CommittedCounts, expected_outputs, isolated, newest_checkpoint, run_until, start_job
 from stockmax import kafka_io, sample
 from stockmax.replay import tick_record
 
@@ -26,10 +26,6 @@ def publish(s, ticks: list[dict]) -> None:
         producer.send(s.topic("ticks"), key=key, value=value, timestamp_ms=timestamp_ms)
     producer.flush()
     producer.close()
-
-
-def committed_sizes(s, kinds) -> dict:
-    return {k: sum(v.values()) for k, v in kafka_outputs(s).items() if k in kinds}
 
 
 def test_a_live_feed_that_goes_quiet_gets_every_output_without_a_later_tick(settings, tmp_path):
@@ -65,11 +61,13 @@ def test_a_live_feed_that_goes_quiet_gets_every_output_without_a_later_tick(sett
         # ticks, their buckets) would ever come.
         due_s = (1000 + s.quiet_flush_ms()) / 1000 + 10
         sizes = {k: sum(v.values()) for k, v in expected.items() if not isinstance(v, int)}
-        while not all(n >= sizes[k] for k, n in committed_sizes(s, sizes).items()):
+        counts = CommittedCounts(s, tuple(sizes))
+        while not all(n >= sizes[k] for k, n in counts.poll().items()):
             assert job.poll() is None, f"the job ended: {job.stderr.read()[-3000:]}"
             assert time.monotonic() - published_at < due_s, \
-                f"not every output within {due_s:.1f} s of the last tick published: {committed_sizes(s, sizes)} of {sizes}"
+                f"not every output within {due_s:.1f} s of the last tick published: {counts.poll()} of {sizes}"
             time.sleep(0.2)
+        counts.close()
         # After the pause the feed goes on, its ticks as far behind the clock as before (within a tenth of a
         # second, published at once): the watermark moved on as those ticks would have, so none is late.
         # (Moved to the clock itself, every one of them would be.)

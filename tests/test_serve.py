@@ -12,7 +12,6 @@ import socket as socket_module
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -23,7 +22,7 @@ from websockets.sync.client import connect
 
 from cli_env import cli_env
 from oracle import apply_order, expected_max_updates, expected_rollups, split_duplicates, update_key
-from running_job import CONVERGE_S, flink_log_problems, isolated, next_ticks, start_job, wait_until
+from running_job import CONVERGE_S, CommittedCounts, flink_log_problems, isolated, next_ticks, start_job, wait_until
 from stockmax import kafka_io, sample
 from stockmax.config import PROJECT_ROOT
 from stockmax.kafka_io import admin
@@ -94,8 +93,10 @@ def pipeline(kafka_bootstrap, tmp_path_factory):
     job = start_job(settings)
     serve = None
     try:
-        wait_until(lambda: sum(Counter(map(update_key, kafka_io.read_committed_json(settings, "max_updates"))).values())
-                   >= len(expected_updates), "every max update committed", CONVERGE_S, job)
+        counts = CommittedCounts(settings, ("max_updates",))
+        wait_until(lambda: counts.poll()["max_updates"] >= len(expected_updates), "every max update committed",
+                   CONVERGE_S, job)
+        counts.close()
         wait_until(lambda: loader_caught_up(settings), "the store loaded", CONVERGE_S, job)
         serve = subprocess.Popen([sys.executable, "-m", "stockmax.cli", "serve"], env=cli_env(settings),
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
