@@ -3,6 +3,8 @@ outputs read back until they reach the oracle's sizes, then stopped with a savep
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 import signal
 import subprocess
@@ -176,12 +178,32 @@ def expected_outputs(settings, data: list[dict]) -> dict:
 def input_and_expected(settings, tmp_path):
     """A sample as two tick files, its ticks and then next_ticks (the feed moving on), and the oracle's
     outputs."""
-    # Out of order by less than the watermark bound: no tick is late whatever the timing.
-    data = sample.generate(symbols=10, duration_s=600, ticks_per_second=5, spikes_per_symbol=4, seed=21,
-                           max_delay_ms=min(1500, sample.delay_within(settings.watermark_bound_ms))).to_pylist()
+    data, expected = _sample_and_oracle(*_oracle_inputs(settings))
     tick_file, next_file = tmp_path / "ticks.csv", tmp_path / "next-ticks.csv"
     pacsv.write_csv(pa.Table.from_pylist(data), tick_file)
     pacsv.write_csv(pa.Table.from_pylist(next_ticks(data)), next_file)
-    expected = expected_outputs(settings, data)
     assert expected["alerts"], "the sample should contain spikes"
-    return tick_file, next_file, expected
+    return tick_file, next_file, copy.deepcopy(expected)
+
+
+def _oracle_inputs(settings) -> tuple:
+    """Every setting that input_and_expected's sample or expected_outputs reads (what its cache is keyed by)."""
+    rules = settings.rules()
+    return (settings.watermark_bound_ms, settings.spike_threshold_pct, settings.spike_window_ms,
+            settings.moving_average_ticks, rules.windows_us, rules.rollup_resolutions_s)
+
+
+@functools.cache
+def _sample_and_oracle(bound_ms, spike_threshold_pct, spike_window_ms, moving_average_ticks, windows_us,
+                       rollup_resolutions_s) -> tuple[list[dict], dict]:
+    """The brute-force oracle takes ~1 min over this sample: tests with the same settings share it."""
+    settings = config.load(env={}).with_(
+        watermark_bound_ms=bound_ms, spike_threshold_pct=spike_threshold_pct, spike_window_ms=spike_window_ms,
+        moving_average_ticks=moving_average_ticks, windows=",".join(f"{w // 1000}ms" for w in windows_us),
+        rollup_resolutions=",".join(f"{r}s" for r in rollup_resolutions_s))
+    assert _oracle_inputs(settings) == (bound_ms, spike_threshold_pct, spike_window_ms, moving_average_ticks,
+                                        windows_us, rollup_resolutions_s)
+    # Out of order by less than the watermark bound: no tick is late whatever the timing.
+    data = sample.generate(symbols=10, duration_s=600, ticks_per_second=5, spikes_per_symbol=4, seed=21,
+                           max_delay_ms=min(1500, sample.delay_within(bound_ms))).to_pylist()
+    return data, expected_outputs(settings, data)
