@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +18,6 @@ from typing import Callable, NamedTuple
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "tick.schema.json"
 SCHEMA = json.loads(SCHEMA_PATH.read_text())
 MAX_MESSAGE_BYTES = 64 * 1024
-# json.loads refuses an integer literal of more digits than this (int(str)'s guard against quadratic time), so a
-# record shorter than it cannot hold one: records.py takes only those the fast way.
-JSON_INT_MAX_DIGITS = sys.get_int_max_str_digits() or sys.maxsize  # 0: no limit
 
 
 class Tick(NamedTuple):
