@@ -55,7 +55,11 @@ def segments(applied: list[dict], idle_gap_us: int | None) -> list[list[dict]]:
 def window_extremes(applied: list[dict], k: int, window_us: int):
     """(min, latest time of min, max, latest time of max) over the window (t_k - W, t_k] of ticks 0..k."""
     now = applied[k]["event_time"]
-    inside = [t for t in applied[: k + 1] if t["event_time"] > now - window_us]
+    # Applied ticks are in event-time order: the window is the run of them back from tick k.
+    start = k
+    while start and applied[start - 1]["event_time"] > now - window_us:
+        start -= 1
+    inside = applied[start: k + 1]
     low = min(t["price"] for t in inside)
     high = max(t["price"] for t in inside)
     low_time = max(t["event_time"] for t in inside if t["price"] == low)
