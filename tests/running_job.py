@@ -4,7 +4,6 @@ outputs read back until they reach the oracle's sizes, then stopped with a savep
 from __future__ import annotations
 
 import copy
-import functools
 import os
 import signal
 import subprocess
@@ -72,7 +71,10 @@ class CommittedCounts:
                 self.counts[self.kind_of[part.topic]] += len(records)
         return dict(self.counts)
 
-    def close(self) -> None:
+    def __enter__(self) -> "CommittedCounts":
+        return self
+
+    def __exit__(self, *exc) -> None:
         self.consumer.close()
 
 
@@ -81,15 +83,15 @@ def run_until(settings, expected: dict, job: subprocess.Popen) -> dict:
     job's process group is killed: a failed test leaves nothing running."""
     sizes = {k: sum(v.values()) for k, v in expected.items() if isinstance(v, Counter)}
     deadline = time.monotonic() + CONVERGE_S
-    counts = CommittedCounts(settings, tuple(sizes))
     try:
-        while True:
-            assert job.poll() is None, f"the job stopped: {job.stderr.read()[-3000:]}"
-            got = counts.poll()
-            if all(got[k] >= n for k, n in sizes.items()):
-                break
-            assert time.monotonic() < deadline, f"outputs did not converge: {got} of {sizes}"
-            time.sleep(0.5)
+        with CommittedCounts(settings, tuple(sizes)) as counts:
+            while True:
+                assert job.poll() is None, f"the job stopped: {job.stderr.read()[-3000:]}"
+                got = counts.poll()
+                if all(got[k] >= n for k, n in sizes.items()):
+                    break
+                assert time.monotonic() < deadline, f"outputs did not converge: {got} of {sizes}"
+                time.sleep(0.5)
         # Two more checkpoints complete: anything still to come (a record twice, say) would be committed by then.
         wait_for_checkpoints(settings, newest_checkpoint(settings) + 2, job)
     except BaseException as failure:
@@ -99,8 +101,6 @@ def run_until(settings, expected: dict, job: subprocess.Popen) -> dict:
             raise AssertionError(f"{failure}\n--- the job's stderr, last lines:\n{job.stderr.read()[-3000:]}"
                                  f"\n--- {flink_log_problems(settings)}") from None
         raise
-    finally:
-        counts.close()
     got = kafka_outputs(settings)
     job.send_signal(signal.SIGINT)  # stops the job with a savepoint
     job.wait(timeout=120)
@@ -177,8 +177,15 @@ def expected_outputs(settings, data: list[dict]) -> dict:
 
 def input_and_expected(settings, tmp_path):
     """A sample as two tick files, its ticks and then next_ticks (the feed moving on), and the oracle's
-    outputs."""
-    data, expected = _sample_and_oracle(*_oracle_inputs(settings))
+    outputs. The brute-force oracle takes ~1 min over this sample: tests whose settings give the same sample
+    and outputs share them."""
+    key = _oracle_inputs(settings)
+    if key not in _SAMPLES_AND_ORACLES:
+        # Out of order by less than the watermark bound: no tick is late whatever the timing.
+        data = sample.generate(symbols=10, duration_s=600, ticks_per_second=5, spikes_per_symbol=4, seed=21,
+                               max_delay_ms=min(1500, sample.delay_within(settings.watermark_bound_ms))).to_pylist()
+        _SAMPLES_AND_ORACLES[key] = data, expected_outputs(settings, data)
+    data, expected = _SAMPLES_AND_ORACLES[key]
     tick_file, next_file = tmp_path / "ticks.csv", tmp_path / "next-ticks.csv"
     pacsv.write_csv(pa.Table.from_pylist(data), tick_file)
     pacsv.write_csv(pa.Table.from_pylist(next_ticks(data)), next_file)
@@ -186,24 +193,11 @@ def input_and_expected(settings, tmp_path):
     return tick_file, next_file, copy.deepcopy(expected)
 
 
+_SAMPLES_AND_ORACLES: dict[tuple, tuple[list[dict], dict]] = {}
+
+
 def _oracle_inputs(settings) -> tuple:
-    """Every setting that input_and_expected's sample or expected_outputs reads (what its cache is keyed by)."""
+    """Every setting that input_and_expected's sample or expected_outputs reads."""
     rules = settings.rules()
     return (settings.watermark_bound_ms, settings.spike_threshold_pct, settings.spike_window_ms,
             settings.moving_average_ticks, rules.windows_us, rules.rollup_resolutions_s)
-
-
-@functools.cache
-def _sample_and_oracle(bound_ms, spike_threshold_pct, spike_window_ms, moving_average_ticks, windows_us,
-                       rollup_resolutions_s) -> tuple[list[dict], dict]:
-    """The brute-force oracle takes ~1 min over this sample: tests with the same settings share it."""
-    settings = config.load(env={}).with_(
-        watermark_bound_ms=bound_ms, spike_threshold_pct=spike_threshold_pct, spike_window_ms=spike_window_ms,
-        moving_average_ticks=moving_average_ticks, windows=",".join(f"{w // 1000}ms" for w in windows_us),
-        rollup_resolutions=",".join(f"{r}s" for r in rollup_resolutions_s))
-    assert _oracle_inputs(settings) == (bound_ms, spike_threshold_pct, spike_window_ms, moving_average_ticks,
-                                        windows_us, rollup_resolutions_s)
-    # Out of order by less than the watermark bound: no tick is late whatever the timing.
-    data = sample.generate(symbols=10, duration_s=600, ticks_per_second=5, spikes_per_symbol=4, seed=21,
-                           max_delay_ms=min(1500, sample.delay_within(bound_ms))).to_pylist()
-    return data, expected_outputs(settings, data)

@@ -134,9 +134,9 @@ def test_two_taskmanagers_one_killed_mid_run_then_savepoint_and_cancel(settings,
                 time.sleep(0.5)
 
         wait_for(lambda: len(taskmanagers_of(s, job_id)) == 2, "a subtask running on each TaskManager")
-        counts = CommittedCounts(s)
-        wait_for(lambda: counts.poll()["max_updates"] > 0 and completed_checkpoints(s, job_id) > 0,
-                 "the first outputs committed")
+        with CommittedCounts(s, ("max_updates",)) as counts:
+            wait_for(lambda: counts.poll()["max_updates"] > 0 and completed_checkpoints(s, job_id) > 0,
+                     "the first outputs committed")
         # Mid-run: one TaskManager killed (its process, without warning), then the rest of the input.
         pids = [int(p) for p in (tmp_path / "flink").glob("flink-*-taskexecutor.pid").__next__().read_text().split()]
         assert len(pids) == TASKMANAGERS, pids
@@ -145,8 +145,8 @@ def test_two_taskmanagers_one_killed_mid_run_then_savepoint_and_cancel(settings,
         wait_for(lambda: len(taskmanagers_of(s, job_id)) == 1 and job_status(s, job_id) == "RUNNING",
                  "the job running again on the remaining TaskManager")
         sizes = {k: sum(v.values()) for k, v in expected.items() if isinstance(v, Counter)}
-        wait_for(lambda: all(counts.poll()[k] >= n for k, n in sizes.items()), "the cluster job's outputs converging")
-        counts.close()
+        with CommittedCounts(s, tuple(sizes)) as counts:
+            wait_for(lambda: all(counts.poll()[k] >= n for k, n in sizes.items()), "the cluster job's outputs converging")
         # Two more checkpoints complete: anything still to come (a record twice, say) would be committed by then.
         last = completed_checkpoints(s, job_id)
         wait_for(lambda: completed_checkpoints(s, job_id) >= last + 2, "two more checkpoints")

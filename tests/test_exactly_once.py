@@ -131,14 +131,14 @@ def test_stop_with_savepoint_rescale_and_resume(settings, tmp_path):
     total = sum(expected["max_updates"].values())
 
     job = start_job(s)
-    counts = CommittedCounts(s, ("max_updates",))
     for part, parallelism in ((parts[1], 2), (parts[2], 1)):
         deadline = time.monotonic() + 300
-        committed = counts.poll()["max_updates"]
-        while not counts.poll()["max_updates"] > committed:
-            assert job.poll() is None, f"the job stopped: {job.stderr.read()[-3000:]}"
-            assert time.monotonic() < deadline, "no output was committed"
-            time.sleep(0.2)
+        with CommittedCounts(s, ("max_updates",)) as counts:
+            committed = counts.poll()["max_updates"]
+            while not counts.poll()["max_updates"] > committed:
+                assert job.poll() is None, f"the job stopped: {job.stderr.read()[-3000:]}"
+                assert time.monotonic() < deadline, "no output was committed"
+                time.sleep(0.2)
         wait_for_checkpoints(s, newest_checkpoint(s) + 2, job)  # a little further into the stream
         log = next((s.data_dir / "logs").glob("flink-*.log")).read_text(errors="replace")  # this attempt's
         assert ("sliding max/min" in log and f"({s.parallelism}/{s.parallelism})" in log
@@ -148,7 +148,6 @@ def test_stop_with_savepoint_rescale_and_resume(settings, tmp_path):
         replay(s, part, progress=False)
         s = s.with_(parallelism=parallelism)
         job = resume(s, savepoint)
-    counts.close()
     replay(s, next_file, progress=False)
     assert run_until(s, expected, job) == expected
     assert len(kafka_io.read_committed_json(s, "duplicates")) == 40

@@ -525,22 +525,31 @@ def test_the_local_jvm_gets_its_heap_gc_and_log_dir_and_they_do_not_leak(tmp_pat
     assert leaked == "False False"
 
 
-def _split_in_flink(rows: list[tuple[bytes, ...]], topics: str,
-                    shapes: str | None = None) -> list[tuple[str, bytes, bytes]]:
-    """SPLIT_OUTPUTS (the job's Java table function, from the jar `make setup` builds) over rows of texts, one
-    text per topic in topics (';'-separated), each read as its shape in shapes says (default: all lines), run
-    by Flink."""
-    if shapes is None:
-        shapes = ";" * topics.count(";")
-    from pyflink.table import DataTypes, EnvironmentSettings, TableEnvironment
+def _batch_env_with_functions_jar():
+    """A batch TableEnvironment with the job's functions jar (`make setup` builds it), which also puts the jar on
+    this process's JVM class path."""
+    from pyflink.table import EnvironmentSettings, TableEnvironment
 
     from stockmax import config
     from stockmax.config import FUNCTIONS_JAR
+
+    t_env = TableEnvironment.create(EnvironmentSettings.in_batch_mode())
+    t_env.get_config().set("pipeline.jars", config.load(env={}).flink_jar(FUNCTIONS_JAR).resolve().as_uri())
+    return t_env
+
+
+def _split_in_flink(rows: list[tuple[bytes, ...]], topics: str,
+                    shapes: str | None = None) -> list[tuple[str, bytes, bytes]]:
+    """SPLIT_OUTPUTS (the job's Java table function) over rows of texts, one text per topic in topics
+    (';'-separated), each read as its shape in shapes says (default: all lines), run by Flink."""
+    if shapes is None:
+        shapes = ";" * topics.count(";")
+    from pyflink.table import DataTypes
+
     from stockmax.jobs.pipeline import SPLIT_OUTPUTS_CLASS
 
     width = len(rows[0])
-    t_env = TableEnvironment.create(EnvironmentSettings.in_batch_mode())
-    t_env.get_config().set("pipeline.jars", config.load(env={}).flink_jar(FUNCTIONS_JAR).resolve().as_uri())
+    t_env = _batch_env_with_functions_jar()
     t_env.get_config().set("parallelism.default", "1")
     t_env.create_java_temporary_function("split_outputs", SPLIT_OUTPUTS_CLASS)
     t_env.create_temporary_view("texts", t_env.from_elements(
@@ -563,14 +572,10 @@ def _split_directly(texts: tuple[bytes, ...], topics: str, shapes: str | None = 
     if shapes is None:
         shapes = ";" * topics.count(";")
     from pyflink.java_gateway import get_gateway
-    from pyflink.table import EnvironmentSettings, TableEnvironment
 
-    from stockmax import config
-    from stockmax.config import FUNCTIONS_JAR
     from stockmax.jobs.pipeline import SPLIT_OUTPUTS_CLASS
 
-    t_env = TableEnvironment.create(EnvironmentSettings.in_batch_mode())  # loads the jar into the JVM's class path
-    t_env.get_config().set("pipeline.jars", config.load(env={}).flink_jar(FUNCTIONS_JAR).resolve().as_uri())
+    _batch_env_with_functions_jar()
     gateway = get_gateway()
     function = getattr(gateway.jvm, SPLIT_OUTPUTS_CLASS)()
     records = gateway.jvm.java.util.ArrayList()

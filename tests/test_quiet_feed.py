@@ -61,13 +61,12 @@ def test_a_live_feed_that_goes_quiet_gets_every_output_without_a_later_tick(sett
         # ticks, their buckets) would ever come.
         due_s = (1000 + s.quiet_flush_ms()) / 1000 + 10
         sizes = {k: sum(v.values()) for k, v in expected.items() if not isinstance(v, int)}
-        counts = CommittedCounts(s, tuple(sizes))
-        while not all(n >= sizes[k] for k, n in counts.poll().items()):
-            assert job.poll() is None, f"the job ended: {job.stderr.read()[-3000:]}"
-            assert time.monotonic() - published_at < due_s, \
-                f"not every output within {due_s:.1f} s of the last tick published: {counts.poll()} of {sizes}"
-            time.sleep(0.2)
-        counts.close()
+        with CommittedCounts(s, tuple(sizes)) as counts:
+            while not all(n >= sizes[k] for k, n in counts.poll().items()):
+                assert job.poll() is None, f"the job ended: {job.stderr.read()[-3000:]}"
+                assert time.monotonic() - published_at < due_s, \
+                    f"not every output within {due_s:.1f} s of the last tick published: {counts.poll()} of {sizes}"
+                time.sleep(0.2)
         # After the pause the feed goes on, its ticks as far behind the clock as before (within a tenth of a
         # second, published at once): the watermark moved on as those ticks would have, so none is late.
         # (Moved to the clock itself, every one of them would be.)

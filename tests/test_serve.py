@@ -93,10 +93,9 @@ def pipeline(kafka_bootstrap, tmp_path_factory):
     job = start_job(settings)
     serve = None
     try:
-        counts = CommittedCounts(settings, ("max_updates",))
-        wait_until(lambda: counts.poll()["max_updates"] >= len(expected_updates), "every max update committed",
-                   CONVERGE_S, job)
-        counts.close()
+        with CommittedCounts(settings, ("max_updates",)) as counts:
+            wait_until(lambda: counts.poll()["max_updates"] >= len(expected_updates), "every max update committed",
+                       CONVERGE_S, job)
         wait_until(lambda: loader_caught_up(settings), "the store loaded", CONVERGE_S, job)
         serve = subprocess.Popen([sys.executable, "-m", "stockmax.cli", "serve"], env=cli_env(settings),
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
