@@ -44,6 +44,9 @@ import uuid
 from pathlib import Path
 from typing import NamedTuple
 
+from stockmax import sample
+from stockmax.config import Settings
+
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache" / "bench"
 BENCH_DIR = ROOT / "bench"
@@ -57,7 +60,7 @@ def say(text: str) -> None:
 
 # How late the main input's out-of-order ticks come: within the default watermark bound, so that the bursts
 # measure ticks applied, not sent aside as late.
-INPUT_MAX_DELAY_MS = 375
+INPUT_MAX_DELAY_MS = sample.delay_within(Settings.watermark_bound_ms)
 
 
 def input_file(ticks: int, symbols: int, window_s: int, seed: int = 11) -> Path:
@@ -66,8 +69,6 @@ def input_file(ticks: int, symbols: int, window_s: int, seed: int = 11) -> Path:
     path = CACHE / f"input-{ticks}-{symbols}-{window_s}-{seed}-{INPUT_MAX_DELAY_MS}.parquet"
     if path.exists():
         return path
-    from stockmax import sample
-
     duration_s = max(600.0, 1.25 * window_s)
     rate = ticks / symbols / duration_s
     say(f"generating {ticks:,} ticks, {symbols:,} symbols, {duration_s:,.0f} s of event time ...")

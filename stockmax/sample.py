@@ -14,6 +14,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from .config import Settings
+
 DEMO_SYMBOLS = ["AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "TSLA", "JPM", "V", "XOM",
                 "UNH", "LLY", "AVGO", "COST", "NFLX", "AMD", "ORCL", "CRM", "BAC", "KO"]
 EXCHANGES = ["XNAS", "XNYS", "BATS"]
@@ -27,15 +29,18 @@ def delay_within(watermark_bound_ms: int) -> int:
 
 
 def generate(symbols: int = 20, duration_s: float = 600.0, ticks_per_second: float = 4.0,
-             spikes_per_symbol: int = 3, out_of_order_share: float = 0.02, max_delay_ms: int = 1500,
+             spikes_per_symbol: int = 3, out_of_order_share: float = 0.02, max_delay_ms: int | None = None,
              duplicate_share: float = 0.0, seed: int = 7, start: datetime = DEFAULT_START,
              symbol_prefix: str = "") -> pa.Table:
     """Rows in arrival order (the order a replay publishes them).
 
     An out-of-order tick arrives after ticks up to `max_delay_ms` later in event time than itself, never
-    more, so with a watermark bound above max_delay_ms no tick is late. A `duplicate_share` of ticks is
-    delivered a second time (same symbol, exchange and seq) within the same delay.
+    more, so with a watermark bound above max_delay_ms no tick is late (by default, delay_within the default
+    bound). A `duplicate_share` of ticks is delivered a second time (same symbol, exchange and seq) within
+    the same delay.
     """
+    if max_delay_ms is None:
+        max_delay_ms = delay_within(Settings.watermark_bound_ms)
     rng = random.Random(seed)
     start_us = int(start.timestamp() * 1_000_000)
     duration_us = int(duration_s * 1_000_000)
