@@ -317,13 +317,29 @@ def quiet_flush_due_s(job_settings) -> float:
     return job_settings.quiet_flush_ms() / 1000 + 5
 
 
+def _process_role(process) -> str:
+    """What a process of a job's tree is: its name, and for Python which one (they are all named python):
+    the loader (`stockmax run` spawns it), a Python worker of its own (process mode), or the job's process
+    (which runs the Python steps in loopback mode)."""
+    name = process.name()
+    if not name.startswith("python"):
+        return name
+    command = " ".join(process.cmdline())
+    if "multiprocessing" in command:
+        return "python (loader)" if "spawn_main" in command else "python (multiprocessing)"
+    if "pyflink" in command or "beam" in command:
+        return "python (worker)"
+    return "python (job)"
+
+
 def _cpu_by_name(tree) -> dict[str, float]:
-    """CPU seconds (user + system) used so far by the processes of a tree, summed by process name (the
-    job's Python process, which runs the Python worker in loopback mode, its JVM, the loader)."""
+    """CPU seconds (user + system) used so far by the processes of a tree, summed by role (_process_role:
+    the job's Python process, which runs the Python steps in loopback mode, its JVM, the loader)."""
     used: dict[str, float] = {}
     for process in tree:
         times = process.cpu_times()
-        used[process.name()] = used.get(process.name(), 0.0) + times.user + times.system
+        role = _process_role(process)
+        used[role] = used.get(role, 0.0) + times.user + times.system
     return used
 
 
