@@ -234,7 +234,7 @@ def run_rate(settings, variant: str, rate: int, seconds: float, symbols: int, en
             try:
                 tree = [root, *root.children(recursive=True)]
                 rss = sum(p.memory_info().rss for p in tree)
-                cpu.append((time.monotonic() - started, counter.value, _cpu_by_name(tree)))
+                cpu.append((time.monotonic() - started, counter.value, _cpu_by_role(tree)))
             except psutil.Error:
                 rss = 0
             samples.append((time.monotonic() - started, counter.value, committed() - base, rss, checkpoint_bytes()))
@@ -332,7 +332,7 @@ def _process_role(process) -> str:
     return "python (job)"
 
 
-def _cpu_by_name(tree) -> dict[str, float]:
+def _cpu_by_role(tree) -> dict[str, float]:
     """CPU seconds (user + system) used so far by the processes of a tree, summed by role (_process_role:
     the job's Python process, which runs the Python steps in loopback mode, its JVM, the loader)."""
     used: dict[str, float] = {}
