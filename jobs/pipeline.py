@@ -5,14 +5,18 @@
      timestamp, watermarks  as one element, keyed there)  Arrow batches;       ├─▶ rollups      key symbol
      per partition                                        MapState symbol →    ├─▶ ticks-late   key symbol
                                                           SymbolProcessor, one ├─▶ ticks-duplicate key symbol
-                                                          timer per key)       └─▶ ticks-dead (reason, partition,
+                                                          timer per key)       ├─▶ tick-batches key partition
+                                                                               │   (every tick read, as Arrow
+                                                                               │   batches: raw ticks, loader)
+                                                                               └─▶ ticks-dead (reason, partition,
                                                                                     offset[, batch row])
 
 Every output is written exactly once: Flink's KafkaSink with transactions committed at checkpoints, so
-records become visible to read_committed readers when the checkpoint that covers them completes. The five
+records become visible to read_committed readers when the checkpoint that covers them completes. The six
 topics on the right share one sink (one transaction per checkpoint for all of them; each record names its
 topic), the dead letters have their own (jobs/kafka_tables.py declares the source and the sinks). Rollups
-reach ClickHouse through the `rollups` topic and the loader (stockmax/loader.py). GroupRecords and the split
+and raw ticks reach ClickHouse through the `rollups` and `tick-batches` topics and the loader
+(stockmax/loader.py). GroupRecords and the split
 of the Python step's outputs into records (operators/wire.py, the format) are Java (jvm/), built by
 `make setup`.
 
@@ -42,7 +46,7 @@ from stockmax.flink_env import configuration, job_options
 from stockmax.jobs.kafka_tables import add_kafka_sink, source_table, sql_literal
 from stockmax.jobs.keys import MAX_PARALLELISM, partition_keys
 from stockmax.operators.columnar import advance_symbols
-from stockmax.operators.records import dead_letter, decode_group, group_ticks
+from stockmax.operators.records import dead_letter, decode_group, group_ticks, tick_batch_records
 from stockmax.operators.stored import KeySymbols, StoredSymbolProcessor
 from stockmax.operators.symbol import Rules, SymbolProcessor, frontier_from_watermark_ms, watermark_ms_for_frontier
 from stockmax.operators.tick import REASON_CODES, Tick, TickLimits
@@ -161,7 +165,7 @@ class SymbolFunction(KeyedProcessFunction):
         records = decode_group(grouped[1])
         if records.values:
             self.records_in.inc(len(records.values))
-        ticks, refused = group_ticks(records, self.limits)
+        ticks, refused, pieces = group_ticks(records, self.limits)
         if ticks:
             self.ticks_in.inc(len(ticks))
         if refused:
@@ -174,6 +178,8 @@ class SymbolFunction(KeyedProcessFunction):
         watermark = self.watermark_ms = symbols.act_at(ctx.timer_service().current_watermark())
         frontier = frontier_from_watermark_ms(watermark)
         outputs = {kind: [] for kind in OUTPUT_KINDS}
+        # Every tick read, late and repeated ones too, for the store's raw ticks (the loader): parsed once, here.
+        outputs["tick_batches"] = tick_batch_records(str(partition).encode(), pieces)
         touched: dict[str, SymbolProcessor] = {}
         for tick in ticks:
             if self.failures:
@@ -237,7 +243,7 @@ class SymbolFunction(KeyedProcessFunction):
         names = schedule.pop_due(frontier)
         symbols.advanced(frontier, names)
         due = [(symbol, symbols.get(symbol)) for symbol in names]
-        outputs = {**advance_symbols(due, frontier)._asdict(), "late": [], "duplicates": []}
+        outputs = {**advance_symbols(due, frontier)._asdict(), "late": [], "duplicates": [], "tick_batches": []}
         for symbol, processor in due:
             symbols.take_chunk_changes(symbol, processor)
             if processor.expired(frontier):
@@ -327,9 +333,9 @@ def build(env: StreamExecutionEnvironment, settings: Settings, bounded: bool, di
     t_env.create_temporary_view("outputs", t_env.from_data_stream(outputs))
 
     statements = t_env.create_statement_set()
-    # All five kinds through one sink, each record to its kind's topic: one transactional producer instead
-    # of five, so one transaction per checkpoint to start and commit, not five (and a checkpoint makes
-    # alerts and the max updates behind them visible together). One call splits all five texts (see
+    # All six kinds through one sink, each record to its kind's topic: one transactional producer instead
+    # of six, so one transaction per checkpoint to start and commit, not six (and a checkpoint makes
+    # alerts and the max updates behind them visible together). One call splits all six texts (see
     # SplitOutputs for why), so the sink runs in the keyed step's task.
     topics = [settings.topic(kind) for kind in OUTPUT_KINDS]
     records = t_env.sql_query(

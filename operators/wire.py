@@ -2,10 +2,11 @@
 and the reference decoder that tests and tools read texts with (jvm/, SplitOutputs, is the job's decoder;
 tests/test_job_adapter.py checks the two give the same records).
 
-The keyed function's outputs of one call, per kind one UTF-8 text: for max updates and rollups a JSON array
+The keyed function's outputs of one call, per kind one text (bytes): for max updates and rollups a JSON array
 of rows (each an array of the fields in ROW_KINDS, in order, as one orjson call writes them) and column blocks
-(ColumnBlock: an array of the fields' columns), for the other kinds "key<TAB>JSON value"
-lines. One element crosses from Python to the JVM per call, as bytes, which PyFlink passes on at no cost per
+(ColumnBlock: an array of the fields' columns); for RECORD_KINDS one record, "key<TAB>value", its value any
+bytes (an Arrow batch of ticks); for the other kinds "key<TAB>JSON value" lines, UTF-8. One element crosses
+from Python to the JVM per call, as bytes, which PyFlink passes on at no cost per
 record (arrays of rows cost ~0.8 µs per record to encode, plus building the rows; a STRING is decoded on the
 JVM side by Flink's own per-character loop); SplitOutputs cuts them into (topic, key, value) records again,
 in the JVM, still as bytes: a row (or a block's row) becomes the JSON object of its fields (each value's text
@@ -23,11 +24,13 @@ import orjson
 from .rollups import ROLLUP_FIELDS
 from .symbol import MAX_UPDATE_FIELDS
 
-OUTPUT_KINDS = ("max_updates", "alerts", "rollups", "late", "duplicates")
+OUTPUT_KINDS = ("max_updates", "alerts", "rollups", "late", "duplicates", "tick_batches")
 
 # The kinds given as rows: per kind, how many leading fields make the record key (joined with '|': a max
 # update's is symbol|window, a rollup's its symbol), and the fields.
 ROW_KINDS = {"max_updates": (2, MAX_UPDATE_FIELDS), "rollups": (1, ROLLUP_FIELDS)}
+# The kinds whose records are binary ("key<TAB>value", the value any bytes): one record per text.
+RECORD_KINDS = ("tick_batches",)
 
 
 def output_line(key: bytes, value: dict) -> bytes:
@@ -91,9 +94,9 @@ OUTPUTS_PER_ROW = 2000  # a watermark jump may release thousands of ticks at onc
 
 def encode_outputs(outputs: dict[str, list]):
     """The outputs of a call (records per kind of OUTPUT_KINDS) as rows of texts, one text per kind, at most
-    OUTPUTS_PER_ROW records per text: the records of ROW_KINDS (rows and column blocks) as one JSON array,
-    lines joined."""
-    chunks = {kind: _chunks(records, OUTPUTS_PER_ROW) for kind, records in outputs.items()}
+    OUTPUTS_PER_ROW records per text (one of RECORD_KINDS): the records of ROW_KINDS (rows and column blocks)
+    as one JSON array, lines joined."""
+    chunks = {kind: _chunks(records, 1 if kind in RECORD_KINDS else OUTPUTS_PER_ROW) for kind, records in outputs.items()}
     for row in itertools.zip_longest(*(chunks[kind] for kind in OUTPUT_KINDS), fillvalue=[]):
         yield tuple(_text(kind, records) for kind, records in zip(OUTPUT_KINDS, row))
 
@@ -120,13 +123,16 @@ def _chunks(records: list, size: int) -> list[list]:
 def _text(kind: str, records: list) -> bytes:
     if kind in ROW_KINDS:
         return orjson.dumps(records, default=block_columns, option=orjson.OPT_SERIALIZE_NUMPY) if records else b""
+    if kind in RECORD_KINDS:
+        return records[0] if records else b""
     return b"\n".join(records)
 
 
 def split_outputs_shapes() -> str:
-    """SplitOutputs' shapes argument: per kind, '' for lines or 'KEY_FIELDS:field,field,...' for rows."""
-    return ";".join(f"{ROW_KINDS[kind][0]}:{','.join(ROW_KINDS[kind][1])}" if kind in ROW_KINDS else ""
-                    for kind in OUTPUT_KINDS)
+    """SplitOutputs' shapes argument: per kind, '' for lines, 'KEY_FIELDS:field,field,...' for rows, 'record'
+    for a text that is one record."""
+    return ";".join(f"{ROW_KINDS[kind][0]}:{','.join(ROW_KINDS[kind][1])}" if kind in ROW_KINDS
+                    else "record" if kind in RECORD_KINDS else "" for kind in OUTPUT_KINDS)
 
 
 def rows_of(item: list) -> list[list]:
@@ -147,6 +153,9 @@ def decode_text(kind: str, text: bytes) -> list[tuple[str, bytes]]:
         key_fields, fields = ROW_KINDS[kind]
         return [("|".join(map(str, row[:key_fields])), orjson.dumps(dict(zip(fields, row))))
                 for item in orjson.loads(text) for row in rows_of(item)]
+    if kind in RECORD_KINDS:
+        key, value = text.split(b"\t", 1)
+        return [(key.decode(), value)]
     return [(key.decode(), value) for key, value in (line.split(b"\t", 1) for line in text.split(b"\n") if line)]
 
 

@@ -332,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_kafka)
 
     p = sub.add_parser("topics", help="create stockmax's topics (ticks, alerts, max-updates, rollups, ticks-late, ticks-duplicate, "
-                            "ticks-dead), idempotent",
+                            "ticks-dead, tick-batches), idempotent",
                        description="Creates the missing ones with STOCKMAX_TOPIC_PARTITIONS partitions and "
                                    "retention.ms = STOCKMAX_TOPIC_RETENTION_MS (-1, keep: record timestamps are "
                                    "event times). Names: STOCKMAX_TOPIC_* with STOCKMAX_TOPIC_PREFIX.")
@@ -389,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("load", help="load committed rollups and raw ticks into ClickHouse (beside a cluster job)",
-                       description="Reads the rollups, ticks and ticks-late topics (read_committed), inserts in "
+                       description="Reads the rollups, tick-batches and ticks-late topics (read_committed), inserts in "
                                    "batches, commits offsets after each insert; retries a refused batch with backoff. "
                                    "Idempotent: rows written twice fold into one.")
     p.add_argument("--once", action="store_true", help="load what is committed now, then stop")

@@ -62,6 +62,7 @@ class Settings:
     topic_dead: str = "ticks-dead"  # refused records, with their reason and original bytes
     topic_max_updates: str = "max-updates"  # a record each time a window's max or min changes
     topic_duplicates: str = "ticks-duplicate"  # repeats of a (symbol, exchange, seq) within the dedup horizon
+    topic_tick_batches: str = "tick-batches"  # the ticks the job read, as Arrow batches: the loader's raw ticks
     topic_partitions: int = 2  # partitions of the topics `stockmax topics create` makes
     # Kafka's time retention goes by record timestamps, and stockmax stamps records with event time: a
     # replay of last month's ticks would be deleted at the broker's next retention check. So the topics
@@ -187,7 +188,8 @@ class Settings:
 
     # -- derived values ---------------------------------------------------------------------------
     def topic(self, name: str) -> str:
-        """The full topic name for one of: ticks, alerts, rollups, late, dead."""
+        """The full topic name for one of: ticks, alerts, max_updates, rollups, late, duplicates, dead,
+        tick_batches."""
         return self.topic_prefix + getattr(self, f"topic_{name}")
 
     def flink_jar(self, pattern: str) -> Path:

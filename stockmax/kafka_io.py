@@ -19,7 +19,7 @@ from .config import Settings
 
 log = logging.getLogger(__name__)
 
-TOPIC_KINDS = ("ticks", "alerts", "max_updates", "rollups", "late", "duplicates", "dead")
+TOPIC_KINDS = ("ticks", "alerts", "max_updates", "rollups", "late", "duplicates", "dead", "tick_batches")
 
 
 class KafkaUnavailable(RuntimeError):

@@ -1,5 +1,5 @@
-"""Loads closed rollups (`rollups` topic) and raw ticks (`ticks`, `ticks-late`) into ClickHouse: ClickHouse's
-usual way in from Kafka.
+"""Loads closed rollups (`rollups` topic) and raw ticks (`tick-batches`, `ticks-late`) into ClickHouse:
+ClickHouse's usual way in from Kafka. The raw ticks are the job's: every tick it read, parsed once there.
 
 Reads with read_committed (only rows of completed Flink checkpoints), inserts a batch, then commits the
 consumer offsets. A crash between insert and commit re-inserts rows that are already there; the table
@@ -26,8 +26,8 @@ import pyarrow.json as pa_json
 
 from .config import Settings, package_data
 from .kafka_io import BatchReader
-from .operators.records import BATCH_SCHEMA, decode_record, good_batch, is_batch, parse_json_records
-from .operators.tick import Tick, TickLimits
+from .operators.records import BATCH_SCHEMA
+from .operators.tick import Tick
 from .store import TICK_SCHEMA, Store, StoreError, StoreLockedError
 
 log = logging.getLogger(__name__)
@@ -46,48 +46,26 @@ def _record_schema(name: str) -> pa.Schema:
 ROLLUP_RECORD = _record_schema("rollup")
 
 
-def record_tables(records, rollups_topic: str, ticks_topic: str, limits: TickLimits) -> tuple[pa.Table, pa.Table]:
-    """(rollups, raw ticks) of polled records, (topic, value, timestamp ms) of the rollups, ticks and late
-    topics, as tables for the store: column by column, no Python object per value where the records allow
-    it (the loader handles about two records per tick in; row by row, Python per value was its cost)."""
-    rollups, tick_tables, tick_rows = [], [], []
-    json_values, json_stamps = [], []  # JSON ticks: checked column by column, together (good_json_ticks)
-
-    def json_ticks() -> None:
-        for _, columns, decoded in parse_json_records(json_values, json_stamps, limits):
-            if columns is not None:
-                tick_tables.append(pa.Table.from_arrays(
-                    [pa.array(c, BATCH_SCHEMA.field(n).type) for n, c in zip(Tick._fields, columns)], names=Tick._fields))
-                continue
-            tick_rows.extend(dict(zip(Tick._fields, tick), applied=1, version=0) for ticks, _ in decoded for tick in ticks)
-
-    for topic, value, timestamp in records:
+def record_tables(records, rollups_topic: str, tick_batches_topic: str) -> tuple[pa.Table, pa.Table]:
+    """(rollups, raw ticks) of polled records, (topic, value, timestamp ms) of the rollups, tick-batches and
+    late topics, as tables for the store, column by column: the job parsed the ticks (its tick-batches are
+    Arrow batches of every tick it read), so nothing here is a Python object per tick but a late one. A
+    record of tick-batches that is not such a batch was not written by the job: it is logged and skipped."""
+    rollups, ticks, late_rows = [], [], []
+    for topic, value, _ in records:
         if topic == rollups_topic:
             rollups.append(value)
-        elif topic == ticks_topic:
-            if not is_batch(value):
-                json_values.append(value)
-                json_stamps.append(timestamp)
-                continue
-            # A batch of good ticks as it is; otherwise the rows of a batch that are ticks (what the job
-            # refused is not a tick here either).
-            batch = good_batch(value, timestamp, limits)
+        elif topic == tick_batches_topic:
+            batch = _tick_batch(value)
             if batch is not None:
-                tick_tables.append(batch)
-            else:
-                tick_rows += (dict(zip(Tick._fields, tick), applied=1, version=0)
-                              for tick in decode_record(value, timestamp, limits, fields_only=True)[0])
+                n = batch.num_rows
+                batch = batch.append_column("applied", pa.repeat(pa.scalar(1, pa.uint8()), n))
+                ticks.append(batch.append_column("version", pa.repeat(pa.scalar(0, pa.uint8()), n))
+                             .select(TICK_SCHEMA.names).cast(TICK_SCHEMA))
         else:  # a late tick: the job did not apply it; this row replaces its raw one
             late = orjson.loads(value)
-            tick_rows.append({**{f: late[f] for f in Tick._fields}, "applied": 0, "version": 1})
-    if json_values:
-        json_ticks()
-    ticks = [pa.Table.from_pylist(tick_rows, schema=TICK_SCHEMA)]
-    for batch in tick_tables:
-        n = batch.num_rows
-        batch = batch.append_column("applied", pa.repeat(pa.scalar(1, pa.uint8()), n))
-        ticks.append(batch.append_column("version", pa.repeat(pa.scalar(0, pa.uint8()), n))
-                     .select(TICK_SCHEMA.names).cast(TICK_SCHEMA))
+            late_rows.append({**{f: late[f] for f in Tick._fields}, "applied": 0, "version": 1})
+    ticks.append(pa.Table.from_pylist(late_rows, schema=TICK_SCHEMA))
     rollup_table = pa_json.read_json(
         io.BytesIO(b"\n".join(rollups)), read_options=pa_json.ReadOptions(block_size=1 << 24),
         parse_options=pa_json.ParseOptions(explicit_schema=ROLLUP_RECORD, unexpected_field_behavior="ignore")
@@ -95,19 +73,37 @@ def record_tables(records, rollups_topic: str, ticks_topic: str, limits: TickLim
     return rollup_table, pa.concat_tables(ticks)
 
 
+def _tick_batch(value: bytes) -> pa.Table | None:
+    """A tick-batches record's ticks, or None (logged) when it is not an Arrow batch of ticks."""
+    try:
+        table = pa.ipc.open_stream(value).read_all()
+    except (pa.ArrowInvalid, OSError, ValueError) as exc:
+        log.error("loader: skipped a record of the tick-batches topic that is not an Arrow batch (%s); only "
+                  "the job writes that topic", str(exc)[:200])
+        return None
+    if not table.schema.equals(BATCH_SCHEMA):
+        log.error("loader: skipped a record of the tick-batches topic whose columns are not a tick batch's (%s)",
+                  ", ".join(f"{f.name} {f.type}" for f in table.schema)[:300])
+        return None
+    return table
+
+
 class StoreLoader:
-    def __init__(self, settings: Settings, store: Store, batch_rows: int = 10_000, batch_ms: int = 1000) -> None:
+    def __init__(self, settings: Settings, store: Store, batch_records: int = 10_000, batch_bytes: int = 32 << 20,
+                 batch_ms: int = 1000) -> None:
         self.settings = settings
         self.store = store
-        self.batch_rows = batch_rows
+        # A batch is what comes within batch_ms, up to batch_records records or batch_bytes of them (a record of
+        # tick-batches holds thousands of ticks, a rollup one).
+        self.batch_records = batch_records
+        self.batch_bytes = batch_bytes
         self.batch_ms = batch_ms
         self.group_id = f"{settings.job_name}-loader"
-        self.limits = settings.tick_limits()
         self.loaded = 0  # rollup rows
         self.ticks_loaded = 0
         self.failed_inserts = 0  # batches the store refused (each retried until it took them)
         self._pending: list = []  # records polled, not yet in the store
-        self.reader = BatchReader(settings, [settings.topic(kind) for kind in ("rollups", "ticks", "late")],
+        self.reader = BatchReader(settings, [settings.topic(kind) for kind in ("rollups", "tick_batches", "late")],
                                   self.group_id)
 
     def close(self) -> None:
@@ -117,10 +113,13 @@ class StoreLoader:
         """Insert the pending batch, or a new one; raises StoreError with the batch kept for the next try."""
         if not self._pending:
             deadline = time.monotonic() + self.batch_ms / 1000
-            while len(self._pending) < self.batch_rows and time.monotonic() < deadline:
-                self._pending += self.reader.poll(self.batch_rows - len(self._pending), timeout_s=0.2)
-        rollups, ticks = record_tables(self._pending, self.settings.topic("rollups"), self.settings.topic("ticks"),
-                                       self.limits)
+            size = 0
+            while len(self._pending) < self.batch_records and size < self.batch_bytes and time.monotonic() < deadline:
+                polled = self.reader.poll(min(self.batch_records - len(self._pending), 1000), timeout_s=0.2)
+                size += sum(len(value) for _, value, _ in polled)
+                self._pending += polled
+        rollups, ticks = record_tables(self._pending, self.settings.topic("rollups"),
+                                       self.settings.topic("tick_batches"))
         try:
             self.store.insert_ticks(ticks)
             self.store.insert_rollups(rollups)

@@ -14,7 +14,8 @@ from hypothesis import given, settings as hyp_settings, strategies as st
 
 from oracle import alert_key, update_key
 from stockmax.operators.records import BATCH_SCHEMA, RecordGroup, _batch_columns, _whole_batch_is_good, dead_letter, \
-    decode_group, decode_record, encode_batch, encode_group, good_json_ticks, group_ticks, record_ticks
+    decode_group, decode_record, encode_batch, encode_group, good_json_ticks, group_ticks, record_ticks, \
+    tick_batch_records
 from stockmax.operators.schedule import DueSchedule
 from stockmax.operators.symbol import SymbolProcessor, frontier_from_watermark_ms, watermark_ms_for_frontier
 from stockmax.operators.tick import DEFAULT_LIMITS, Rejection, Tick, parse_tick
@@ -121,9 +122,28 @@ def test_a_group_of_records_gives_what_its_records_give_one_by_one(group):
         ticks, refused = record_ticks(value, stamp)
         want_ticks += ticks
         want_refused += [(i, item) for item in refused]
-    got_ticks, refused = group_ticks(group)
+    got_ticks, refused, pieces = group_ticks(group)
     assert _exactly(got_ticks) == _exactly(want_ticks)
     assert refused == want_refused
+    # The same ticks as the job's tick_batches records (the store's raw ticks), each value in its column's type.
+    floats = {name for name in Tick._fields if BATCH_SCHEMA.field(name).type == pa.float64()}
+    batched = [tuple(row.values()) for record in tick_batch_records(b"0", pieces)
+               for row in pa.ipc.open_stream(record.split(b"\t", 1)[1]).read_all().to_pylist()]
+    assert _exactly(batched) == _exactly([tuple(float(v) if name in floats else v for name, v in zip(Tick._fields, t))
+                                          for t in got_ticks])
+
+
+def test_tick_batches_records_fit_in_a_kafka_record_whatever_their_ticks():
+    """The job's tick_batches records must each fit in Kafka's default largest record (1 MiB; the job fails
+    on a larger one), however large the ticks and however many pieces they were parsed in. Oracle: the
+    schema's largest tick, counted."""
+    largest = ("S" * 32, 1e12, 1e15, "\U0001F642" * 32, 2**63 - 1, NOW_US)  # 32 characters of 4 bytes each
+    pieces = [list(zip(*[largest] * 7)) for _ in range(1500)]  # 10,500 ticks, parsed 7 at a time
+    records = tick_batch_records(b"12", pieces)
+    tables = [pa.ipc.open_stream(record.split(b"\t", 1)[1]).read_all() for record in records]
+    assert [t.num_rows for t in tables] == [4000, 4000, 2500]
+    assert all(t.to_pylist() == [dict(zip(Tick._fields, largest))] * t.num_rows for t in tables)
+    assert max(map(len, records)) < 1_000_000  # with room for the record's key and headers
 
 
 def test_good_json_ticks_take_the_column_wise_path():

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+import pyarrow as pa
 import pytest
 from pyflink.common import Row, Types
 
@@ -171,6 +172,12 @@ def records(outputs, kind):
     return [json.loads(value) for key, value in decode_outputs(outputs, kind)]
 
 
+def batched_ticks(outputs) -> list[Tick]:
+    """The ticks of the tick_batches records (Arrow batches), from the adapter's rows of texts."""
+    return [Tick(*row.values()) for _, value in decode_outputs(outputs, "tick_batches")
+            for row in pa.ipc.open_stream(value).read_all().to_pylist()]
+
+
 def test_ticks_wait_for_the_watermark_and_idle_state_is_dropped():
     rules = Rules(windows_us=(1_000_000, 60_000_000), levels=(100.0,))
     runtime = FakeRuntime()
@@ -180,8 +187,11 @@ def test_ticks_wait_for_the_watermark_and_idle_state_is_dropped():
     ticks = [Tick("S", price, 1.0, "X", i, (START_MS + i) * 1000) for i, price in enumerate([99.5, 100.5])]
     ticks.append(Tick("T", 10.0, 1.0, "X", 0, (START_MS + 5) * 1000))
     # A record that is no tick goes to the dead letters, with where it was read, and the ticks go on.
-    (dead,) = list(function.process_element(group_of(ticks, partition=3, first_offset=40, extra=(b"{oops",)), ctx))
+    dead, *rest = list(function.process_element(group_of(ticks, partition=3, first_offset=40, extra=(b"{oops",)), ctx))
     assert dead[0] is DEAD and dead[1][0] == "3:43"
+    # Every tick read, for the store's raw ticks, keyed by its partition; nothing else until the watermark.
+    assert batched_ticks(rest) == ticks and {key for key, _ in decode_outputs(rest, "tick_batches")} == {"3"}
+    assert {kind for kind in OUTPUT_KINDS if decode_outputs(rest, kind)} == {"tick_batches"}
     assert {k: json.loads(dead[1][1])[k] for k in ("reason", "source_partition", "source_offset", "raw_text")} == \
         {"reason": "not_json", "source_partition": 3, "source_offset": 43, "raw_text": "{oops"}
     assert runtime.counters["recordsIn"].count == 4 and runtime.counters["deadLetters"].count == 1
@@ -200,6 +210,7 @@ def test_ticks_wait_for_the_watermark_and_idle_state_is_dropped():
     # A late tick is reported, counted, and changes nothing.
     late = list(function.process_element(group_of([Tick("S", 50.0, 1.0, "X", 9, (START_MS - 5) * 1000)]), ctx))
     assert [t["seq"] for t in records(late, "late")] == [9] and runtime.counters["lateTicks"].count == 1
+    assert [t.seq for t in batched_ticks(late)] == [9]  # stored raw too, as read (the loader marks it not applied)
     # A symbol seen only in late ticks leaves nothing behind.
     list(function.process_element(group_of([Tick("U", 5.0, 1.0, "X", 1, (START_MS - 5) * 1000)]), ctx))
     store(function, ctx)
@@ -289,7 +300,7 @@ def test_a_restore_from_any_store_mark_gives_what_one_uninterrupted_run_gives(ma
 
     def per_symbol(record):
         kind, value = record
-        return OUTPUT_KINDS.index(kind), json.loads(value)["symbol"]
+        return OUTPUT_KINDS.index(kind), "" if kind == "tick_batches" else json.loads(value)["symbol"]
 
     def start(runtime, watermark_ms):
         function = symbol_function(rules, rewrite_rounds)
@@ -622,6 +633,14 @@ def test_the_jvm_splits_output_texts_into_the_records_python_joined():
     with pytest.raises(Py4JJavaError) as failure:
         _split_directly((b"A\tv\nno tab here\n",), "t")
     assert "an output line without a key (no tab): no tab here" in str(failure.value)
+    # A text of shape "record" is one record whatever its value's bytes (an Arrow batch): tabs, line breaks,
+    # zeros; an empty one is none, and one without a key is a bug too.
+    binary = bytes(range(256)) * 3
+    assert _split_directly((b"7\t" + binary, b"", b"A\tv\n"), "r;s;t", "record;record;") == \
+        [("r", b"7", binary), ("t", b"A", b"v")]
+    with pytest.raises(Py4JJavaError) as failure:
+        _split_directly((b"no key",), "r", "record")
+    assert "an output record without a key (no tab): no key" in str(failure.value)
     # So can texts and topics that do not pair up.
     with pytest.raises(Py4JJavaError) as failure:
         _split_directly((b"A\tv", b"B\tw"), "t;u;v")
@@ -732,7 +751,8 @@ def test_the_jvm_turns_rows_into_the_json_objects_of_their_fields():
     topic_of = {kind: f"t.{kind}" for kind in OUTPUT_KINDS}
     want = [(topic_of[kind], key.encode(), value) for row in outputs for kind in OUTPUT_KINDS
             for key, value in decode_outputs([row], kind)]
-    assert {kind for kind in OUTPUT_KINDS if records(outputs, kind)} == {"max_updates", "alerts", "rollups"}
+    assert {kind for kind in OUTPUT_KINDS if decode_outputs(outputs, kind)} == {"max_updates", "alerts", "rollups",
+                                                                               "tick_batches"}
     assert _split_in_flink([tuple(row) for row in outputs], ";".join(topic_of.values()), split_outputs_shapes()) == want
 
     # Rows that do not match their shape can only come from a bug on the Python side: the function throws.

@@ -16,7 +16,8 @@ import pytest
 
 from stockmax import kafka_io
 from stockmax.loader import LoaderProcess, record_tables
-from stockmax.operators.records import encode_batch
+from stockmax.operators import records as records_module
+from stockmax.operators.records import RecordGroup, encode_batch, group_ticks, tick_batch_records
 from stockmax.operators.tick import DEFAULT_LIMITS
 from stockmax.store import Store, StoreLockedError
 
@@ -32,7 +33,10 @@ def _batch(rows: list[dict]) -> Record:
     return Record("ticks", encode_batch(pa.Table.from_pylist(rows)), max(r["event_time"] for r in rows) // 1000)
 
 
-def test_loaded_rows_are_the_records_ticks_and_rollups(store_settings):
+def test_loaded_rows_are_the_records_ticks_and_rollups(store_settings, monkeypatch, caplog):
+    """Raw ticks reach the store as the job parsed them (its tick-batches records: group_ticks, then
+    tick_batch_records, as its parse step does), late ones marked not applied; rollups as their records.
+    Oracle: the input rows, by hand."""
     good = [_tick(i, f"S{i % 5}") for i in range(2000)]
     with_bad_row = [_tick(i, "B") for i in range(3000, 3010)]
     with_bad_row[4]["price"] = -1.0  # not a tick: the job sent this row to the dead letters
@@ -45,12 +49,21 @@ def test_loaded_rows_are_the_records_ticks_and_rollups(store_settings):
                {"symbol": "S1", "resolution_s": 3600, "bucket_start": 1_767_621_600_000_000, "open": 7.0, "high": 9.5,
                 "high_time": 1_767_621_600_000_002, "low": 6.25, "low_time": 1_767_621_600_000_003, "close": 8.0,
                 "count": 2**40, "volume": 12.5, "vwap": 7.123456789012345, "a_field_added_later": 1}]
-    records = [_batch(good[:1000]), Record("rollups", orjson.dumps(rollups[0]), 0), _batch(good[1000:]),
-               _batch(with_bad_row), _batch(nulls), Record("ticks", orjson.dumps(single), single["event_time"] // 1000),
-               Record("ticks", b'{"symbol": "broken', 1), Record("ticks-late", orjson.dumps(late), 0),
-               Record("rollups", orjson.dumps(rollups[1]), 0)]
+    read = [_batch(good[:1000]), _batch(good[1000:]), _batch(with_bad_row), _batch(nulls),
+            Record("ticks", orjson.dumps(single), single["event_time"] // 1000), Record("ticks", b'{"symbol": "broken', 1)]
+    monkeypatch.setattr(records_module, "TICK_BATCH_ROWS", 700)  # several records of one group's ticks
+    ticks, refused, pieces = group_ticks(RecordGroup(list(range(len(read))), [r.timestamp for r in read],
+                                                     [r.value for r in read]), DEFAULT_LIMITS)
+    assert len(ticks) == 2000 + 9 + 3 + 1 and len(refused) == 2
+    batches = [record.split(b"\t", 1) for record in tick_batch_records(b"0", pieces)]
+    assert len(batches) == 3 and {key for key, _ in batches} == {b"0"}
+    records = [Record("tick-batches", batches[0][1], 0), Record("rollups", orjson.dumps(rollups[0]), 0),
+               Record("tick-batches", b"not a batch: nobody but the job writes here", 0),
+               Record("tick-batches", batches[1][1], 0), Record("ticks-late", orjson.dumps(late), 0),
+               Record("tick-batches", batches[2][1], 0), Record("rollups", orjson.dumps(rollups[1]), 0)]
 
-    rollup_table, tick_table = record_tables(records, "rollups", "ticks", DEFAULT_LIMITS)
+    rollup_table, tick_table = record_tables(records, "rollups", "tick-batches")
+    assert "not an Arrow batch" in caplog.text  # the foreign record: logged and skipped
     with Store(store_settings) as store:
         store.migrate()
         store.insert_ticks(tick_table)
@@ -72,7 +85,7 @@ def test_loaded_rows_are_the_records_ticks_and_rollups(store_settings):
 
 
 def test_no_records_load_nothing():
-    rollup_table, tick_table = record_tables([], "rollups", "ticks", DEFAULT_LIMITS)
+    rollup_table, tick_table = record_tables([], "rollups", "tick-batches")
     assert rollup_table.num_rows == tick_table.num_rows == 0
 
 

@@ -55,7 +55,7 @@ def loader_caught_up(settings) -> bool:
     consumer = kafka_io._committed_consumer(settings, group_id=None)
     try:
         ends = consumer.end_offsets(list(committed)) if committed else {}
-        topics = {settings.topic("rollups"), settings.topic("ticks")}
+        topics = {settings.topic("rollups"), settings.topic("tick_batches")}
         return bool(committed) and topics <= {tp.topic for tp in committed} and \
             all(committed[tp].offset >= ends[tp] for tp in committed)
     finally:

@@ -25,6 +25,8 @@ import org.apache.flink.table.functions.TableFunction;
  *   columns, each an array of n values or one value that all n records share, the first always an array
  *   (so a block starts with "[[", a row never does: no field of a row is an array). A block's records are
  *   made as its rows would be.</li>
+ *   <li>{@code record}: the whole text is one record, its key up to the first tab and its value every byte
+ *   after it, whatever they are (a binary value: an Arrow batch of ticks); an empty text is none.</li>
  * </ul>
  *
  * <p>Why rows: in Python a record's dict and the serialisation of its field names cost most of its time
@@ -48,8 +50,10 @@ public class SplitOutputs extends TableFunction<RowData> {
     private String topicsSeen;
     private String shapesSeen;
     private StringData[] topicNames;
-    /** Per text: null for lines, else the row shape. */
+    /** Per text: null for lines, RECORD for one record, else the row shape. */
     private RowShape[] shapes;
+    /** The shape of a text that is one record (spec "record"). */
+    private static final RowShape RECORD = new RowShape("1:record");
     /** Where the values of a scanned array start and end, per slot (a row uses slot 0, a block's column f slot
      * f); reused from call to call, grown as needed. */
     private int[][] valueStarts = new int[0][];
@@ -102,7 +106,7 @@ public class SplitOutputs extends TableFunction<RowData> {
             shapes = new RowShape[names.length];
             for (int i = 0; i < names.length; i++) {
                 topicNames[i] = StringData.fromString(names[i]);
-                shapes[i] = specs[i].isEmpty() ? null : new RowShape(specs[i]);
+                shapes[i] = specs[i].isEmpty() ? null : specs[i].equals("record") ? RECORD : new RowShape(specs[i]);
             }
             topicsSeen = topics;
             shapesSeen = shapeSpecs;
@@ -117,6 +121,8 @@ public class SplitOutputs extends TableFunction<RowData> {
             }
             if (shapes[i] == null) {
                 splitLines(topicNames[i], texts[i]);
+            } else if (shapes[i] == RECORD) {
+                splitRecord(topicNames[i], texts[i]);
             } else {
                 splitRows(topicNames[i], shapes[i], texts[i]);
             }
@@ -146,6 +152,22 @@ public class SplitOutputs extends TableFunction<RowData> {
             }
             start = stop + 1;
         }
+    }
+
+    /** One record: key TAB value, the value any bytes (or an empty text: none). */
+    private void splitRecord(StringData topic, byte[] text) {
+        if (text.length == 0) {
+            return;
+        }
+        int tab = 0;
+        while (tab < text.length && text[tab] != '\t') {
+            tab++;
+        }
+        if (tab == text.length) {
+            throw new IllegalArgumentException("an output record without a key (no tab): "
+                    + new String(text, 0, Math.min(text.length, 300), StandardCharsets.UTF_8));
+        }
+        collect(GenericRowData.of(topic, Arrays.copyOfRange(text, 0, tab), Arrays.copyOfRange(text, tab + 1, text.length)));
     }
 
     /** A JSON array of rows (or an empty text: none). */
