@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from . import kafka_io
 from .config import KAFKA_CONNECTOR_JAR, PROJECT_ROOT, Settings
 
 SOURCES = ("stockmax", "operators", "jobs", "schemas", "sql")
@@ -78,6 +79,7 @@ def job_status(settings: Settings, job_id: str) -> str:
 def submit(settings: Settings, bounded: bool = False) -> str:
     """Submit jobs/pipeline.py to the cluster, detached; returns the job id."""
     _rest(settings, "GET", "/overview")  # a clear error now when no cluster answers
+    kafka_io.require_topics(settings)  # and when a topic is missing (the job would fail at its first write)
     connector = settings.flink_jar(KAFKA_CONNECTOR_JAR)
     stage, job_file = staged_sources(settings)
     command = [str(flink_command()), "run", "--detached", "--jobmanager", settings.flink_rest_address,

@@ -111,6 +111,11 @@ def test_two_taskmanagers_one_killed_mid_run_then_savepoint_and_cancel(settings,
                      parallelism=2, topic_partitions=4, checkpoint_interval_ms=700, restart_attempts=7,
                      watermark_interval_ms=500, python_bundle_size=4000, python_bundle_time_ms=700)
         expected = expected_outputs(s, data)
+        # Before its topics exist, a submit says so, and submits nothing.
+        done = subprocess.run([sys.executable, "-m", "stockmax.cli", "submit"], env=cli_env(s), capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 1 and "do not exist" in done.stderr and "stockmax topics create" in done.stderr
+        assert "Traceback" not in done.stderr and _rest(s, "GET", "/jobs/overview")["jobs"] == []
         kafka_io.create_topics(s)
         replay(s, first_file, progress=False)
 
