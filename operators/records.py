@@ -61,6 +61,15 @@ def encode_batch(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
+# What pyarrow raises for bytes that are not an Arrow IPC stream.
+NOT_A_BATCH = (pa.ArrowInvalid, OSError, ValueError)
+
+
+def decode_batch(raw: bytes) -> pa.Table:
+    """An Arrow batch record's table, as encode_batch wrote it; raises one of NOT_A_BATCH for other bytes."""
+    return pa.ipc.open_stream(raw).read_all()
+
+
 def decode_record(raw: bytes, record_timestamp_ms: int | None, limits: TickLimits = DEFAULT_LIMITS,
                   fields_only: bool = False) -> tuple[list[Tick], list[RefusedTick]]:
     """The ticks of one ticks-topic record, and what in it is not a tick (never raises on content).
@@ -82,8 +91,8 @@ def _decode_record(raw: bytes, record_timestamp_ms: int | None, limits: TickLimi
             tick = check_record_timestamp(tick, record_timestamp_ms) or tick
         return ([tick], []) if isinstance(tick, Tick) else ([], [RefusedTick(tick, raw, None)])
     try:
-        table = pa.ipc.open_stream(raw).read_all()
-    except (pa.ArrowInvalid, OSError, ValueError) as exc:
+        table = decode_batch(raw)
+    except NOT_A_BATCH as exc:
         return [], [RefusedTick(Rejection("not_arrow_batch", f"not an Arrow IPC stream: {str(exc)[:200]}"), raw, None)]
     refusal = _schema_refusal(table, raw)
     if refusal:
@@ -213,8 +222,8 @@ def good_batch(raw: bytes, record_timestamp_ms: int | None, limits: TickLimits =
     if not is_batch(raw):
         return None
     try:
-        table = pa.ipc.open_stream(raw).read_all()
-    except (pa.ArrowInvalid, OSError, ValueError):
+        table = decode_batch(raw)
+    except NOT_A_BATCH:
         return None
     if _schema_refusal(table, raw) is None and _whole_batch_is_good(table, record_timestamp_ms, limits):
         return _filled(table)

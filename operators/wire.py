@@ -6,9 +6,9 @@ The keyed function's outputs of one call, per kind one text (bytes): for max upd
 of rows (each an array of the fields in ROW_KINDS, in order, as one orjson call writes them) and column blocks
 (ColumnBlock: an array of the fields' columns); for RECORD_KINDS one record, "key<TAB>value", its value any
 bytes (an Arrow batch of ticks); for the other kinds "key<TAB>JSON value" lines, UTF-8. One element crosses
-from Python to the JVM per call, as bytes, which PyFlink passes on at no cost per
-record (arrays of rows cost ~0.8 µs per record to encode, plus building the rows; a STRING is decoded on the
-JVM side by Flink's own per-character loop); SplitOutputs cuts them into (topic, key, value) records again,
+from Python to the JVM per call, as bytes, which PyFlink passes on at no cost per record (arrays of rows cost
+~0.8 µs per record to encode, plus building the rows; a STRING is decoded on the JVM side by Flink's own
+per-character loop); SplitOutputs cuts them into (topic, key, value) records again,
 in the JVM, still as bytes: a row (or a block's row) becomes the JSON object of its fields (each value's text
 as orjson wrote it), keyed by its first fields joined with '|'. Neither part of a line can hold a tab or a
 line break: keys are symbols (the schema's pattern) and window names, and JSON escapes both inside strings.

@@ -26,7 +26,7 @@ import pyarrow.json as pa_json
 
 from .config import Settings, package_data
 from .kafka_io import BatchReader
-from .operators.records import BATCH_SCHEMA
+from .operators.records import BATCH_SCHEMA, NOT_A_BATCH, decode_batch
 from .operators.tick import Tick
 from .store import TICK_SCHEMA, Store, StoreError, StoreLockedError
 
@@ -76,8 +76,8 @@ def record_tables(records, rollups_topic: str, tick_batches_topic: str) -> tuple
 def _tick_batch(value: bytes) -> pa.Table | None:
     """A tick-batches record's ticks, or None (logged) when it is not an Arrow batch of ticks."""
     try:
-        table = pa.ipc.open_stream(value).read_all()
-    except (pa.ArrowInvalid, OSError, ValueError) as exc:
+        table = decode_batch(value)
+    except NOT_A_BATCH as exc:
         log.error("loader: skipped a record of the tick-batches topic that is not an Arrow batch (%s); only "
                   "the job writes that topic", str(exc)[:200])
         return None

@@ -14,7 +14,7 @@ from hypothesis import given, settings as hyp_settings, strategies as st
 
 from oracle import alert_key, update_key
 from stockmax.operators.records import BATCH_SCHEMA, RecordGroup, _batch_columns, _whole_batch_is_good, dead_letter, \
-    decode_group, decode_record, encode_batch, encode_group, good_json_ticks, group_ticks, record_ticks, \
+    decode_batch, decode_group, decode_record, encode_batch, encode_group, good_json_ticks, group_ticks, record_ticks, \
     tick_batch_records
 from stockmax.operators.schedule import DueSchedule
 from stockmax.operators.symbol import SymbolProcessor, frontier_from_watermark_ms, watermark_ms_for_frontier
@@ -128,7 +128,7 @@ def test_a_group_of_records_gives_what_its_records_give_one_by_one(group):
     # The same ticks as the job's tick_batches records (the store's raw ticks), each value in its column's type.
     floats = {name for name in Tick._fields if BATCH_SCHEMA.field(name).type == pa.float64()}
     batched = [tuple(row.values()) for record in tick_batch_records(b"0", pieces)
-               for row in pa.ipc.open_stream(record.split(b"\t", 1)[1]).read_all().to_pylist()]
+               for row in decode_batch(record.split(b"\t", 1)[1]).to_pylist()]
     assert _exactly(batched) == _exactly([tuple(float(v) if name in floats else v for name, v in zip(Tick._fields, t))
                                           for t in got_ticks])
 
@@ -140,7 +140,7 @@ def test_tick_batches_records_fit_in_a_kafka_record_whatever_their_ticks():
     largest = ("S" * 32, 1e12, 1e15, "\U0001F642" * 32, 2**63 - 1, NOW_US)  # 32 characters of 4 bytes each
     pieces = [list(zip(*[largest] * 7)) for _ in range(1500)]  # 10,500 ticks, parsed 7 at a time
     records = tick_batch_records(b"12", pieces)
-    tables = [pa.ipc.open_stream(record.split(b"\t", 1)[1]).read_all() for record in records]
+    tables = [decode_batch(record.split(b"\t", 1)[1]) for record in records]
     assert [t.num_rows for t in tables] == [4000, 4000, 2500]
     assert all(t.to_pylist() == [dict(zip(Tick._fields, largest))] * t.num_rows for t in tables)
     assert max(map(len, records)) < 1_000_000  # with room for the record's key and headers

@@ -14,14 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import orjson
-import pyarrow as pa
 import pytest
 from pyflink.common import Row, Types
 
 from stockmax.jobs.keys import MAX_PARALLELISM, partition_keys
 from stockmax.jobs.pipeline import DEAD, STORE_MARK, SymbolFunction
 from stockmax.operators.wire import OUTPUT_KINDS, decode_outputs, split_outputs_shapes
-from stockmax.operators.records import RecordGroup, encode_group
+from stockmax.operators.records import RecordGroup, decode_batch, encode_group
 from stockmax.operators.symbol import Rules
 from stockmax.operators.tick import Tick, TickLimits
 
@@ -175,7 +174,7 @@ def records(outputs, kind):
 def batched_ticks(outputs) -> list[Tick]:
     """The ticks of the tick_batches records (Arrow batches), from the adapter's rows of texts."""
     return [Tick(*row.values()) for _, value in decode_outputs(outputs, "tick_batches")
-            for row in pa.ipc.open_stream(value).read_all().to_pylist()]
+            for row in decode_batch(value).to_pylist()]
 
 
 def test_ticks_wait_for_the_watermark_and_idle_state_is_dropped():
