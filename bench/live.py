@@ -204,6 +204,7 @@ def run_rate(settings, variant: str, rate: int, seconds: float, symbols: int, en
     reader = threading.Thread(target=read_outputs, daemon=True)
     reader.start()
     samples = []  # (t, published, committed, rss, checkpoint bytes)
+    rss_by_role = []  # {role: bytes} beside each sample: which process a memory rise is in
     cpu = []  # (t, published, {process name: CPU seconds so far}) of the job's process tree
     ready, counter, last_stamp = multiprocessing.Event(), multiprocessing.Value("q", 0), multiprocessing.Value("q", 0)
     failed = None  # {"after_s", "cause"} when the job died while the feed ran
@@ -233,10 +234,12 @@ def run_rate(settings, variant: str, rate: int, seconds: float, symbols: int, en
                 break
             try:
                 tree = [root, *root.children(recursive=True)]
-                rss = sum(p.memory_info().rss for p in tree)
+                by_role = _rss_by_role(tree)
+                rss = sum(by_role.values())
                 cpu.append((time.monotonic() - started, counter.value, _cpu_by_role(tree)))
             except psutil.Error:
-                rss = 0
+                rss, by_role = 0, {}
+            rss_by_role.append(by_role)
             samples.append((time.monotonic() - started, counter.value, committed() - base, rss, checkpoint_bytes()))
             if time.monotonic() - started > seconds + 60:
                 break
@@ -276,6 +279,8 @@ def run_rate(settings, variant: str, rate: int, seconds: float, symbols: int, en
         "lag_max_second_half": max(lags, default=0), "lag_mean_second_half": sum(lags) / max(1, len(lags)),
         "rss_mib": [round(r / 2**20) for _, _, _, r, _ in samples[:: max(1, len(samples) // 10)]],
         "peak_rss_mib": round(max((r for *_, r, _ in samples), default=0) / 2**20),
+        "rss_mib_by_role": {role: [round(by_role.get(role, 0) / 2**20) for by_role in rss_by_role[:: max(1, len(rss_by_role) // 10)]]
+                            for role in sorted({role for by_role in rss_by_role for role in by_role})},
         "checkpoint_kib": round(max((c for *_, c in samples), default=0) / 1024),
         "checkpoint_kib_over_time": [round(c / 1024) for *_, c in samples[:: max(1, len(samples) // 10)]],
         "checkpoint_ms": {"n": len(durations), "p50": _pct(durations, 50), "p90": _pct(durations, 90),
@@ -341,6 +346,15 @@ def _cpu_by_role(tree) -> dict[str, float]:
         role = _process_role(process)
         used[role] = used.get(role, 0.0) + times.user + times.system
     return used
+
+
+def _rss_by_role(tree) -> dict[str, int]:
+    """Resident bytes of a job's processes, summed by role (_process_role)."""
+    resident: dict[str, int] = {}
+    for process in tree:
+        role = _process_role(process)
+        resident[role] = resident.get(role, 0) + process.memory_info().rss
+    return resident
 
 
 def cpu_figures(cpu: list, seconds: float) -> dict:
@@ -584,8 +598,9 @@ def live_table(results: list[dict]) -> list[str]:
         over_time = r.get("checkpoint_kib_over_time")
         p99s = r.get("max_updates", {}).get("p99_ms_by_tenth")
         lines.append(f"- {job_name(r)}, {r.get('symbols', 1000):,} symbols, {r['rate']:,} ticks/s: RSS "
-                     f"{' '.join(map(str, r['rss_mib']))}" + (f"; checkpoint {' '.join(map(str, over_time))}"
-                                                              if over_time else "")
+                     f"{' '.join(map(str, r['rss_mib']))}"
+                     + "".join(f" ({role} {' '.join(map(str, rss))})" for role, rss in r.get("rss_mib_by_role", {}).items())
+                     + (f"; checkpoint {' '.join(map(str, over_time))}" if over_time else "")
                      + (f"; p99 {' '.join('-' if v is None else f'{v:,}' for v in p99s)}" if p99s else ""))
     return lines
 

@@ -335,7 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "ticks-dead, tick-batches), idempotent",
                        description="Creates the missing ones with STOCKMAX_TOPIC_PARTITIONS partitions and "
                                    "retention.ms = STOCKMAX_TOPIC_RETENTION_MS (-1, keep: record timestamps are "
-                                   "event times). Names: STOCKMAX_TOPIC_* with STOCKMAX_TOPIC_PREFIX.")
+                                   "event times); tick-batches, which only the loader reads, expire by append time "
+                                   "after STOCKMAX_TOPIC_TICK_BATCHES_RETENTION_MS (7 days). "
+                                   "Names: STOCKMAX_TOPIC_* with STOCKMAX_TOPIC_PREFIX.")
     p.add_argument("action", choices=["create"])
     p.set_defaults(func=cmd_topics)
 

@@ -68,6 +68,10 @@ class Settings:
     # replay of last month's ticks would be deleted at the broker's next retention check. So the topics
     # stockmax creates keep records by default (-1); set a bound in ms to expire them.
     topic_retention_ms: int = -1
+    # Only the loader reads tick-batches, and it holds every tick again: it expires by when the broker appended
+    # a record (message.timestamp.type LogAppendTime), not by event time, this long after (default 7 days,
+    # Kafka's own). A loader stopped longer loses the expired raw ticks (rollups are kept). -1: keep.
+    topic_tick_batches_retention_ms: int = 7 * 86_400_000
     # ClickHouse
     # chdb:///<dir> is the embedded engine (one process per dir); http(s)://user:pass@host:port for a
     # server. Empty means chdb:///<data_dir>/clickhouse.
@@ -467,6 +471,9 @@ def _validate(s: Settings) -> None:
     for name in ("watermark_bound_ms", "max_future_skew_ms"):
         if getattr(s, name) >= 99 * 86_400_000:
             raise ConfigError(f"{name} must be under 99 days, got {getattr(s, name)}")
+    for name in ("topic_retention_ms", "topic_tick_batches_retention_ms"):
+        if getattr(s, name) != -1 and getattr(s, name) <= 0:
+            raise ConfigError(f"{name} must be -1 (keep) or positive, got {getattr(s, name)}")
     if not 1 <= s.raw_ticks_ttl_days <= 3650:
         raise ConfigError(f"raw_ticks_ttl_days must be in 1 .. 3650, got {s.raw_ticks_ttl_days}")
     for name in ("restart_attempts", "watermark_bound_ms", "kafka_linger_ms", "quiet_feed_lag_ms"):

@@ -70,11 +70,9 @@ def create_topics(settings: Settings) -> list[str]:
     client = admin(settings)
     try:
         existing = set(client.list_topics())
-        wanted = [settings.topic(kind) for kind in TOPIC_KINDS]
-        topic_config = {"retention.ms": str(settings.topic_retention_ms)}
-        new = [NewTopic(name, num_partitions=settings.topic_partitions, replication_factor=1,
-                        topic_configs=topic_config)
-               for name in wanted if name not in existing]
+        new = [NewTopic(settings.topic(kind), num_partitions=settings.topic_partitions, replication_factor=1,
+                        topic_configs=topic_configs(settings, kind))
+               for kind in TOPIC_KINDS if settings.topic(kind) not in existing]
         if new:
             try:
                 client.create_topics(new)
@@ -83,6 +81,13 @@ def create_topics(settings: Settings) -> list[str]:
         return [t.name for t in new]
     finally:
         client.close()
+
+
+def topic_configs(settings: Settings, kind: str) -> dict[str, str]:
+    """The topic configs `create_topics` gives a kind of topic."""
+    if kind == "tick_batches":
+        return {"retention.ms": str(settings.topic_tick_batches_retention_ms), "message.timestamp.type": "LogAppendTime"}
+    return {"retention.ms": str(settings.topic_retention_ms)}
 
 
 def require_topics(settings: Settings, kinds=TOPIC_KINDS) -> None:

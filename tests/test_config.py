@@ -43,6 +43,8 @@ def test_config_file_from_environment(tmp_path):
     ({"STOCKMAX_KAFKA_LINGER_MS": "-5"}, "kafka_linger_ms must be >= 0"),
     ({"STOCKMAX_KAFKA_BATCH_BYTES": "0"}, "kafka_batch_bytes must be positive"),
     ({"STOCKMAX_QUIET_AFTER_MS": "0"}, "quiet_after_ms must be positive"),
+    ({"STOCKMAX_TOPIC_RETENTION_MS": "0"}, r"topic_retention_ms must be -1 \(keep\) or positive"),
+    ({"STOCKMAX_TOPIC_TICK_BATCHES_RETENTION_MS": "-2"}, r"topic_tick_batches_retention_ms must be -1 \(keep\)"),
     ({"STOCKMAX_QUIET_FEED_LAG_MS": "-1"}, "quiet_feed_lag_ms must be >= 0"),
     ({"STOCKMAX_KAFKA_COMPRESSION": "snappy"}, "kafka_compression must be one of none, lz4, zstd, gzip"),
     ({"STOCKMAX_PYTHON_WORKERS": "thread"}, "python_workers must be one of process, loopback"),
