@@ -59,6 +59,35 @@ def brute_max(applied: list[dict], symbol: str, start: int, end: int):
     return top, min(t for p, t in prices if p == top)
 
 
+def test_the_answer_folds_late_ticks_and_copies_across_parts(store_settings):
+    """Raw ticks at sub-second edges as the loader writes them, in parts that are not merged: a tick written
+    again as late (applied 0, a higher version) is never the answer, and copies of a tick count once.
+    Oracle: a brute-force max over the applied ticks."""
+    base = 1_767_623_400_000_000
+    ticks = [{"symbol": "F", "event_time": base + i * 37_000, "exchange": "X", "seq": i,
+              "price": 100.0 + (i * 7919 % 97) / 4, "volume": 1.0} for i in range(100)]
+    late = {5, 40, 41, 77, 99}
+    for i in late:
+        ticks[i]["price"] = 1000.0 + i  # above every applied tick: an answer that counts one is wrong
+    written = [{**t, "applied": 1, "version": 0} for t in ticks]
+    with Store(store_settings) as store:
+        store.migrate()
+        store.client.command("SYSTEM STOP MERGES ticks")  # every insert stays a part of its own
+        for part in (written[:50], written[50:], written[30:60], [{**ticks[i], "applied": 0, "version": 1} for i in late]):
+            store.insert_ticks(part)
+        applied = [t for t in ticks if t["seq"] not in late]
+        rng = random.Random(8)
+        for _ in range(300):  # ranges inside one second: answered from the raw ticks alone
+            a = base + rng.randrange(0, 3_700_000)
+            b = min(a + rng.randrange(1, SECOND), a // SECOND * SECOND + SECOND)
+            want = brute_max(applied, "F", a, b)
+            if want is None:
+                with pytest.raises(HistoryError, match="no ticks of"):
+                    highest(store, "F", a, b)
+            else:
+                assert highest(store, "F", a, b) == want, (format_utc(a), format_utc(b))
+
+
 @pytest.mark.e2e
 def test_max_bars_and_alerts_against_the_oracle(settings, tmp_path):
     # One partition: the watermark follows the file's own order, so the late ticks are late (see below).
