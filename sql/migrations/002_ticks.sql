@@ -1,7 +1,8 @@
 -- Raw ticks, for exact answers at the sub-second edges of a range (`stockmax max`), written by the loader
--- from the `ticks` topic (valid ticks only) and the `ticks-late` topic. A late tick, which the job did not
--- apply, is written again with applied = 0 and a higher version, and replaces its raw row; copies of one
--- tick fold into one row. Read with FINAL. Kept for raw_ticks_ttl_days after loading (003_ticks_ttl.sql):
+-- from the job's `tick-batches` topic (every valid tick it read) and the `ticks-late` topic. A late tick,
+-- which the job did not apply, is written again with applied = 0 and a higher version, and replaces its raw
+-- row; copies of one tick fold into one row. Read folded: the row of the highest version (FINAL, or argMax
+-- by version as sql/queries/highest_price.sql does). Kept for raw_ticks_ttl_days after loading (003_ticks_ttl.sql):
 -- by load time, not event time, so that a replay of last year's ticks is kept too.
 CREATE TABLE IF NOT EXISTS ticks
 (
