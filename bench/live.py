@@ -234,9 +234,9 @@ def run_rate(settings, variant: str, rate: int, seconds: float, symbols: int, en
                 break
             try:
                 tree = [root, *root.children(recursive=True)]
-                by_role = _rss_by_role(tree)
+                used, by_role = _usage_by_role(tree)
                 rss = sum(by_role.values())
-                cpu.append((time.monotonic() - started, counter.value, _cpu_by_role(tree)))
+                cpu.append((time.monotonic() - started, counter.value, used))
             except psutil.Error:
                 rss, by_role = 0, {}
             rss_by_role.append(by_role)
@@ -337,24 +337,18 @@ def _process_role(process) -> str:
     return "python (job)"
 
 
-def _cpu_by_role(tree) -> dict[str, float]:
-    """CPU seconds (user + system) used so far by the processes of a tree, summed by role (_process_role:
-    the job's Python process, which runs the Python steps in loopback mode, its JVM, the loader)."""
+def _usage_by_role(tree) -> tuple[dict[str, float], dict[str, int]]:
+    """CPU seconds (user + system) used so far and resident bytes of the processes of a tree, each summed by
+    role (_process_role: the job's Python process, which runs the Python steps in loopback mode, its JVM, the
+    loader)."""
     used: dict[str, float] = {}
-    for process in tree:
-        times = process.cpu_times()
-        role = _process_role(process)
-        used[role] = used.get(role, 0.0) + times.user + times.system
-    return used
-
-
-def _rss_by_role(tree) -> dict[str, int]:
-    """Resident bytes of a job's processes, summed by role (_process_role)."""
     resident: dict[str, int] = {}
     for process in tree:
         role = _process_role(process)
+        times = process.cpu_times()
+        used[role] = used.get(role, 0.0) + times.user + times.system
         resident[role] = resident.get(role, 0) + process.memory_info().rss
-    return resident
+    return used, resident
 
 
 def cpu_figures(cpu: list, seconds: float) -> dict:

@@ -3,13 +3,12 @@ tick-batches expire by when the broker took them."""
 
 import time
 
-from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType
 
 from stockmax import kafka_io
 
 
-def _retention(settings, topic, key="retention.ms"):
+def _topic_config(settings, topic, key="retention.ms"):
     # A topic just created can be described without its configs until the broker's metadata has it: ask again.
     client = kafka_io.admin(settings)
     deadline = time.monotonic() + 30
@@ -34,7 +33,7 @@ def test_topics_keep_records_with_old_event_times(settings):
     assert sorted(created) == sorted(settings.topic(kind) for kind in kafka_io.TOPIC_KINDS)
     for kind in kafka_io.TOPIC_KINDS:
         if kind != "tick_batches":
-            assert _retention(settings, settings.topic(kind)) == "-1"
+            assert _topic_config(settings, settings.topic(kind)) == "-1"
     assert kafka_io.create_topics(settings) == []  # idempotent
 
 
@@ -43,25 +42,23 @@ def test_tick_batches_expire_by_append_time(settings):
     # event time a replay stamped them with (an event-time timestamp from 2020 would expire at once).
     kafka_io.create_topics(settings)
     topic = settings.topic("tick_batches")
-    assert _retention(settings, topic) == str(7 * 86_400_000)
-    assert _retention(settings, topic, "message.timestamp.type") == "LogAppendTime"
+    assert _topic_config(settings, topic) == str(7 * 86_400_000)
+    assert _topic_config(settings, topic, "message.timestamp.type") == "LogAppendTime"
     before_ms = int(time.time() * 1000)
-    kafka_io.producer(settings).send(topic, b"x", partition=0, timestamp_ms=1_577_836_800_000).get(timeout=30)
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest",
-                             consumer_timeout_ms=10_000)
-    consumer.assign([TopicPartition(topic, 0)])
-    record = next(iter(consumer))
-    consumer.close()
+    producer = kafka_io.producer(settings)
+    producer.send(topic, b"x", partition=0, timestamp_ms=1_577_836_800_000).get(timeout=30)
+    producer.close()
+    [record] = kafka_io.read_committed(settings, topic)
     assert record.value == b"x" and record.timestamp_type == 1 and record.timestamp >= before_ms
 
 
 def test_retention_is_a_setting(settings):
     settings = settings.with_(topic_retention_ms=86_400_000)
     kafka_io.create_topics(settings)
-    assert _retention(settings, settings.topic("ticks")) == "86400000"
+    assert _topic_config(settings, settings.topic("ticks")) == "86400000"
     kept = settings.with_(topic_prefix=settings.topic_prefix + "kept-", topic_tick_batches_retention_ms=-1)
     kafka_io.create_topics(kept)
-    assert _retention(kept, kept.topic("tick_batches")) == "-1"
+    assert _topic_config(kept, kept.topic("tick_batches")) == "-1"
 
 
 def test_readers_check_record_crcs_in_c():
